@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Every install goes through constraints.txt so all machines get the same versions.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Each target installs the extras it needs once; a stamp records it (redone when the pins change).
+STAMP_DEMO := $(VENV)/.stamp-demo
+STAMP_TEST := $(VENV)/.stamp-test
+STAMP_BENCH := $(VENV)/.stamp-bench
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench venv clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+
+$(STAMP_DEMO): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e ".[torch,plot,data]"
+	touch $@
+
+$(STAMP_TEST): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+$(STAMP_BENCH): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e ".[bench]"
+	touch $@
+
+venv: $(STAMP_TEST)
+
+## demo: the side-by-side tour (PyTorch next to fnml, with measured parity).
+demo: $(STAMP_DEMO)
+	$(PY) -m fnml tour
+
+## test: the whole suite, parity against real PyTorch included.
+test: $(STAMP_TEST)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info fnml_output
