@@ -42,7 +42,7 @@ Argnums = int | Sequence[int]
 
 
 class GradcheckError(RuntimeError):
-    """Analytical and numerical Jacobians differ (torch: ``torch.autograd.GradcheckError``)."""
+    """Analytical and numerical Jacobians differ (torch: ``torch.autograd.gradcheck.GradcheckError``)."""
 
 
 def _check_argnums(argnums: Any, where: str) -> None:
