@@ -514,7 +514,8 @@ def _load(model, source, *, strict, flatten_nhwc, keep_source_dtype):
             dtype = jax.dtypes.canonicalize_dtype(value.dtype)
         else:
             dtype = variable.value.dtype
-        variable.value = jnp.asarray(np.ascontiguousarray(value).astype(dtype, copy=False))
+        # np.array, not np.ascontiguousarray: the latter turns 0-d scalars (num_batches_tracked) into (1,).
+        variable.value = jnp.asarray(np.array(value, dtype=dtype, order="C"))
     if strict:
         return model
     return IncompatibleKeys(missing, unexpected)
@@ -558,7 +559,7 @@ def save_safetensors(obj: Any, path: str | os.PathLike, *, metadata: Mapping[str
     if isinstance(obj, nnx.Module):
         tensors = state_dict(obj)
     elif isinstance(obj, Mapping):
-        tensors = OrderedDict((str(k), np.ascontiguousarray(_to_numpy(v, str(k)))) for k, v in obj.items())
+        tensors = OrderedDict((str(k), np.array(_to_numpy(v, str(k)), order="C")) for k, v in obj.items())
     else:
         raise TypeError(f"save_safetensors expects an fnml model or a mapping of tensors, got {type(obj).__name__}")
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
