@@ -155,7 +155,10 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1, *, steps_per_epoch: i
     check_positive_int("step_size", step_size, where=where)
     check_positive("gamma", gamma, where=where)
     return StepLR(
-        lr=lr, step_size=step_size, gamma=gamma, steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where)
+        lr=lr,
+        step_size=step_size,
+        gamma=gamma,
+        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
     )
 
 
@@ -195,11 +198,15 @@ def multistep_lr(
     where = "multistep_lr"
     check_positive("lr", lr, where=where)
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
-        raise TypeError(f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}")
+        raise TypeError(
+            f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}"
+        )
     for milestone in milestones:
         _check_non_negative_int("each milestone", milestone, where)
     if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
-        raise ValueError(f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}")
+        raise ValueError(
+            f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}"
+        )
     check_positive("gamma", gamma, where=where)
     return MultiStepLR(
         lr=lr,
@@ -255,7 +262,11 @@ class CosineAnnealingLR(_Schedule):
 
 
 def cosine_annealing_lr(
-    lr: float, T_max: int, eta_min: float = 0.0, *, steps_per_epoch: int | None = None  # noqa: N803
+    lr: float,
+    T_max: int,
+    eta_min: float = 0.0,
+    *,
+    steps_per_epoch: int | None = None,  # noqa: N803
 ) -> CosineAnnealingLR:
     """Cosine annealing from ``lr`` to ``eta_min`` over ``T_max`` scheduler steps, without restarts.
 
@@ -380,7 +391,10 @@ def constant_lr(
         raise ValueError(f"{where}: factor must be in (0, 1], got factor={factor!r}")
     _check_non_negative_int("total_iters", total_iters, where)
     return ConstantLR(
-        lr=lr, factor=factor, total_iters=total_iters, steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where)
+        lr=lr,
+        factor=factor,
+        total_iters=total_iters,
+        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
     )
 
 
@@ -498,8 +512,9 @@ def _check_one_cycle_phases(schedule: OneCycleLR) -> None:
         if selected and phase.end_step - start_step == 0:
             raise ValueError(
                 f"one_cycle_lr: phase {index + 1} of the cycle has zero length with pct_start="
-                f"{schedule.pct_start!r} and total_steps={schedule.total_steps!r} (torch divides by zero "
-                "there); choose pct_start so that pct_start * total_steps is not 1 and the phases are non-empty"
+                f"{schedule.pct_start!r} and total_steps={schedule.total_steps!r} (torch divides by "
+                "zero there); choose pct_start so that pct_start * total_steps is not 1 and every phase "
+                "is non-empty"
             )
         previous_max = max(previous_max, phase.end_step)
         start_step = phase.end_step
@@ -531,8 +546,9 @@ def one_cycle_lr(
     ``total_steps`` is None. Phase boundaries are torch's (``pct_start * total_steps - 1``, then
     ``total_steps - 1``; three-phase adds ``2 * pct_start * total_steps - 2``), between
     ``initial_lr = max_lr / div_factor``, ``max_lr`` and ``min_lr = initial_lr / final_div_factor``,
-    annealed by ``end + (start - end) / 2 * (1 + cos(pi * pct))`` or linearly. ``optax.cosine_onecycle_schedule``
-    peaks and ends one step later (3e-3 off) and does not cycle momentum.
+    annealed by ``end + (start - end) / 2 * (1 + cos(pi * pct))`` or linearly.
+    ``optax.cosine_onecycle_schedule`` peaks and ends one step later (3e-3 off) and does not cycle
+    momentum.
 
     Momentum: with ``cycle_momentum=True`` the returned object's ``.momentum`` is a callable
     ``count -> momentum`` going ``max_momentum -> base_momentum -> max_momentum`` on the same phases;
@@ -561,11 +577,17 @@ def one_cycle_lr(
         raise TypeError(f"{where}: per_epoch must be a bool, got per_epoch={per_epoch!r}")
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise ValueError(f"{where}: total_steps must be a positive integer, got total_steps={total_steps!r}")
+            raise ValueError(
+                f"{where}: total_steps must be a positive integer, got total_steps={total_steps!r}"
+            )
         cycle_steps = total_steps
     elif epochs is not None and (steps_per_epoch is not None or per_epoch):
         check_positive_int("epochs", epochs, where=where)
-        cycle_steps = epochs if per_epoch else epochs * check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
+        cycle_steps = (
+            epochs
+            if per_epoch
+            else epochs * check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
+        )
     else:
         raise ValueError(
             f"{where}: define either total_steps or (epochs and steps_per_epoch); got total_steps="
@@ -574,7 +596,8 @@ def one_cycle_lr(
     if per_epoch:
         if steps_per_epoch is None:
             raise ValueError(
-                f"{where}: per_epoch=True needs steps_per_epoch (optimizer updates per epoch), got steps_per_epoch=None"
+                f"{where}: per_epoch=True needs steps_per_epoch (optimizer updates per epoch), "
+                "got steps_per_epoch=None"
             )
         check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
     check_in_interval("pct_start", pct_start, 0.0, 1.0, closed_high=True, where=where)
