@@ -20,9 +20,9 @@ from flax import nnx
 from fnml.recurrent import GRU, LSTM, RNN
 
 try:
-    from conftest import assert_trees_close, max_abs_diff, tolerance
+    from conftest import assert_trees_close
 except ImportError:  # pragma: no cover - depends on how pytest puts tests/ on sys.path
-    from tests.conftest import assert_trees_close, max_abs_diff, tolerance
+    from tests.conftest import assert_trees_close
 
 CLASSES = {"RNN": (RNN, torch.nn.RNN), "LSTM": (LSTM, torch.nn.LSTM), "GRU": (GRU, torch.nn.GRU)}
 JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
@@ -69,11 +69,15 @@ def run_both(model, torch_model, x_np, hx_np, dtype):
     torch_hx = None
     if hx_np is not None:
         torch_hx = tuple(torch.tensor(h, dtype=TORCH_DTYPES[dtype], requires_grad=True) for h in hx_np)
-    torch_out, torch_state = torch_model(torch_x, (torch_hx if is_lstm else torch_hx[0]) if torch_hx else None)
+    torch_out, torch_state = torch_model(
+        torch_x, (torch_hx if is_lstm else torch_hx[0]) if torch_hx else None
+    )
     torch_states = torch_state if is_lstm else (torch_state,)
     rng = np.random.default_rng(1)
     cotangents = [rng.standard_normal(tuple(v.shape)) for v in (torch_out, *torch_states)]
-    loss = sum((v * torch.tensor(c, dtype=v.dtype)).sum() for v, c in zip((torch_out, *torch_states), cotangents))
+    loss = sum(
+        (v * torch.tensor(c, dtype=v.dtype)).sum() for v, c in zip((torch_out, *torch_states), cotangents)
+    )
     loss.backward()
     torch_tree = {
         "output": torch_out,
@@ -204,7 +208,12 @@ def test_initialisation_follows_torch_distribution(kind):
 def test_bias_false_has_no_bias_parameters():
     model = GRU(IN, H, bias=False, bidirectional=True, rngs=nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
-    assert sorted(params.keys()) == ["kernel_hh_l0", "kernel_hh_l0_reverse", "kernel_ih_l0", "kernel_ih_l0_reverse"]
+    assert sorted(params.keys()) == [
+        "kernel_hh_l0",
+        "kernel_hh_l0_reverse",
+        "kernel_ih_l0",
+        "kernel_ih_l0_reverse",
+    ]
     assert model.bias_ih_l0 is None and model.bias_hh_l0_reverse is None
 
 
@@ -306,7 +315,9 @@ def test_jit_does_not_recompile_for_new_values():
 
 def test_wrong_input_size_names_layer_and_both_numbers():
     model = LSTM(IN, H, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"LSTM: input_size=7 of the input does not match LSTM\(input_size=4\)"):
+    with pytest.raises(
+        ValueError, match=r"LSTM: input_size=7 of the input does not match LSTM\(input_size=4\)"
+    ):
         model(jnp.ones((T, N, 7)))
 
 
@@ -357,8 +368,9 @@ def test_invalid_sizes_and_settings():
         GRU(2.5, H, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"RNN: num_layers must be a positive integer, got num_layers=0"):
         RNN(IN, H, 0, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"RNN: nonlinearity must be one of 'tanh', 'relu'; got nonlinearity='gelu'"):
+    with pytest.raises(
+        ValueError, match=r"RNN: nonlinearity must be one of 'tanh', 'relu'; got nonlinearity='gelu'"
+    ):
         RNN(IN, H, nonlinearity="gelu", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"LSTM: unroll must be a positive integer or a bool, got unroll=0"):
         LSTM(IN, H, unroll=0, rngs=nnx.Rngs(0))
-
