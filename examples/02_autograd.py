@@ -42,7 +42,9 @@ def fnml_requires_grad():
     return tensor_grad
 
 
-t, f = tour.compare("tensor([1.0], requires_grad=True) * 2, backward()", torch_requires_grad, fnml_requires_grad)
+t, f = tour.compare(
+    "tensor([1.0], requires_grad=True) * 2, backward()", torch_requires_grad, fnml_requires_grad
+)
 tour.check("grad of t * 2", t, f, tol=0.0)
 
 # ------------------------------------------------------------------------------------- forward
@@ -78,7 +80,9 @@ def fnml_forward():
     return out
 
 
-t, f_out = tour.compare("x = randn(2, 2); y = x + 2; z = y * y * 3; out = z.mean()", torch_forward, fnml_forward)
+t, f_out = tour.compare(
+    "x = randn(2, 2); y = x + 2; z = y * y * 3; out = z.mean()", torch_forward, fnml_forward
+)
 tour.check("out", t, f_out, tol=0.0)
 
 
@@ -148,7 +152,9 @@ def fnml_backward_gradient():
 
 
 t, f_out = tour.compare(
-    "Non-scalar output: backward(gradient=v), then a second backward", torch_backward_gradient, fnml_backward_gradient
+    "Non-scalar output: backward(gradient=v), then a second backward",
+    torch_backward_gradient,
+    fnml_backward_gradient,
 )
 tour.check("vector-Jacobian product and accumulated .grad", t, f_out, tol=0.0)
 

@@ -40,7 +40,10 @@ Y_TORCH = torch.randn(10, 1)  # 10 targets
 FNML_MODEL = interop.load_state_dict(layers.SimpleNN(rngs=nnx.Rngs(0)), TORCH_MODEL.state_dict())
 
 # ------------------------------------------------------------------------------------- choosing
-tour.section("Choosing a device", "'cuda' and 'gpu' both name JAX's GPU; an absent device is an error that lists what exists.")
+tour.section(
+    "Choosing a device",
+    "'cuda' and 'gpu' both name JAX's GPU; an absent device is an error that lists what exists.",
+)
 
 
 def torch_choose():

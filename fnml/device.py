@@ -173,7 +173,9 @@ def device_count(kind: str | None = None) -> int:
     if kind is None:
         return len(jax.local_devices())
     if not isinstance(kind, str) or kind.lower() not in _KINDS:
-        raise ValueError(f"device_count: kind must be one of {', '.join(map(repr, _KINDS))} or None; got {kind!r}")
+        raise ValueError(
+            f"device_count: kind must be one of {', '.join(map(repr, _KINDS))} or None; got {kind!r}"
+        )
     return len(_platform_devices(_KINDS[kind.lower()]))
 
 

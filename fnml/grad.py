@@ -48,8 +48,10 @@ class GradcheckError(RuntimeError):
 def _check_argnums(argnums: Any, where: str) -> None:
     """argnums is an int or a non-empty sequence of ints (not bools)."""
     items = (argnums,) if isinstance(argnums, int) else argnums
-    ok = isinstance(items, (tuple, list)) and items and all(
-        isinstance(i, int) and not isinstance(i, bool) for i in items
+    ok = (
+        isinstance(items, (tuple, list))
+        and items
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in items)
     )
     if not ok:
         raise TypeError(f"{where}: argnums must be an int or a sequence of ints, got argnums={argnums!r}")
@@ -58,7 +60,9 @@ def _check_argnums(argnums: Any, where: str) -> None:
 def _check_callable(f: Any, where: str) -> None:
     """The transform's first argument is the function to differentiate."""
     if not callable(f):
-        raise TypeError(f"{where}: f must be a callable (the function to differentiate), got {type(f).__name__}")
+        raise TypeError(
+            f"{where}: f must be a callable (the function to differentiate), got {type(f).__name__}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,7 +146,9 @@ def hessian(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[..., Any]:
     return jax.hessian(f, argnums=argnums)
 
 
-def backward(f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnums: Argnums | None = None) -> Any:
+def backward(
+    f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnums: Argnums | None = None
+) -> Any:
     """Gradients of ``f(*args)`` weighted by ``grad_outputs``: the vector-Jacobian product.
 
     PyTorch equivalent: ``out = f(*args); out.backward(gradient=grad_outputs)`` then each
@@ -185,7 +191,8 @@ def backward(f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnum
             if jnp.size(leaf) != 1:
                 raise RuntimeError(
                     "grad can be implicitly created only for scalar outputs: f returned shape "
-                    f"{tuple(jnp.shape(leaf))}; pass grad_outputs= with that shape (torch: out.backward(gradient))"
+                    f"{tuple(jnp.shape(leaf))}; pass grad_outputs= with that shape "
+                    "(torch: out.backward(gradient))"
                 )
         cotangent = jax.tree_util.tree_map(jnp.ones_like, out)
     else:
@@ -205,10 +212,8 @@ def backward(f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnum
     return grads[0] if isinstance(selected, int) else grads
 
 
-def accumulate_grad(
-    f: Callable[..., Any], params: Any, batches: Iterable[Any], *, grads: Any = None
-) -> Any:
-    """Sum of ``grad(f)(params, *batch)`` over batches: what repeated ``.backward()`` calls leave in ``.grad``.
+def accumulate_grad(f: Callable[..., Any], params: Any, batches: Iterable[Any], *, grads: Any = None) -> Any:
+    """Sum of ``grad(f)(params, *batch)`` over batches: what repeated ``.backward()`` leaves in ``.grad``.
 
     PyTorch equivalent::
 
@@ -361,7 +366,9 @@ def _gradcheck64(f, inputs, *, eps, atol, rtol, raise_exception) -> bool:
             for o, (hi, lo) in enumerate(zip(flat_outputs(*args_plus), flat_outputs(*args_minus))):
                 numerical[o][:, k] = (np.asarray(hi) - np.asarray(lo)) / (2 * eps)
         for o in range(len(outputs)):
-            exact = np.asarray(analytical[o][in_pos]).reshape(outputs[o].size, x.size)  # (out, *in) -> (out, in)
+            exact = np.asarray(analytical[o][in_pos]).reshape(
+                outputs[o].size, x.size
+            )  # (out, *in) -> (out, in)
             if not np.all(np.abs(exact - numerical[o]) <= atol + rtol * np.abs(numerical[o])):
                 if not raise_exception:
                     return False

@@ -115,8 +115,15 @@ def _dtype_name(dtype: Any) -> str:
                 "(as a string, a numpy/jax dtype or a torch dtype)"
             ) from None
     # numpy spells bool 'bool'; torch aliases: float -> float32, double -> float64, long -> int64...
-    aliases = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-               "short": "int16", "bool_": "bool"}
+    aliases = {
+        "float": "float32",
+        "double": "float64",
+        "half": "float16",
+        "long": "int64",
+        "int": "int32",
+        "short": "int16",
+        "bool_": "bool",
+    }
     return aliases.get(name, name)
 
 
@@ -411,7 +418,9 @@ def to_numpy(array: Any, *, copy: bool = False) -> np.ndarray:
         to_numpy(ones(2))    # array([1., 1.], dtype=float32)
     """
     if isinstance(array, jax.core.Tracer):
-        raise TypeError("to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform")
+        raise TypeError(
+            "to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform"
+        )
     if type(array).__module__.startswith("torch"):
         values = _torch_to_numpy(array)
     else:
@@ -489,7 +498,9 @@ def to_torch(array: Any, *, copy: bool = False, requires_grad: bool = False):
     import torch
 
     if isinstance(array, jax.core.Tracer):
-        raise TypeError("to_torch: got a traced value; it cannot leave jit/grad. Call it outside the transform")
+        raise TypeError(
+            "to_torch: got a traced value; it cannot leave jit/grad. Call it outside the transform"
+        )
     if isinstance(array, (np.ndarray, np.generic, int, float, bool)):
         array = jnp.asarray(array)
     if not isinstance(array, jax.Array):
@@ -596,7 +607,7 @@ def to(array: Any, *args: Any, dtype: Any = None, device: Any = None) -> Any:
 
 
 def nchw_to_nhwc(x: Any) -> jax.Array:
-    """Channels-first images to channels-last: ``(N, C, H, W) -> (N, H, W, C)`` (or ``(C, H, W) -> (H, W, C)``).
+    """Channels-first to channels-last: ``(N, C, H, W) -> (N, H, W, C)`` (or ``(C, H, W) -> (H, W, C)``).
 
     PyTorch equivalent: ``x.permute(0, 2, 3, 1)``; torch conv layers take NCHW, fnml's take NHWC.
 
@@ -612,7 +623,7 @@ def nchw_to_nhwc(x: Any) -> jax.Array:
 
 
 def nhwc_to_nchw(x: Any) -> jax.Array:
-    """Channels-last images to channels-first: ``(N, H, W, C) -> (N, C, H, W)`` (or ``(H, W, C) -> (C, H, W)``).
+    """Channels-last to channels-first: ``(N, H, W, C) -> (N, C, H, W)`` (or ``(H, W, C) -> (C, H, W)``).
 
     PyTorch equivalent: ``x.permute(0, 3, 1, 2)``: back to torch's layout.
 

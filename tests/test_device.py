@@ -19,8 +19,11 @@ from fnml import device as fdevice
 CPU0 = jax.local_devices(backend="cpu")[0]
 
 
-@pytest.mark.parametrize("spec", ["cpu", "cpu:0", "CPU", " cpu ", CPU0, torch.device("cpu"), torch.device("cpu", 0)],
-                         ids=["cpu", "cpu:0", "upper", "spaces", "jax_device", "torch_device", "torch_device_0"])
+@pytest.mark.parametrize(
+    "spec",
+    ["cpu", "cpu:0", "CPU", " cpu ", CPU0, torch.device("cpu"), torch.device("cpu", 0)],
+    ids=["cpu", "cpu:0", "upper", "spaces", "jax_device", "torch_device", "torch_device_0"],
+)
 def test_device_names_the_cpu(spec):
     assert fdevice.device(spec) == CPU0
 
@@ -35,19 +38,26 @@ def test_cuda_and_gpu_mean_jax_gpu(spec):
     if fdevice.cuda_is_available():
         assert fdevice.device(spec) == jax.local_devices(backend="gpu")[0]
     else:
-        with pytest.raises(fdevice.DeviceNotFoundError, match=rf"device '{spec}' is not available: JAX sees no gpu devices here\. Available: cpu:0"):
+        with pytest.raises(
+            fdevice.DeviceNotFoundError,
+            match=rf"device '{spec}' is not available: JAX sees no gpu devices here\. Available: cpu:0",
+        ):
             fdevice.device(spec)
 
 
 @pytest.mark.parametrize("spec", ["cuda:99", "cpu:99", "tpu:99"])
 def test_absent_index_names_what_exists(spec):
-    with pytest.raises(fdevice.DeviceNotFoundError, match=r"(does not exist|is not available).*Available: .*cpu:0"):
+    with pytest.raises(
+        fdevice.DeviceNotFoundError, match=r"(does not exist|is not available).*Available: .*cpu:0"
+    ):
         fdevice.device(spec)
 
 
 @pytest.mark.parametrize("spec", ["mps", "cuda0", "cuda:-1", "gpu:x", "", "cuda:0:1"])
 def test_unknown_device_string(spec):
-    with pytest.raises(ValueError, match=rf"device: unknown device string '{spec}'; expected \"cpu\", \"cuda\""):
+    with pytest.raises(
+        ValueError, match=rf"device: unknown device string '{spec}'; expected \"cpu\", \"cuda\""
+    ):
         fdevice.device(spec)
 
 
@@ -64,7 +74,9 @@ def test_counts_and_availability():
     # torch.cuda.device_count() is 0 without CUDA; fnml's counterpart agrees on a CPU-only jax.
     if not fdevice.cuda_is_available():
         assert fdevice.device_count("cuda") == 0
-    with pytest.raises(ValueError, match="device_count: kind must be one of 'cpu', 'cuda', 'gpu', 'tpu' or None; got 'npu'"):
+    with pytest.raises(
+        ValueError, match="device_count: kind must be one of 'cpu', 'cuda', 'gpu', 'tpu' or None; got 'npu'"
+    ):
         fdevice.device_count("npu")
 
 
@@ -146,5 +158,7 @@ _TWO_CPUS_SCRIPT = textwrap.dedent(
 
 def test_moves_between_two_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    completed = subprocess.run([sys.executable, "-c", _TWO_CPUS_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", _TWO_CPUS_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
     assert completed.returncode == 0 and completed.stdout.strip() == "OK", completed.stderr[-3000:]

@@ -90,7 +90,9 @@ def test_jacobian_matches_torch(dtype, torch_dtype, strategy):
     def f(x):
         return jnp.stack([jnp.sin(x).sum(), (x * x).prod(), x[0] * x[1]]) * x[:3]
 
-    expected = torch.autograd.functional.jacobian(f_torch, t, strategy=strategy, vectorize=strategy == "forward-mode")
+    expected = torch.autograd.functional.jacobian(
+        f_torch, t, strategy=strategy, vectorize=strategy == "forward-mode"
+    )
     ours = fgrad.jacobian(f, strategy=strategy)(tensors.from_torch(t))
     assert ours.shape == (3, 4)
     assert_trees_close(ours, expected, dtype=dtype)
@@ -118,9 +120,13 @@ def test_backward_vector_jacobian_product(dtype, torch_dtype):
 def test_backward_pytree_output():
     x_t = torch.randn(2, dtype=torch.float64, requires_grad=True)
     a, b = x_t.sin(), x_t.sum()
-    torch.autograd.backward([a, b], [torch.ones(2, dtype=torch.float64) * 0.5, torch.tensor(2.0, dtype=torch.float64)])
+    torch.autograd.backward(
+        [a, b], [torch.ones(2, dtype=torch.float64) * 0.5, torch.tensor(2.0, dtype=torch.float64)]
+    )
     ours = fgrad.backward(
-        lambda x: (jnp.sin(x), x.sum()), tensors.from_torch(x_t), grad_outputs=(jnp.full(2, 0.5), jnp.asarray(2.0))
+        lambda x: (jnp.sin(x), x.sum()),
+        tensors.from_torch(x_t),
+        grad_outputs=(jnp.full(2, 0.5), jnp.asarray(2.0)),
     )
     assert_trees_close(ours, x_t.grad)
 
@@ -130,9 +136,14 @@ def test_backward_errors_like_torch():
     with pytest.raises(RuntimeError, match="grad can be implicitly created only for scalar outputs"):
         (x_t * 2).backward()
     x = tensors.from_torch(x_t)
-    with pytest.raises(RuntimeError, match=r"grad can be implicitly created only for scalar outputs: .*\(3,\)"):
+    with pytest.raises(
+        RuntimeError, match=r"grad can be implicitly created only for scalar outputs: .*\(3,\)"
+    ):
         fgrad.backward(lambda x: x * 2, x)
-    with pytest.raises(ValueError, match=r"mismatch in shape: grad_outputs\[0\] has shape \(2,\) and output\[0\] has shape \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mismatch in shape: grad_outputs\[0\] has shape \(2,\) and output\[0\] has shape \(3,\)",
+    ):
         fgrad.backward(lambda x: x * 2, x, grad_outputs=jnp.ones(2))
     with pytest.raises(ValueError, match="grad_outputs has structure"):
         fgrad.backward(lambda x: x * 2, x, grad_outputs=(jnp.ones(3), jnp.ones(3)))
@@ -144,11 +155,16 @@ def test_backward_errors_like_torch():
 
 def test_accumulate_grad_sums_like_repeated_backward(dtype, torch_dtype):
     model = torch.nn.Linear(3, 2).to(torch_dtype)
-    batches_t = [(torch.randn(4, 3, dtype=torch_dtype), torch.randn(4, 2, dtype=torch_dtype)) for _ in range(3)]
+    batches_t = [
+        (torch.randn(4, 3, dtype=torch_dtype), torch.randn(4, 2, dtype=torch_dtype)) for _ in range(3)
+    ]
     for x, y in batches_t:  # no zero_grad between: .grad accumulates
         torch.nn.functional.mse_loss(model(x), y).backward()
 
-    params = {"w": tensors.from_torch(model.weight.T), "b": tensors.from_torch(model.bias)}  # (out,in) -> (in,out)
+    params = {
+        "w": tensors.from_torch(model.weight.T),
+        "b": tensors.from_torch(model.bias),
+    }  # (out,in) -> (in,out)
 
     def loss(p, x, y):
         return ((x @ p["w"] + p["b"] - y) ** 2).mean()
@@ -164,7 +180,9 @@ def test_accumulate_grad_sums_like_repeated_backward(dtype, torch_dtype):
 
 
 def test_accumulate_grad_single_argument_batches_and_errors():
-    g = fgrad.accumulate_grad(lambda p, x: (p * x).sum(), jnp.ones(2), [jnp.asarray([1.0, 2.0]), jnp.asarray([3.0, 4.0])])
+    g = fgrad.accumulate_grad(
+        lambda p, x: (p * x).sum(), jnp.ones(2), [jnp.asarray([1.0, 2.0]), jnp.asarray([3.0, 4.0])]
+    )
     np.testing.assert_array_equal(g, [4.0, 6.0])
     with pytest.raises(ValueError, match="accumulate_grad: batches is empty"):
         fgrad.accumulate_grad(lambda p, x: (p * x).sum(), jnp.ones(2), [])
@@ -193,7 +211,9 @@ def test_no_grad_on_values_and_as_decorator(dtype, torch_dtype):
 
 
 def test_no_grad_without_argument_explains():
-    with pytest.raises(TypeError, match=r"no_grad\(\) takes a value or a function.*cannot stop gradients in JAX"):
+    with pytest.raises(
+        TypeError, match=r"no_grad\(\) takes a value or a function.*cannot stop gradients in JAX"
+    ):
         fgrad.no_grad()
 
 
@@ -276,14 +296,24 @@ def test_show_graph_prints_the_recorded_computation(capsys):
 def test_transform_argument_errors(transform):
     with pytest.raises(TypeError, match=f"{transform.__name__}: f must be a callable"):
         transform(3.0)
-    with pytest.raises(TypeError, match=f"{transform.__name__}: argnums must be an int or a sequence of ints, got argnums='x'"):
+    with pytest.raises(
+        TypeError,
+        match=f"{transform.__name__}: argnums must be an int or a sequence of ints, got argnums='x'",
+    ):
         transform(jnp.sin, argnums="x")
 
 
 def test_other_callable_errors():
-    with pytest.raises(ValueError, match="jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy='central'"):
+    with pytest.raises(
+        ValueError,
+        match="jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy='central'",
+    ):
         fgrad.jacobian(jnp.sin, strategy="central")
-    for fn, name in ((fgrad.backward, "backward"), (fgrad.accumulate_grad, "accumulate_grad"), (fgrad.show_graph, "show_graph")):
+    for fn, name in (
+        (fgrad.backward, "backward"),
+        (fgrad.accumulate_grad, "accumulate_grad"),
+        (fgrad.show_graph, "show_graph"),
+    ):
         with pytest.raises(TypeError, match=f"{name}: f must be a callable"):
             fn(1, jnp.ones(2), jnp.ones(2))
     with pytest.raises(TypeError, match="gradcheck: f must be a callable"):

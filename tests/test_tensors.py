@@ -1,4 +1,4 @@
-"""fnml.tensors against real torch: creation, dtype mapping, torch <-> jax bridge, x64-off behaviour, layouts."""
+"""fnml.tensors against real torch: creation, dtypes, torch <-> jax bridge, x64-off behaviour, layouts."""
 
 from __future__ import annotations
 
@@ -41,24 +41,56 @@ def _assert_same(fnml_array, torch_tensor):
         ("zeros_tuple", lambda: tensors.zeros((2, 3)), lambda: torch.zeros((2, 3))),
         ("ones", lambda: tensors.ones(2, 3), lambda: torch.ones(2, 3)),
         ("ones_f64", lambda: tensors.ones(4, dtype="float64"), lambda: torch.ones(4, dtype=torch.float64)),
-        ("ones_torch_dtype", lambda: tensors.ones(2, dtype=torch.int8), lambda: torch.ones(2, dtype=torch.int8)),
+        (
+            "ones_torch_dtype",
+            lambda: tensors.ones(2, dtype=torch.int8),
+            lambda: torch.ones(2, dtype=torch.int8),
+        ),
         ("full_float", lambda: tensors.full((2, 2), 7.5), lambda: torch.full((2, 2), 7.5)),
         ("full_int", lambda: tensors.full((3,), 7), lambda: torch.full((3,), 7)),
         ("full_bool", lambda: tensors.full((3,), True), lambda: torch.full((3,), True)),
-        ("full_dtype", lambda: tensors.full((2,), 3, dtype="float16"), lambda: torch.full((2,), 3, dtype=torch.float16)),
+        (
+            "full_dtype",
+            lambda: tensors.full((2,), 3, dtype="float16"),
+            lambda: torch.full((2,), 3, dtype=torch.float16),
+        ),
         ("arange_int", lambda: tensors.arange(5), lambda: torch.arange(5)),
         ("arange_start_step", lambda: tensors.arange(2, 11, 3), lambda: torch.arange(2, 11, 3)),
         ("arange_float", lambda: tensors.arange(0, 1, 0.25), lambda: torch.arange(0, 1, 0.25)),
-        ("arange_dtype", lambda: tensors.arange(4, dtype="float64"), lambda: torch.arange(4, dtype=torch.float64)),
-        ("tensor_floats", lambda: tensors.tensor([[1.0, 2.0], [3.0, 4.5]]), lambda: torch.tensor([[1.0, 2.0], [3.0, 4.5]])),
+        (
+            "arange_dtype",
+            lambda: tensors.arange(4, dtype="float64"),
+            lambda: torch.arange(4, dtype=torch.float64),
+        ),
+        (
+            "tensor_floats",
+            lambda: tensors.tensor([[1.0, 2.0], [3.0, 4.5]]),
+            lambda: torch.tensor([[1.0, 2.0], [3.0, 4.5]]),
+        ),
         ("tensor_ints", lambda: tensors.tensor([1, 2, 3]), lambda: torch.tensor([1, 2, 3])),
         ("tensor_bools", lambda: tensors.tensor([True, False]), lambda: torch.tensor([True, False])),
         ("tensor_scalar", lambda: tensors.tensor(3.25), lambda: torch.tensor(3.25)),
-        ("tensor_dtype", lambda: tensors.tensor([1, 2], dtype=torch.bfloat16), lambda: torch.tensor([1, 2], dtype=torch.bfloat16)),
+        (
+            "tensor_dtype",
+            lambda: tensors.tensor([1, 2], dtype=torch.bfloat16),
+            lambda: torch.tensor([1, 2], dtype=torch.bfloat16),
+        ),
         ("tensor_of_numpy", lambda: tensors.tensor(np.arange(4.0)), lambda: torch.tensor(np.arange(4.0))),
-        ("tensor_of_torch", lambda: tensors.tensor(torch.arange(3)), lambda: torch.tensor(torch.arange(3).numpy())),
-        ("from_numpy", lambda: tensors.from_numpy(np.array([[1, 2], [3, 4]])), lambda: torch.from_numpy(np.array([[1, 2], [3, 4]]))),
-        ("from_numpy_f32", lambda: tensors.from_numpy(np.ones(3, np.float32)), lambda: torch.from_numpy(np.ones(3, np.float32))),
+        (
+            "tensor_of_torch",
+            lambda: tensors.tensor(torch.arange(3)),
+            lambda: torch.tensor(torch.arange(3).numpy()),
+        ),
+        (
+            "from_numpy",
+            lambda: tensors.from_numpy(np.array([[1, 2], [3, 4]])),
+            lambda: torch.from_numpy(np.array([[1, 2], [3, 4]])),
+        ),
+        (
+            "from_numpy_f32",
+            lambda: tensors.from_numpy(np.ones(3, np.float32)),
+            lambda: torch.from_numpy(np.ones(3, np.float32)),
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -87,7 +119,9 @@ def test_randn_and_rand_are_keyed(dtype):
     a = tensors.randn(key, 200, 50, dtype=dtype)
     assert a.shape == (200, 50) and a.dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(a, tensors.randn(key, 200, 50, dtype=dtype))  # same key, same numbers
-    assert not np.array_equal(np.asarray(a), np.asarray(tensors.randn(jax.random.key(1), 200, 50, dtype=dtype)))
+    assert not np.array_equal(
+        np.asarray(a), np.asarray(tensors.randn(jax.random.key(1), 200, 50, dtype=dtype))
+    )
     values = np.asarray(a, dtype=np.float64)
     assert abs(values.mean()) < 0.05 and abs(values.std() - 1.0) < 0.05  # torch.randn's distribution
     u = np.asarray(tensors.rand(key, 10000, dtype=dtype), dtype=np.float64)
@@ -277,7 +311,8 @@ _X64_OFF_SCRIPT = textwrap.dedent(
             except tensors.PrecisionError as error:
                 return f"ERROR {error}"
         kinds = [w.category.__name__ for w in caught]
-        return f"OK {result.dtype} {np.asarray(result).ravel()[:2].tolist()} {kinds} {[str(w.message) for w in caught]}"
+        messages = [str(w.message) for w in caught]
+        return f"OK {result.dtype} {np.asarray(result).ravel()[:2].tolist()} {kinds} {messages}"
 
     cases = {
         "from_numpy_int64_fits": lambda: tensors.from_numpy(np.array([[1, 2], [3, 4]])),
@@ -398,7 +433,9 @@ def test_layout_helpers_match_torch_permute(shape):
     assert torch.equal(tensors.to_torch(back), t)
 
 
-@pytest.mark.parametrize("fn", [tensors.nchw_to_nhwc, tensors.nhwc_to_nchw], ids=["nchw_to_nhwc", "nhwc_to_nchw"])
+@pytest.mark.parametrize(
+    "fn", [tensors.nchw_to_nhwc, tensors.nhwc_to_nchw], ids=["nchw_to_nhwc", "nhwc_to_nchw"]
+)
 @pytest.mark.parametrize("shape", [(4,), (2, 3), (1, 2, 3, 4, 5)], ids=["1d", "2d", "5d"])
 def test_layout_helpers_reject_bad_rank(fn, shape):
     with pytest.raises(ValueError, match=rf"{fn.__name__}: x must be 3-D or 4-D, got a {len(shape)}-D array"):
