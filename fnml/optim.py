@@ -397,7 +397,8 @@ def adamw(
 ) -> optax.GradientTransformation:
     """AdamW: Adam with decoupled weight decay, torch's default ``weight_decay=1e-2``.
 
-    PyTorch equivalent: ``torch.optim.AdamW(params, lr, betas, eps, weight_decay=0.01, amsgrad, maximize=...)``.
+    PyTorch equivalent: ``torch.optim.AdamW(params, lr, betas, eps, weight_decay=0.01, amsgrad,
+    maximize=...)``.
 
     Update (torch's formula): ``p = p * (1 - lr * weight_decay)`` first, then the :func:`adam` step
     (without L2 in the gradient). ``lr`` in the decay is the scheduled lr of this step.
@@ -475,7 +476,9 @@ def adamax(
     if callable(beta1) or callable(beta2):
         core = _scale_by_torch_adamax(lr, beta1, beta2, eps)
     else:
-        core = optax.chain(optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps), optax.scale_by_learning_rate(lr))
+        core = optax.chain(
+            optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps), optax.scale_by_learning_rate(lr)
+        )
     return optax.chain(*_prepare(maximize, weight_decay), core)
 
 
@@ -705,9 +708,7 @@ def _scale_by_torch_rmsprop(
         avg = jax.tree.map(lambda x: x + _as(jnp.asarray(eps), x), avg)
         if use_momentum:
             mu = _at(momentum, count)
-            buffer = jax.tree.map(
-                lambda g, d, b: b * _as(mu, b) + g / d, updates, avg, state.momentum_buffer
-            )
+            buffer = jax.tree.map(lambda g, d, b: b * _as(mu, b) + g / d, updates, avg, state.momentum_buffer)
             out = jax.tree.map(lambda b: _as(-lr_t, b) * b, buffer)
         else:
             buffer = None
@@ -828,7 +829,8 @@ def adadelta(
 ) -> optax.GradientTransformation:
     """Adadelta with torch's default ``lr=1.0``.
 
-    PyTorch equivalent: ``torch.optim.Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay, maximize=...)``.
+    PyTorch equivalent: ``torch.optim.Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, weight_decay,
+    maximize=...)``.
 
     Update (torch's formula): ``s = rho * s + (1 - rho) * g**2``;
     ``d = sqrt(a + eps) / sqrt(s + eps) * g``; ``a = rho * a + (1 - rho) * d**2``; ``p = p - lr * d``.
@@ -923,7 +925,10 @@ def bias_and_norm_labels(params: Any) -> Any:
     Example::
 
         tx = optim.param_groups(
-            {"decay": optim.adamw(lr=1e-3, weight_decay=0.1), "no_decay": optim.adamw(lr=1e-3, weight_decay=0.0)},
+            {
+                "decay": optim.adamw(lr=1e-3, weight_decay=0.1),
+                "no_decay": optim.adamw(lr=1e-3, weight_decay=0.0),
+            },
             labels=optim.bias_and_norm_labels,
         )
     """
@@ -953,7 +958,9 @@ def param_groups(
         )
     """
     if not isinstance(groups, Mapping) or not groups:
-        raise ValueError(f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}")
+        raise ValueError(
+            f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}"
+        )
     for label, transform in groups.items():
         if not isinstance(transform, optax.GradientTransformation):
             raise TypeError(

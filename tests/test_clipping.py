@@ -66,7 +66,9 @@ def test_clip_grad_norm_matches_torch(case, dtype):
     # The coefficient torch applies: min(max_norm / (total + 1e-6), 1).
     coefficient = min(max_norm / (float(torch_total) + 1e-6), 1.0)
     fires = coefficient < 1.0
-    assert fires == (case[0].endswith("-fires")), f"case {case[0]!r} is mislabelled: coefficient {coefficient}"
+    assert fires == (case[0].endswith("-fires")), (
+        f"case {case[0]!r} is mislabelled: coefficient {coefficient}"
+    )
     tx = optim.clip_grad_norm(max_norm, norm_type)
     clipped, _ = jax.jit(tx.update)(fnml_grads, tx.init(fnml_grads))
     assert_trees_close(clipped, torch_clipped, dtype=dtype)
@@ -103,12 +105,30 @@ def test_clip_grad_value_matches_torch(dtype):
 
 
 CHAINED = [
-    ("norm-sgd-momentum", lambda: optim.clip_grad_norm(0.05), optim.sgd, torch.optim.SGD, dict(lr=0.1, momentum=0.9),
-     lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.05)),
-    ("inf-norm-adam", lambda: optim.clip_grad_norm(0.02, math.inf), optim.adam, torch.optim.Adam, dict(lr=1e-2),
-     lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.02, norm_type=math.inf)),
-    ("value-sgd-nesterov", lambda: optim.clip_grad_value(0.01), optim.sgd, torch.optim.SGD,
-     dict(lr=0.1, momentum=0.9, nesterov=True), lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.01)),
+    (
+        "norm-sgd-momentum",
+        lambda: optim.clip_grad_norm(0.05),
+        optim.sgd,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9),
+        lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.05),
+    ),
+    (
+        "inf-norm-adam",
+        lambda: optim.clip_grad_norm(0.02, math.inf),
+        optim.adam,
+        torch.optim.Adam,
+        dict(lr=1e-2),
+        lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.02, norm_type=math.inf),
+    ),
+    (
+        "value-sgd-nesterov",
+        lambda: optim.clip_grad_value(0.01),
+        optim.sgd,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9, nesterov=True),
+        lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.01),
+    ),
 ]
 
 
@@ -152,11 +172,26 @@ def test_error_if_nonfinite_raises_eagerly_and_under_jit():
         (lambda: optim.clip_grad_norm(1.0, norm_type=-2.0), ValueError, "got norm_type=-2.0"),
         (lambda: optim.clip_grad_norm(1.0, norm_type="l2"), TypeError, "norm_type must be a number"),
         (lambda: optim.clip_grad_value(-0.5), ValueError, "clip_grad_value: clip_value must be >= 0"),
-        (lambda: optim.get_total_norm({"w": jnp.ones(2)}, norm_type=float("nan")), ValueError, "norm_type must be"),
-        (lambda: optim.clip_grads_with_norm({"w": jnp.ones(2)}, -1.0, 1.0), ValueError, "max_norm must be >= 0"),
+        (
+            lambda: optim.get_total_norm({"w": jnp.ones(2)}, norm_type=float("nan")),
+            ValueError,
+            "norm_type must be",
+        ),
+        (
+            lambda: optim.clip_grads_with_norm({"w": jnp.ones(2)}, -1.0, 1.0),
+            ValueError,
+            "max_norm must be >= 0",
+        ),
     ],
-    ids=["negative-max_norm", "zero-norm_type", "negative-norm_type", "string-norm_type", "negative-clip_value",
-         "nan-norm_type", "negative-max_norm-functional"],
+    ids=[
+        "negative-max_norm",
+        "zero-norm_type",
+        "negative-norm_type",
+        "string-norm_type",
+        "negative-clip_value",
+        "nan-norm_type",
+        "negative-max_norm-functional",
+    ],
 )
 def test_bad_clipping_arguments_raise(make, error, match):
     with pytest.raises(error, match=match):
@@ -166,7 +201,9 @@ def test_bad_clipping_arguments_raise(make, error, match):
 def test_minus_inf_norm_and_empty_tree():
     grads = {"w": jnp.asarray([0.5, -2.0]), "b": jnp.asarray([1.0])}
     torch_norm = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(torch.tensor(np.asarray(g)), -math.inf) for g in grads.values()]),
+        torch.stack(
+            [torch.linalg.vector_norm(torch.tensor(np.asarray(g)), -math.inf) for g in grads.values()]
+        ),
         -math.inf,
     )
     assert float(optim.get_total_norm(grads, -math.inf)) == float(torch_norm)

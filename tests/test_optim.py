@@ -39,7 +39,7 @@ NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.
 # ----------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Initial weights (torch layout, float64) and a dataset of N_BATCHES minibatches."""
     rng = np.random.default_rng(1234)
@@ -107,7 +107,7 @@ _grad = jax.jit(jax.grad(jax_loss))  # compiled once per dtype, shared by every 
 
 
 def fnml_run(tx: optax.GradientTransformation, dtype: str, torch_grads, *, steps: int = STEPS):
-    """fnml's loop with one jitted step: (full-run trajectory, optimizer-only trajectory), {name: (steps, ...)}."""
+    """fnml's loop, one jitted step: (full-run, optimizer-only) trajectories, each {name: (steps, ...)}."""
     init, x, y = problem()
     params0 = {n: jnp.asarray(init[n], dtype) for n in NAMES}
     xs, ys = jnp.asarray(x, dtype), jnp.asarray(y, dtype)  # (N_BATCHES, BATCH, ...)
@@ -170,50 +170,123 @@ CASES = [
     ("sgd-dampening", optim.sgd, torch.optim.SGD, dict(lr=0.05, momentum=0.9, dampening=0.5)),
     ("sgd-weight_decay", optim.sgd, torch.optim.SGD, dict(lr=0.1, weight_decay=0.05)),
     ("sgd-maximize", optim.sgd, torch.optim.SGD, dict(lr=0.01, maximize=True)),
-    ("sgd-nesterov-wd", optim.sgd, torch.optim.SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-2)),
-    ("sgd-all", optim.sgd, torch.optim.SGD, dict(lr=1e-3, momentum=0.9, dampening=0.1, weight_decay=1e-3, maximize=True)),
+    (
+        "sgd-nesterov-wd",
+        optim.sgd,
+        torch.optim.SGD,
+        dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
+    ),
+    (
+        "sgd-all",
+        optim.sgd,
+        torch.optim.SGD,
+        dict(lr=1e-3, momentum=0.9, dampening=0.1, weight_decay=1e-3, maximize=True),
+    ),
     ("adam-default", optim.adam, torch.optim.Adam, dict()),
     ("adam-lr", optim.adam, torch.optim.Adam, dict(lr=1e-2)),
     ("adam-amsgrad", optim.adam, torch.optim.Adam, dict(lr=1e-2, amsgrad=True)),
     ("adam-weight_decay", optim.adam, torch.optim.Adam, dict(lr=1e-2, weight_decay=0.1)),
     ("adam-maximize", optim.adam, torch.optim.Adam, dict(lr=1e-3, maximize=True)),
     ("adam-betas-eps", optim.adam, torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6)),
-    ("adam-all", optim.adam, torch.optim.Adam, dict(lr=1e-2, betas=(0.85, 0.995), weight_decay=0.01, amsgrad=True)),
+    (
+        "adam-all",
+        optim.adam,
+        torch.optim.Adam,
+        dict(lr=1e-2, betas=(0.85, 0.995), weight_decay=0.01, amsgrad=True),
+    ),
     ("adamw-default", optim.adamw, torch.optim.AdamW, dict(lr=1e-2)),
     ("adamw-wd-amsgrad", optim.adamw, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
     ("adamw-maximize", optim.adamw, torch.optim.AdamW, dict(lr=1e-3, maximize=True)),
     ("rmsprop-default", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-2)),
     ("rmsprop-momentum", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-3, momentum=0.9)),
     ("rmsprop-centered", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-3, centered=True)),
-    ("rmsprop-alpha-eps-wd", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-2, alpha=0.9, eps=1e-6, weight_decay=0.05)),
+    (
+        "rmsprop-alpha-eps-wd",
+        optim.rmsprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-2, alpha=0.9, eps=1e-6, weight_decay=0.05),
+    ),
     ("rmsprop-maximize", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-3, maximize=True)),
-    ("rmsprop-all", optim.rmsprop, torch.optim.RMSprop, dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-2)),
+    (
+        "rmsprop-all",
+        optim.rmsprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-2),
+    ),
     ("adagrad-default", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2)),
     ("adagrad-lr_decay", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2, lr_decay=0.05)),
     ("adagrad-initial_acc", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2, initial_accumulator_value=0.1)),
-    ("adagrad-wd-maximize", optim.adagrad, torch.optim.Adagrad, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
-    ("adagrad-all", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.5, eps=1e-6)),
+    (
+        "adagrad-wd-maximize",
+        optim.adagrad,
+        torch.optim.Adagrad,
+        dict(lr=1e-2, weight_decay=0.1, maximize=True),
+    ),
+    (
+        "adagrad-all",
+        optim.adagrad,
+        torch.optim.Adagrad,
+        dict(lr=5e-2, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.5, eps=1e-6),
+    ),
     ("adadelta-default", optim.adadelta, torch.optim.Adadelta, dict()),
     ("adadelta-rho-eps", optim.adadelta, torch.optim.Adadelta, dict(rho=0.95, eps=1e-5)),
-    ("adadelta-wd-maximize", optim.adadelta, torch.optim.Adadelta, dict(lr=0.5, weight_decay=0.1, maximize=True)),
+    (
+        "adadelta-wd-maximize",
+        optim.adadelta,
+        torch.optim.Adadelta,
+        dict(lr=0.5, weight_decay=0.1, maximize=True),
+    ),
     ("adamax-default", optim.adamax, torch.optim.Adamax, dict()),
-    ("adamax-betas-wd", optim.adamax, torch.optim.Adamax, dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05)),
+    (
+        "adamax-betas-wd",
+        optim.adamax,
+        torch.optim.Adamax,
+        dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05),
+    ),
     ("adamax-maximize", optim.adamax, torch.optim.Adamax, dict(maximize=True, eps=1e-6)),
     ("nadam-default", optim.nadam, torch.optim.NAdam, dict()),
     ("nadam-momentum_decay", optim.nadam, torch.optim.NAdam, dict(lr=1e-2, momentum_decay=0.05)),
     ("nadam-weight_decay", optim.nadam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1)),
-    ("nadam-decoupled", optim.nadam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    (
+        "nadam-decoupled",
+        optim.nadam,
+        torch.optim.NAdam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
     ("nadam-maximize-betas", optim.nadam, torch.optim.NAdam, dict(maximize=True, betas=(0.8, 0.99))),
     ("radam-default", optim.radam, torch.optim.RAdam, dict(lr=1e-2)),
     ("radam-weight_decay", optim.radam, torch.optim.RAdam, dict(lr=1e-2, weight_decay=0.1)),
-    ("radam-decoupled", optim.radam, torch.optim.RAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("radam-maximize-betas", optim.radam, torch.optim.RAdam, dict(lr=1e-3, maximize=True, betas=(0.9, 0.99), eps=1e-6)),
+    (
+        "radam-decoupled",
+        optim.radam,
+        torch.optim.RAdam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
+    (
+        "radam-maximize-betas",
+        optim.radam,
+        torch.optim.RAdam,
+        dict(lr=1e-3, maximize=True, betas=(0.9, 0.99), eps=1e-6),
+    ),
 ]
 # float32 runs a representative subset (every optimizer, the flags that touch the arithmetic most).
 FLOAT32_CASES = {
-    "sgd-all", "sgd-nesterov-wd", "adam-default", "adam-all", "adam-maximize", "adamw-wd-amsgrad",
-    "rmsprop-default", "rmsprop-all", "adagrad-all", "adadelta-default", "adadelta-wd-maximize",
-    "adamax-betas-wd", "nadam-default", "nadam-decoupled", "radam-default", "radam-maximize-betas",
+    "sgd-all",
+    "sgd-nesterov-wd",
+    "adam-default",
+    "adam-all",
+    "adam-maximize",
+    "adamw-wd-amsgrad",
+    "rmsprop-default",
+    "rmsprop-all",
+    "adagrad-all",
+    "adadelta-default",
+    "adadelta-wd-maximize",
+    "adamax-betas-wd",
+    "nadam-default",
+    "nadam-decoupled",
+    "radam-default",
+    "radam-maximize-betas",
 }
 PARAMS = [pytest.param(case, "float64", id=f"{case[0]}-float64") for case in CASES] + [
     pytest.param(case, "float32", id=f"{case[0]}-float32") for case in CASES if case[0] in FLOAT32_CASES
@@ -276,12 +349,17 @@ ONE_CYCLE = [
 def test_one_cycle_lr_and_momentum_schedule_match_torch(case, dtype):
     """torch's OneCycleLR cycles lr AND momentum/beta1; a schedule with .momentum drives both here."""
     _, factory, torch_cls, kwargs, key = case
-    make_scheduler = lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=kwargs["lr"], total_steps=STEPS)  # noqa: E731
+
+    def make_scheduler(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=kwargs["lr"], total_steps=STEPS)
+
     lrs, momenta = _record(_torch(torch_cls, **kwargs), make_scheduler, key)
     assert max(momenta) - min(momenta) > 0.05, "torch did not cycle the momentum: the test would be vacuous"
     schedule = RecordedSchedule(lrs, momenta)
     fnml_kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
-    assert_parity(factory(schedule, **fnml_kwargs), _torch(torch_cls, **kwargs), dtype, scheduler=make_scheduler)
+    assert_parity(
+        factory(schedule, **fnml_kwargs), _torch(torch_cls, **kwargs), dtype, scheduler=make_scheduler
+    )
 
 
 SCHEDULED_LR = [
@@ -292,8 +370,18 @@ SCHEDULED_LR = [
     ("adam", optim.adam, torch.optim.Adam, dict(lr=1e-2)),
     ("adamw", optim.adamw, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
     ("adamax", optim.adamax, torch.optim.Adamax, dict(lr=1e-2)),
-    ("nadam-decoupled", optim.nadam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("radam-decoupled", optim.radam, torch.optim.RAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    (
+        "nadam-decoupled",
+        optim.nadam,
+        torch.optim.NAdam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
+    (
+        "radam-decoupled",
+        optim.radam,
+        torch.optim.RAdam,
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
 ]
 
 
@@ -308,8 +396,12 @@ def test_scheduled_lr_matches_torch_scheduler(case):
     lrs, _ = _record(_torch(torch_cls, **kwargs), make_scheduler, "momentum")
     assert len(set(lrs)) > 5
     fnml_kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
-    assert_parity(factory(RecordedSchedule(lrs), **fnml_kwargs), _torch(torch_cls, **kwargs), "float64",
-                  scheduler=make_scheduler)
+    assert_parity(
+        factory(RecordedSchedule(lrs), **fnml_kwargs),
+        _torch(torch_cls, **kwargs),
+        "float64",
+        scheduler=make_scheduler,
+    )
 
 
 def test_callable_beta1_and_momentum_given_directly():
@@ -331,7 +423,7 @@ def test_jitted_update_with_schedule_does_not_recompile():
     state = tx.init(params)
     update = jax.jit(tx.update)
     for step in range(4):
-        grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (step + 1)), params)
+        grads = jax.tree.map(lambda p, step=step: jnp.full_like(p, 0.1 * (step + 1)), params)
         updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     assert cache_size(update) == 1
@@ -388,11 +480,17 @@ def test_param_groups_with_bias_and_norm_labels_and_sgd():
         decay = [p for n, p in named.items() if n.endswith("weight")]
         no_decay = [p for n, p in named.items() if n.endswith("bias")]
         return torch.optim.SGD(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=0.05, momentum=0.9, weight_decay=0.05
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=0.05,
+            momentum=0.9,
+            weight_decay=0.05,
         )
 
     tx = optim.param_groups(
-        {"decay": optim.sgd(0.05, momentum=0.9, weight_decay=0.05), "no_decay": optim.sgd(0.05, momentum=0.9)},
+        {
+            "decay": optim.sgd(0.05, momentum=0.9, weight_decay=0.05),
+            "no_decay": optim.sgd(0.05, momentum=0.9),
+        },
         labels=optim.bias_and_norm_labels,
     )
     assert_parity(tx, torch_groups, "float64")
@@ -418,7 +516,9 @@ def test_bias_and_norm_labels_on_nnx_state():
 
 
 def test_param_groups_unknown_label_raises():
-    tx = optim.param_groups({"a": optim.sgd(0.1)}, labels=optim.label_by(lambda name, p: "b" if "bias" in name else "a"))
+    tx = optim.param_groups(
+        {"a": optim.sgd(0.1)}, labels=optim.label_by(lambda name, p: "b" if "bias" in name else "a")
+    )
     with pytest.raises(ValueError, match="labels \\[\"'b'\"\\] have no entry in groups"):
         tx.init({"w": jnp.ones(2), "bias": jnp.ones(2)})
 
@@ -436,8 +536,17 @@ def test_param_groups_bad_arguments_raise():
 # Pytrees and dtypes
 # ----------------------------------------------------------------------------------------------------
 
-ALL_FACTORIES = [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad, optim.adadelta,
-                 optim.adamax, optim.nadam, optim.radam]
+ALL_FACTORIES = [
+    optim.sgd,
+    optim.adam,
+    optim.adamw,
+    optim.rmsprop,
+    optim.adagrad,
+    optim.adadelta,
+    optim.adamax,
+    optim.nadam,
+    optim.radam,
+]
 
 
 @pytest.mark.parametrize("factory", ALL_FACTORIES, ids=[f.__name__ for f in ALL_FACTORIES])
@@ -451,7 +560,7 @@ def test_works_on_nnx_state_like_on_a_dict(factory):
     for params in (state, as_dict):
         opt_state = tx.init(params)
         for step in range(3):  # eager: jit is covered by the parity tests
-            grads = jax.tree.map(lambda p: jnp.sin(p + step), params)
+            grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
         for leaf in jax.tree.leaves(opt_state):
@@ -480,10 +589,25 @@ BAD = [
     (optim.sgd, dict(lr=0.1, momentum=-0.5), ValueError, "sgd: momentum must be >= 0"),
     (optim.sgd, dict(lr=0.1, weight_decay=-1.0), ValueError, "sgd: weight_decay must be >= 0"),
     (optim.sgd, dict(lr=0.1, dampening="x"), TypeError, "sgd: dampening must be a number"),
-    (optim.sgd, dict(lr=0.1, nesterov=True), ValueError, "nesterov=True requires momentum > 0 and dampening=0"),
-    (optim.sgd, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError, "got momentum=0.9, dampening=0.1"),
+    (
+        optim.sgd,
+        dict(lr=0.1, nesterov=True),
+        ValueError,
+        "nesterov=True requires momentum > 0 and dampening=0",
+    ),
+    (
+        optim.sgd,
+        dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+        ValueError,
+        "got momentum=0.9, dampening=0.1",
+    ),
     (optim.adam, dict(lr=-1e-3), ValueError, "adam: lr must be >= 0"),
-    (optim.adam, dict(betas=(1.0, 0.999)), ValueError, "adam: betas\\[0\\] must be in \\[0.0, 1.0\\), got betas\\[0\\]=1.0"),
+    (
+        optim.adam,
+        dict(betas=(1.0, 0.999)),
+        ValueError,
+        "adam: betas\\[0\\] must be in \\[0.0, 1.0\\), got betas\\[0\\]=1.0",
+    ),
     (optim.adam, dict(betas=(0.9, -0.1)), ValueError, "adam: betas\\[1\\] must be in"),
     (optim.adam, dict(betas=(0.9,)), ValueError, "adam: betas must be a pair"),
     (optim.adam, dict(eps=-1e-8), ValueError, "adam: eps must be >= 0"),
@@ -497,7 +621,12 @@ BAD = [
     (optim.rmsprop, dict(weight_decay=-1.0), ValueError, "rmsprop: weight_decay must be >= 0"),
     (optim.rmsprop, dict(lr=-1.0), ValueError, "rmsprop: lr must be >= 0"),
     (optim.adagrad, dict(lr_decay=-0.1), ValueError, "adagrad: lr_decay must be >= 0"),
-    (optim.adagrad, dict(initial_accumulator_value=-1.0), ValueError, "adagrad: initial_accumulator_value must be >= 0"),
+    (
+        optim.adagrad,
+        dict(initial_accumulator_value=-1.0),
+        ValueError,
+        "adagrad: initial_accumulator_value must be >= 0",
+    ),
     (optim.adagrad, dict(eps=-1.0), ValueError, "adagrad: eps must be >= 0"),
     (optim.adagrad, dict(weight_decay=-1.0), ValueError, "adagrad: weight_decay must be >= 0"),
     (optim.adagrad, dict(lr=-1.0), ValueError, "adagrad: lr must be >= 0"),
@@ -522,7 +651,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(
-    "factory, kwargs, error, match", BAD, ids=[f"{f.__name__}-{'-'.join(k)}-{i}" for i, (f, k, _, _) in enumerate(BAD)]
+    "factory, kwargs, error, match",
+    BAD,
+    ids=[f"{f.__name__}-{'-'.join(k)}-{i}" for i, (f, k, _, _) in enumerate(BAD)],
 )
 def test_bad_hyperparameters_raise(factory, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -532,9 +663,14 @@ def test_bad_hyperparameters_raise(factory, kwargs, error, match):
 def test_torch_raises_on_the_same_hyperparameters():
     """The checks mirror torch's constructors: torch rejects the same values."""
     p = [torch.zeros(1, requires_grad=True)]
-    for cls, kwargs in [(torch.optim.SGD, dict(lr=-0.1)), (torch.optim.Adam, dict(betas=(1.0, 0.999))),
-                        (torch.optim.SGD, dict(lr=0.1, nesterov=True)), (torch.optim.Adadelta, dict(rho=1.5)),
-                        (torch.optim.NAdam, dict(momentum_decay=-1e-3)), (torch.optim.RMSprop, dict(alpha=-0.9))]:
+    for cls, kwargs in [
+        (torch.optim.SGD, dict(lr=-0.1)),
+        (torch.optim.Adam, dict(betas=(1.0, 0.999))),
+        (torch.optim.SGD, dict(lr=0.1, nesterov=True)),
+        (torch.optim.Adadelta, dict(rho=1.5)),
+        (torch.optim.NAdam, dict(momentum_decay=-1e-3)),
+        (torch.optim.RMSprop, dict(alpha=-0.9)),
+    ]:
         with pytest.raises(ValueError):
             cls(p, **kwargs)
 
