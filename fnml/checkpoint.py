@@ -86,11 +86,6 @@ def _get(nested: dict[str, Any], name: str) -> Any:
     return node
 
 
-def _state_tree(state: Any) -> Any:
-    """The array part of a TrainState (or any pytree) that is stored."""
-    return state
-
-
 def _check_directory(directory: Any, *, where: str) -> str:
     path = os.fspath(directory)
     if not os.path.isdir(path):
@@ -105,7 +100,9 @@ def _manager(path: str, *, keep: int | None = None, create: bool = False):
         enable_async_checkpointing=False,
         preservation_policy=ocp.checkpoint_managers.LatestN(n=keep) if keep else None,
     )
-    return ocp.CheckpointManager(os.path.abspath(path), options=options)
+    # Registered handlers: orbax can then read item metadata (and does not log "could not be restored").
+    handlers = {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(os.path.abspath(path), options=options, item_handlers=handlers)
 
 
 def all_steps(directory: Any) -> list[int]:
@@ -142,7 +139,7 @@ def save_checkpoint(
     if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
         raise ValueError(f"save_checkpoint: keep must be a positive integer or None, got keep={keep!r}")
     ocp = _ocp()
-    names, leaves, _ = _flat(_state_tree(state))
+    names, leaves, _ = _flat(state)
     # Zero-size arrays cannot be stored by orbax; they are rebuilt from the template on restore.
     stored = {n: _to_storable(leaf) for n, leaf in zip(names, leaves) if np.size(leaf) > 0 or _is_key(leaf)}
     path = os.fspath(directory)
@@ -185,7 +182,7 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
     path = _check_directory(directory, where="restore_checkpoint")
     chosen = _resolve_step(path, step, where="restore_checkpoint")
     ocp = _ocp()
-    names, leaves, treedef = _flat(_state_tree(template))
+    names, leaves, treedef = _flat(template)
     storable = {n: _to_storable(leaf) for n, leaf in zip(names, leaves) if np.size(leaf) > 0 or _is_key(leaf)}
     with _manager(path) as manager:
         saved = manager.item_metadata(chosen)["state"]

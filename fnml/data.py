@@ -138,7 +138,7 @@ def random_split(key: jax.Array, dataset: Any, lengths: Sequence[float]) -> tupl
         arrays = (dataset,)
         n = _length(arrays, where="random_split")
     sizes = split_lengths(n, lengths)
-    order = np.asarray(jax.random.permutation(key, n))
+    order = np.array(jax.random.permutation(key, n))
     offsets = np.cumsum([0, *sizes])
     index_parts = [order[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
     if arrays is None:
@@ -240,7 +240,7 @@ def batch_indices(
         if key is None:
             raise ValueError("batch_indices: shuffle=True needs key=jax.random.key(seed), got key=None")
         _check_key("key", key, where="batch_indices")
-        order = np.asarray(epoch_permutation(key, n, epoch))
+        order = np.array(epoch_permutation(key, n, epoch))  # a writable copy (torch.as_tensor warns otherwise)
     else:
         order = np.arange(n)
     count = num_batches(n, batch_size, drop_last=drop_last)

@@ -48,6 +48,7 @@ import operator
 import os
 import pickle
 import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class _Slot:
 
     @property
     def fnml_shape(self) -> tuple[int, ...]:
-        return tuple(self.variable.value.shape)
+        return tuple(np.shape(self.variable.get_value()))
 
     @property
     def torch_shape(self) -> tuple[int, ...]:
@@ -192,6 +193,17 @@ def _no_slots(module: Any) -> list[_Slot]:
     return []
 
 
+def _fnml_layer_class(name: str) -> type | None:
+    """fnml's layer class of a torch.nn name (fnml.layers, or fnml.recurrent for RNN/LSTM/GRU)."""
+    from fnml import recurrent
+
+    for namespace in (layers, recurrent):
+        cls = getattr(namespace, name, None)
+        if isinstance(cls, type) and issubclass(cls, nnx.Module):
+            return cls
+    return None
+
+
 def _build_converters() -> dict[type, Callable[[Any], list[_Slot]]]:
     """The registry: fnml layer class -> its slots. Parameterless layers map to no slots."""
     table: dict[type, Callable[[Any], list[_Slot]]] = {}
@@ -207,7 +219,7 @@ def _build_converters() -> dict[type, Callable[[Any], list[_Slot]]]:
         "GRU": _recurrent_slots,
     }
     for name, slots in with_params.items():
-        cls = getattr(layers, name, None)
+        cls = _fnml_layer_class(name)
         if cls is not None:
             table[cls] = slots
     for name in _PARAMETERLESS:
@@ -269,11 +281,12 @@ def _children(module: Any) -> Iterator[tuple[str, Any]]:
             # Sequential's children are "0", "1", ... in torch: the `layers` component is dropped.
             for index, child in enumerate(value):
                 yield str(index), child
+        elif isinstance(value, (list, tuple, nnx.List)):  # nnx.List is itself an nnx.Module: check first
+            for index, child in enumerate(value):
+                if isinstance(child, nnx.Module):
+                    yield f"{name}.{index}", child
         elif isinstance(value, (nnx.Module, nnx.Variable)):
             yield name, value
-        elif isinstance(value, (list, tuple, nnx.List)) and any(isinstance(v, nnx.Module) for v in value):
-            for index, child in enumerate(value):
-                yield f"{name}.{index}", child
 
 
 def _walk(module: Any, prefix: str = "") -> Iterator[tuple[str, Any, list[_Slot]]]:
@@ -293,7 +306,7 @@ def _walk(module: Any, prefix: str = "") -> Iterator[tuple[str, Any, list[_Slot]
         if isinstance(child, nnx.Variable):
             # A parameter or buffer held directly by a container (torch's custom nn.Parameter):
             # same name, same layout on both sides.
-            if child.value is not None:
+            if child.get_value() is not None:
                 own.append(_Slot(name, module, name))
     if own:
         yield prefix.rstrip("."), module, own
@@ -394,7 +407,7 @@ def state_dict(model: nnx.Module, *, flatten_nhwc: Mapping[str, Sequence[int]] |
     permuted = _check_flatten_nhwc(flatten_nhwc, slots)
     result: OrderedDict[str, np.ndarray] = OrderedDict()
     for name, slot in slots.items():
-        value = slot.to_torch(np.asarray(slot.variable.value))
+        value = slot.to_torch(np.asarray(slot.variable.get_value()))
         if name in permuted:
             value = np.array(_hwc_to_chw_columns(value, permuted[name]), order="C", copy=True)
         result[name] = value
@@ -513,9 +526,9 @@ def _load(model, source, *, strict, flatten_nhwc, keep_source_dtype):
         if keep_source_dtype and not slot.is_count:
             dtype = jax.dtypes.canonicalize_dtype(value.dtype)
         else:
-            dtype = variable.value.dtype
+            dtype = np.asarray(variable.get_value()).dtype
         # np.array, not np.ascontiguousarray: the latter turns 0-d scalars (num_batches_tracked) into (1,).
-        variable.value = jnp.asarray(np.array(value, dtype=dtype, order="C"))
+        variable.set_value(jnp.asarray(np.array(value, dtype=dtype, order="C")))
     if strict:
         return model
     return IncompatibleKeys(missing, unexpected)
@@ -601,7 +614,10 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no torch checkpoint at {path!r}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about non-default pickle protocols before refusing or reading them; not actionable.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
@@ -740,7 +756,7 @@ def _run_program(root: nnx.Module, program: tuple[_Op, ...], args: tuple, kwargs
         call_kwargs = {k: _lookup(env, v) for k, v in op.kwargs}
         if op.op == "get_attr":
             variable = _resolve(root, op.target)
-            env[op.name] = variable.value if isinstance(variable, nnx.Variable) else variable
+            env[op.name] = variable.get_value() if isinstance(variable, nnx.Variable) else variable
         elif op.op == "call_module":
             env[op.name] = _call_layer(_resolve(root, op.target), op.layout, call_args, call_kwargs)
         elif op.op == "call_function":
@@ -1158,8 +1174,8 @@ def _build_twin_tree(torch_module: Any, path: str, dtype: Any) -> Any:
                     for i, child in enumerate(torch_module)]
         return layers.Sequential(*children)
     if is_torch_nn and name not in ("ModuleList", "ModuleDict", "Sequential"):
-        fnml_cls = getattr(layers, name, None)
-        if not isinstance(fnml_cls, type) or fnml_cls not in _CONVERTERS:
+        fnml_cls = _fnml_layer_class(name)
+        if fnml_cls is None or fnml_cls not in _CONVERTERS:
             raise UnsupportedTorchOpError(
                 f"from_torch: torch.nn.{name} at {path or '<root>'!r} has no fnml counterpart; supported "
                 f"layers: {sorted(c.__name__ for c in _CONVERTERS)}"

@@ -508,6 +508,7 @@ class _BatchNorm(Module):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
+        bias: bool = True,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
@@ -530,7 +531,7 @@ class _BatchNorm(Module):
         self.use_running_average = False
         shape = (num_features,)
         self.weight = nnx.Param(jnp.ones(shape, param_dtype)) if affine else nnx.data(None)
-        self.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if affine else nnx.data(None)
+        self.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if affine and bias else nnx.data(None)
         if track_running_stats:
             # Kept in the parameter dtype (nnx.BatchNorm keeps float32 even for float64 parameters).
             self.running_mean = nnx.BatchStat(jnp.zeros(shape, param_dtype))
@@ -581,14 +582,16 @@ class _BatchNorm(Module):
             mean = self.running_mean[...].astype(dtype)
             var = self.running_var[...].astype(dtype)
         y = (x - mean) * lax.rsqrt(var + jnp.asarray(self.eps, dtype))
-        if self.affine:
-            y = y * self.weight[...].astype(dtype) + self.bias[...].astype(dtype)
+        if self.weight is not None:
+            y = y * self.weight[...].astype(dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
         return y
 
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}"
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
 
@@ -596,14 +599,16 @@ class BatchNorm1d(_BatchNorm):
     """Batch normalisation over ``(N, C)`` or channels-last ``(N, L, C)`` inputs, torch's numbers.
 
     PyTorch equivalent: ``torch.nn.BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True,
-    track_running_stats=True)`` (torch takes ``(N, C)`` or ``(N, C, L)``: here the channel axis is LAST).
+    track_running_stats=True, *, bias=True)`` (torch takes ``(N, C)`` or ``(N, C, L)``: here the channel
+    axis is LAST).
 
     Training mode (the default, ``model.train()``): normalise with the batch mean and biased variance;
     update ``running_mean = (1 - momentum) * running_mean + momentum * mean`` and ``running_var`` with the
     UNBIASED batch variance (n / (n - 1)), increment ``num_batches_tracked``; ``momentum=None`` uses the
     cumulative average (factor 1 / num_batches_tracked). Eval mode (``model.eval()``): normalise with the
     running statistics (with ``track_running_stats=False``: always the batch statistics, as torch).
-    ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (``affine=False``: no weight and bias;
+    ``bias=False``: no bias).
 
     Differences from ``nnx.BatchNorm`` it removes: flax's momentum is torch's ``1 - momentum`` (and
     defaults to 0.99), flax tracks the biased variance and keeps running stats in float32; here they are
@@ -1329,6 +1334,8 @@ class Sequential(Module):
     Children live in the attribute ``layers`` (an ``nnx.List``); child ``i``'s torch state_dict prefix is
     ``"i."`` (``fnml.interop`` drops the ``layers`` path component). ``seq[i]`` is a layer, ``seq[a:b]``
     a new Sequential sharing those layers, ``len(seq)`` and ``for layer in seq`` work as in torch.
+    Difference: a slice renumbers its children from 0 (torch keeps the original names, ``(5): ...``).
+    Children must be modules, as in torch (wrap functions: ``ReLU()`` rather than ``jax.nn.relu``).
 
     Example::
 

@@ -211,15 +211,17 @@ def _recurrence_bwd(cell, unroll, reverse, residuals, cotangents):
         saved_t, carry_t, new_carry_t, d_out_t = inputs
         d_new = (d_carry[0] + d_out_t, *d_carry[1:])
         d_carry_prev, d_x_gates_t, d_h_gates_t = cell.backward(saved_t, carry_t, new_carry_t, d_new)
-        d_h_gates_t = d_x_gates_t if d_h_gates_t is None else d_h_gates_t
         # h_{t-1} also fed h_gates = h_{t-1} @ W_hh: add that path's gradient.
-        d_h_prev = d_carry_prev[0] + d_h_gates_t @ kernel_hh_t
+        d_h_through_gates = d_x_gates_t if d_h_gates_t is None else d_h_gates_t
+        d_h_prev = d_carry_prev[0] + d_h_through_gates @ kernel_hh_t
+        # Stack d_h_gates only where it differs from d_x_gates (GRU): less memory traffic per step.
         return (d_h_prev, *d_carry_prev[1:]), (d_x_gates_t, d_h_gates_t)
 
     # The backward recurrence runs in the opposite time direction to the forward one.
     d_carry0, (d_x_gates, d_h_gates) = jax.lax.scan(
         step, d_final, (saved, carries_before, carries, d_outputs), reverse=not reverse, unroll=unroll
     )
+    d_h_gates = d_x_gates if d_h_gates is None else d_h_gates
     time, batch, gate_width = d_h_gates.shape
     hidden = kernel_hh.shape[0]
     h_before = carries_before[0].reshape(time * batch, hidden)  # (T, N, H) -> (T*N, H)

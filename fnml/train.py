@@ -153,7 +153,7 @@ def _pure_train_step(criterion: Callable[[Any, Any], jax.Array]) -> Callable:
     def step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
         def loss_fn(params):
             # merge/split happen while tracing: the compiled step is a pure array program.
-            model = nnx.merge(state.graphdef, params, state.rest)
+            model = nnx.merge(state.graphdef, params, state.rest, copy=True)
             _set_mode(model, training=True)
             loss = criterion(model(x), y)
             _, _, rest = nnx.split(model, nnx.Param, ...)
@@ -221,7 +221,7 @@ def make_eval_step(
             raise TypeError(f"make_eval_step: {name} must be callable(output, target), got {fn!r}")
 
     def evaluate(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(state.graphdef, state.params, state.rest)
+        model = nnx.merge(state.graphdef, state.params, state.rest, copy=True)
         _set_mode(model, training=False)
         output = model(x)
         values = {"loss": criterion(output, y)} if criterion is not None else {}
