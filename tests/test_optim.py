@@ -688,3 +688,25 @@ def test_cycled_momentum_on_optimizer_without_momentum_raises(factory):
             max_lr=0.1,
             total_steps=10,
         )
+
+
+@pytest.mark.parametrize(
+    "factory, torch_cls, kwargs",
+    [
+        (optim.adam, torch.optim.Adam, dict()),
+        (optim.sgd, torch.optim.SGD, dict(momentum=0.9, nesterov=True)),
+    ],
+    ids=["adam", "sgd-nesterov"],
+)
+def test_with_fnml_one_cycle_schedule(factory, torch_cls, kwargs):
+    """Integration with fnml.schedules: its one_cycle_lr drives lr and beta1 / momentum like torch's."""
+    from fnml import schedules
+
+    def make_scheduler(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=STEPS)
+
+    schedule = schedules.one_cycle_lr(max_lr=0.05, total_steps=STEPS)
+    assert schedule.momentum is not None
+    assert_parity(
+        factory(schedule, **kwargs), _torch(torch_cls, lr=0.05, **kwargs), "float64", scheduler=make_scheduler
+    )
