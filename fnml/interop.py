@@ -682,6 +682,11 @@ class _TorchContainer(layers.Module):
         self._torch_class = torch_class
         self._torch_order = order
 
+    def __repr__(self) -> str:
+        # Print like torch's tree, under the torch class name: "SimpleNN(\n  (fc1): Linear(...)".
+        text = layers.module_repr(self)
+        return self._torch_class + text[len(type(self).__name__) :]
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"the twin of {self._torch_class} is run by its root TorchTwin (its forward was traced into "
@@ -1203,14 +1208,34 @@ def _fill_container(container, torch_module, children, path, dtype):
 
 
 def _node_location(node: Any) -> str:
-    """The user's source line for an fx node (from the stack trace recorded while tracing)."""
-    trace = getattr(node, "stack_trace", None) or ""
-    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
-    for index in range(len(lines) - 1, -1, -1):
-        if lines[index].startswith("File "):
-            code = lines[index + 1] if index + 1 < len(lines) else ""
-            return f"{lines[index]}: {code}".rstrip(": ")
-    return "unknown source location"
+    """The user's source line for an fx node (recorded by :func:`_make_tracer` while tracing)."""
+    return node.meta.get("fnml_location") or "unknown source location"
+
+
+def _user_frame() -> str:
+    """'file:line in function: code' of the innermost stack frame outside torch and this module."""
+    import traceback
+
+    import torch
+
+    skipped = (os.path.dirname(torch.__file__), os.path.abspath(__file__))
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(skipped):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
+    return ""
+
+
+def _make_tracer() -> Any:
+    """A torch.fx tracer that remembers, for every node, the user source line that created it."""
+    import torch.fx
+
+    class _LocatingTracer(torch.fx.Tracer):
+        def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            node = super().create_node(*args, **kwargs)
+            node.meta["fnml_location"] = _user_frame()
+            return node
+
+    return _LocatingTracer()
 
 
 def _describe_target(node: Any) -> str:
@@ -1310,8 +1335,7 @@ def from_torch(torch_module: Any) -> TorchTwin:
     dtype = params[0].dtype if params else torch.get_default_dtype()
     dtype = jax.dtypes.canonicalize_dtype(_jax_dtype(dtype))
 
-    tracer = torch.fx.Tracer()
-    tracer.record_stack_traces = True
+    tracer = _make_tracer()
     try:
         graph = tracer.trace(torch_module)
     except Exception as error:  # torch.fx raises TraceError, TypeError, RuntimeError...
