@@ -13,28 +13,55 @@ Sections of this file:
 1. naming and lookup      ``device``, ``cuda_is_available``, ``device_count``, ``available_devices``,
                           ``describe``, ``device_name``
 2. placement              ``to``, ``default_device``
-3. multi-device           (meshes, sharding, multi-process init: added by the multi-device work)
+3. multi-device           ``mesh``, ``batch_sharding``, ``replicated_sharding``, ``shard_batch``,
+                          ``global_batch``, ``replicate``, ``param_shardings``, ``shard_params``,
+                          ``data_parallel``
+4. processes              ``init_distributed``, ``shutdown_distributed``, ``process_index``,
+                          ``process_count``, ``is_main_process``, ``to_host``
+
+Data parallelism is ``jax.sharding`` only: the batch is split along a mesh's "data" axis, parameters
+are replicated, and a jitted step over those inputs is partitioned by XLA, which inserts the gradient
+all-reduce itself (no hand-written communication). Every batch reduction inside the step, BatchNorm's
+statistics included, is over the GLOBAL batch: the same numbers as one device (SyncBatchNorm semantics).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 __all__ = [
+    "DATA_AXIS",
+    "MODEL_AXIS",
     "DeviceNotFoundError",
     "available_devices",
+    "batch_sharding",
     "cuda_is_available",
+    "data_parallel",
     "default_device",
     "describe",
     "device",
     "device_count",
     "device_name",
+    "global_batch",
+    "init_distributed",
+    "is_main_process",
+    "mesh",
+    "param_shardings",
+    "process_count",
+    "process_index",
+    "replicate",
+    "replicated_sharding",
+    "shard_batch",
+    "shard_params",
+    "shutdown_distributed",
     "to",
+    "to_host",
 ]
 
 # torch-style kind -> JAX platform name.
@@ -245,4 +272,379 @@ def default_device(dev: Any) -> Iterator[jax.Device]:
 # ----------------------------------------------------------------------------------------------
 # 3. multi-device (meshes, sharding, multi-process init)
 # ----------------------------------------------------------------------------------------------
-# Added by the multi-device work; build on `device()` / `available_devices()` above.
+#
+# One mesh, two axes: "data" (the batch is split along it; gradients are averaged over it by the
+# all-reduce the compiler inserts) and "model" (size 1 unless asked for: large parameters and their
+# optimizer state can be split along it). Everything below is placement (device_put / jit shardings);
+# fnml never writes a collective by hand: a jitted step over sharded inputs is partitioned by XLA.
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+
+def mesh(data: int | None = None, model: int = 1, *, devices: Any = None) -> jax.sharding.Mesh:
+    """A ``jax.sharding.Mesh`` with axes ``("data", "model")`` over all devices (of every process).
+
+    PyTorch equivalent: the process group of ``torch.distributed.init_process_group`` + DDP's device
+    list (``DeviceMesh(("dp",))`` in ``torch.distributed.device_mesh``).
+
+    ``data * model`` must equal the number of devices; ``data=None`` takes ``len(devices) // model``.
+    ``devices``: a sequence of devices (``jax.Device`` or torch-style names of this process);
+    default ``jax.devices()``: every device of every process after :func:`init_distributed`. Both axes
+    are ``AxisType.Auto``: jit propagates shardings and inserts the collectives.
+
+    Example::
+
+        m = mesh()                  # data-parallel over every device: Mesh('data': 4, 'model': 1)
+        m = mesh(data=2, model=2)   # 2-way data parallel x 2-way parameter sharding
+    """
+    devs = list(jax.devices()) if devices is None else [device(d) for d in devices]
+    if not devs:
+        raise ValueError("mesh: devices is empty; expected at least one device")
+    if len(set(devs)) != len(devs):
+        raise ValueError(f"mesh: devices contains duplicates: {[device_name(d) for d in devs]}")
+    if not isinstance(model, int) or isinstance(model, bool) or model < 1:
+        raise ValueError(f"mesh: model must be a positive int, got model={model!r}")
+    if data is None:
+        if len(devs) % model:
+            raise ValueError(f"mesh: model={model} does not divide the {len(devs)} devices")
+        data = len(devs) // model
+    if not isinstance(data, int) or isinstance(data, bool) or data < 1:
+        raise ValueError(f"mesh: data must be a positive int or None, got data={data!r}")
+    if data * model != len(devs):
+        raise ValueError(
+            f"mesh: data * model must equal the number of devices ({len(devs)}); got data={data}, model={model}"
+        )
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto, devices=devs)
+
+
+def _check_mesh(value: Any, *, where: str) -> jax.sharding.Mesh:
+    """``value`` is a Mesh with a "data" axis (as :func:`mesh` builds)."""
+    if not isinstance(value, jax.sharding.Mesh) or DATA_AXIS not in value.axis_names:
+        raise TypeError(
+            f"{where}: mesh must be a jax.sharding.Mesh with a {DATA_AXIS!r} axis (fnml.device.mesh()), "
+            f"got {type(value).__name__} {getattr(value, 'axis_names', value)!r}"
+        )
+    return value
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """``NamedSharding(mesh, P("data"))``: the leading (batch) axis split over the "data" axis."""
+    _check_mesh(mesh, where="batch_sharding")
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """``NamedSharding(mesh, P())``: a full copy on every device of the mesh."""
+    _check_mesh(mesh, where="replicated_sharding")
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def _local_data_slots(m: jax.sharding.Mesh) -> int:
+    """How many positions of the "data" axis have a device of this process."""
+    local = set(m.local_devices)
+    rows = np.moveaxis(m.devices, m.axis_names.index(DATA_AXIS), 0).reshape(m.shape[DATA_AXIS], -1)
+    return sum(any(d in local for d in row) for row in rows)
+
+
+def _divisibility_error(where: str, global_batch: int, n_data: int) -> ValueError:
+    """The uneven-batch error: names both numbers and the two ways out."""
+    lower, upper = (global_batch // n_data) * n_data, -(-global_batch // n_data) * n_data
+    hint = f"{upper}" if lower == 0 else f"{lower} or {upper}"
+    return ValueError(
+        f"{where}: the global batch size {global_batch} is not divisible by the mesh's {DATA_AXIS!r} axis size "
+        f"{n_data}; use a batch size that is a multiple of {n_data} (e.g. {hint}), or drop_last=True "
+        f"for a last partial batch (fnml never pads: padding would change the mean loss and the gradients)"
+    )
+
+
+def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Split every array of ``tree`` along its leading (batch) axis over the mesh's "data" axis.
+
+    PyTorch equivalent: ``DistributedSampler`` + each DDP rank loading ``batch_size / world_size``
+    samples; here one global array whose shards live on the devices (``NamedSharding(mesh, P("data"))``).
+
+    Single process: ``tree`` is the GLOBAL batch. Several processes (:func:`init_distributed`): each
+    process passes ITS OWN rows and gets the global array (their concatenation in process order,
+    :func:`global_batch`); a global ``jax.Array`` that already has this sharding passes through.
+    The global batch size must be a multiple of the "data" axis size: otherwise ``ValueError`` naming
+    both (no silent padding). Shape contract: ``(B, ...) -> (B, ...)`` with ``B // data`` rows per device.
+
+    Example::
+
+        m = mesh()                            # 4 devices
+        xb, yb = shard_batch((xb, yb), m)     # (64, 10) -> 4 shards of (16, 10)
+    """
+    _check_mesh(mesh, where="shard_batch")
+    sharding = batch_sharding(mesh)
+    n_data = mesh.shape[DATA_AXIS]
+    slots = _local_data_slots(mesh)
+    local_only = slots == n_data and mesh.is_multi_process is False
+
+    def put(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf  # already a global batch with this layout
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError(f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
+        global_rows = shape[0] if local_only else shape[0] * n_data // slots
+        if global_rows % n_data or (not local_only and shape[0] % slots):
+            raise _divisibility_error("shard_batch", global_rows, n_data)
+        if local_only:
+            return jax.device_put(leaf, sharding)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+    return jax.tree.map(put, tree)
+
+
+def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Assemble global batch arrays from each process's local rows (``jax.make_array_from_process_local_data``).
+
+    PyTorch equivalent: none (each DDP rank keeps its local batch; the all-reduce happens on gradients).
+
+    Every process calls it with its own ``(b, ...)`` rows; the result has global shape
+    ``(b * data / local_data_positions, ...)`` ordered by process, sharded ``P("data")``. In a single
+    process it equals :func:`shard_batch`. Uneven global batch: ``ValueError`` naming both numbers.
+
+    Example::
+
+        x = global_batch(x_local_rows, mesh())   # on process p: rows p*b .. (p+1)*b - 1 of the global batch
+    """
+    _check_mesh(mesh, where="global_batch")
+    sharding = batch_sharding(mesh)
+    n_data, slots = mesh.shape[DATA_AXIS], _local_data_slots(mesh)
+
+    def put(leaf: Any) -> jax.Array:
+        local = np.asarray(leaf)
+        if local.ndim == 0:
+            raise ValueError(f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
+        if local.shape[0] % slots:
+            raise _divisibility_error("global_batch", local.shape[0] * n_data // slots, n_data)
+        return jax.make_array_from_process_local_data(sharding, local)
+
+    return jax.tree.map(put, local_tree)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """A copy of ``tree`` (arrays, pytree, ``TrainState`` or NNX module) replicated on every mesh device.
+
+    PyTorch equivalent: DDP's broadcast of the parameters from rank 0 at construction.
+
+    ``NamedSharding(mesh, P())``. With several processes every process must pass the same values
+    (same seed / same checkpoint), as DDP assumes after its initial broadcast. NNX modules come
+    back as a new module (like :func:`to`).
+
+    Example::
+
+        state = replicate(TrainState.create(model, tx), mesh())
+    """
+    return _place(tree, replicated_sharding(_check_mesh(mesh, where="replicate")))
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+    """device_put for arrays / pytrees / NNX modules; numpy inputs become jax arrays."""
+    from flax import nnx
+
+    if isinstance(tree, nnx.Module):
+        graphdef, state = nnx.split(tree)
+        return nnx.merge(graphdef, jax.device_put(state, shardings))
+    return jax.device_put(tree, shardings)
+
+
+def param_shardings(tree: Any, mesh: jax.sharding.Mesh, *, min_size: int = 2**18) -> Any:
+    """Per-leaf shardings: arrays of >= ``min_size`` elements split along "model", the rest replicated.
+
+    PyTorch equivalent: FSDP / ZeRO-3 style parameter sharding (``fully_shard``), simplified.
+
+    A large array is split on its largest axis that the "model" axis size divides (``P(None, "model")``
+    for a ``(in, out)`` kernel split over ``out``); arrays with no such axis, small arrays and scalars
+    are replicated. With ``model=1`` everything is replicated. The numbers are unchanged: jit gathers
+    what each step needs (a placement choice, not a different algorithm).
+
+    Example::
+
+        m = mesh(data=2, model=2)
+        state = jax.device_put(state, param_shardings(state, m, min_size=1024))
+    """
+    _check_mesh(mesh, where="param_shardings")
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+        raise ValueError(f"param_shardings: min_size must be a positive int, got min_size={min_size!r}")
+    n_model = mesh.shape.get(MODEL_AXIS, 1)
+    P = jax.sharding.PartitionSpec
+
+    def choose(leaf: Any) -> jax.sharding.NamedSharding:
+        shape = np.shape(leaf)
+        if n_model == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+            return jax.sharding.NamedSharding(mesh, P())
+        candidates = [axis for axis, size in enumerate(shape) if size % n_model == 0]
+        if not candidates:
+            return jax.sharding.NamedSharding(mesh, P())
+        axis = max(candidates, key=lambda a: (shape[a], a))
+        return jax.sharding.NamedSharding(mesh, P(*([None] * axis + [MODEL_AXIS])))
+
+    return jax.tree.map(choose, tree)
+
+
+def shard_params(tree: Any, mesh: jax.sharding.Mesh, *, min_size: int = 2**18) -> Any:
+    """``tree`` placed by :func:`param_shardings`: large arrays split over "model", the rest replicated.
+
+    PyTorch equivalent: ``torch.distributed.fsdp.fully_shard`` (opt-in; the default is :func:`replicate`).
+    """
+    return _place(tree, param_shardings(tree, mesh, min_size=min_size))
+
+
+def data_parallel(
+    step: Callable[..., Any], mesh: jax.sharding.Mesh, *, donate: bool = False, shard_min_size: int | None = None
+) -> Callable[..., Any]:
+    """Jit ``step(state, *batch) -> (state, aux)`` so it runs data-parallel over ``mesh``.
+
+    PyTorch equivalent: ``DistributedDataParallel(model)``: each device gets ``B / data`` samples,
+    gradients are averaged over devices, parameters stay identical.
+
+    How: ``jax.jit`` with ``in_shardings=(state: replicated, batch: P("data"))`` and
+    ``out_shardings=(state: replicated, aux: replicated)``. Every reduction over the batch inside
+    ``step`` (the mean loss, its gradient, BatchNorm's batch statistics) becomes a cross-device
+    all-reduce inserted by XLA's partitioner, so the result is the SAME global-batch computation as on
+    one device (equal up to float summation order), unlike DDP, whose BatchNorm is per-device unless
+    converted to ``SyncBatchNorm``. The returned function places its inputs first (``shard_batch`` on
+    the batch: uneven batch -> ``ValueError``; the state onto its sharding: a no-op once placed).
+    ``shard_min_size``: split state arrays of at least that many elements along "model"
+    (:func:`param_shardings`); ``None`` replicates everything. ``donate``: donate the state buffers.
+
+    Example::
+
+        run = data_parallel(pure_step, mesh())
+        state, loss = run(state, x, y)      # x, y: the global batch
+    """
+    _check_mesh(mesh, where="data_parallel")
+    if not callable(step):
+        raise TypeError(f"data_parallel: step must be callable(state, *batch), got {step!r}")
+    rep, batch = replicated_sharding(mesh), batch_sharding(mesh)
+    compiled: dict[Any, tuple[Any, Callable]] = {}
+
+    def run(state: Any, *batch_args: Any) -> Any:
+        structure = (jax.tree.structure(state), len(batch_args))
+        if structure not in compiled:
+            shardings = rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
+            fn = jax.jit(
+                step,
+                in_shardings=(shardings,) + (batch,) * len(batch_args),
+                out_shardings=(shardings, rep),
+                donate_argnums=(0,) if donate else (),
+            )
+            compiled[structure] = (shardings, fn)
+        shardings, fn = compiled[structure]
+        state = jax.device_put(state, shardings)
+        return fn(state, *shard_batch(batch_args, mesh))
+
+    run._cache_size = lambda: sum(fn._cache_size() for _, fn in compiled.values())  # recompile guard
+    run.mesh = mesh
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. processes (multi-host runs)
+# ----------------------------------------------------------------------------------------------
+
+
+def process_index() -> int:
+    """This process's rank (0 in a single-process run). PyTorch: ``torch.distributed.get_rank()``."""
+    return jax.process_index()
+
+
+def process_count() -> int:
+    """Number of processes (1 unless :func:`init_distributed`). PyTorch: ``get_world_size()`` per host."""
+    return jax.process_count()
+
+
+def is_main_process() -> bool:
+    """True on process 0: log, plot and write files (checkpoints) there only.
+
+    PyTorch equivalent: ``torch.distributed.get_rank() == 0``.
+
+    Example::
+
+        if is_main_process():
+            print(f"step {step}: loss {float(loss):.4f}")
+    """
+    return jax.process_index() == 0
+
+
+def init_distributed(
+    coordinator_address: str,
+    num_processes: int,
+    process_id: int,
+    *,
+    local_device_ids: Sequence[int] | None = None,
+    cpu_collectives: str | None = "gloo",
+    initialization_timeout: int = 300,
+) -> None:
+    """Join a multi-process JAX run (``jax.distributed.initialize``); call first, before any JAX work.
+
+    PyTorch equivalent: ``torch.distributed.init_process_group(backend, init_method="tcp://host:port",
+    world_size=num_processes, rank=process_id)``.
+
+    Every process calls it with the same ``coordinator_address`` (``"host:port"`` of process 0, which
+    runs the coordinator) and ``num_processes``, and its own ``process_id`` in ``0..num_processes-1``.
+    Afterwards ``jax.devices()`` lists the devices of ALL processes (``jax.local_devices()`` this
+    one's), :func:`mesh` spans them, and jitted steps over that mesh communicate through XLA's
+    collectives (NCCL on GPUs; on CPU the ``cpu_collectives`` implementation, ``"gloo"`` over TCP,
+    is what lets several CPU processes on one machine test the same code). ``local_device_ids``:
+    which local GPUs this process uses (default: all visible).
+
+    Example (one process per host, 2 hosts)::
+
+        init_distributed("10.0.0.1:1234", num_processes=2, process_id=int(os.environ["RANK"]))
+        m = mesh()          # all GPUs of both hosts on the "data" axis
+    """
+    where = "init_distributed"
+    if not isinstance(coordinator_address, str) or not re.match(r"^\[?[\w.\-:]+\]?:\d+$", coordinator_address):
+        raise ValueError(f"{where}: coordinator_address must be 'host:port', got {coordinator_address!r}")
+    if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
+        raise ValueError(f"{where}: num_processes must be a positive int, got num_processes={num_processes!r}")
+    if not isinstance(process_id, int) or isinstance(process_id, bool) or not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"{where}: process_id must be an int in 0..{num_processes - 1} (num_processes={num_processes}), "
+            f"got process_id={process_id!r}"
+        )
+    if cpu_collectives is not None:
+        if cpu_collectives not in ("gloo", "mpi"):
+            raise ValueError(f"{where}: cpu_collectives must be 'gloo', 'mpi' or None, got {cpu_collectives!r}")
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=list(local_device_ids) if local_device_ids is not None else None,
+        initialization_timeout=initialization_timeout,
+    )
+
+
+def shutdown_distributed() -> None:
+    """Leave the multi-process run (``jax.distributed.shutdown``). PyTorch: ``destroy_process_group()``."""
+    jax.distributed.shutdown()
+
+
+def to_host(tree: Any) -> Any:
+    """Every array of ``tree`` as a full numpy array on every process (gathers across processes).
+
+    PyTorch equivalent: ``tensor.cpu().numpy()`` after an ``all_gather`` (for replicated parameters:
+    just ``.cpu()``).
+
+    Replicated and single-process arrays are read locally; arrays sharded across processes are
+    gathered with ``jax.experimental.multihost_utils.process_allgather`` (every process must call).
+
+    Example::
+
+        params = to_host(state.params)      # numpy, identical on every process
+    """
+
+    def fetch(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(leaf)
+
+    return jax.tree.map(fetch, tree)
