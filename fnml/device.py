@@ -313,7 +313,8 @@ def mesh(data: int | None = None, model: int = 1, *, devices: Any = None) -> jax
         raise ValueError(f"mesh: data must be a positive int or None, got data={data!r}")
     if data * model != len(devs):
         raise ValueError(
-            f"mesh: data * model must equal the number of devices ({len(devs)}); got data={data}, model={model}"
+            f"mesh: data * model must equal the number of devices ({len(devs)}); "
+            f"got data={data}, model={model}"
         )
     auto = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto, devices=devs)
@@ -353,9 +354,10 @@ def _divisibility_error(where: str, global_batch: int, n_data: int) -> ValueErro
     lower, upper = (global_batch // n_data) * n_data, -(-global_batch // n_data) * n_data
     hint = f"{upper}" if lower == 0 else f"{lower} or {upper}"
     return ValueError(
-        f"{where}: the global batch size {global_batch} is not divisible by the mesh's {DATA_AXIS!r} axis size "
-        f"{n_data}; use a batch size that is a multiple of {n_data} (e.g. {hint}), or drop_last=True "
-        f"for a last partial batch (fnml never pads: padding would change the mean loss and the gradients)"
+        f"{where}: the global batch size {global_batch} is not divisible by the mesh's {DATA_AXIS!r} "
+        f"axis size {n_data}; use a batch size that is a multiple of {n_data} (e.g. {hint}), or "
+        f"drop_last=True for a last partial batch (fnml never pads: padding would change the mean loss "
+        f"and the gradients)"
     )
 
 
@@ -387,7 +389,9 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             return leaf  # already a global batch with this layout
         shape = np.shape(leaf)
         if len(shape) == 0:
-            raise ValueError(f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
+            raise ValueError(
+                f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
+            )
         global_rows = shape[0] if local_only else shape[0] * n_data // slots
         if global_rows % n_data or (not local_only and shape[0] % slots):
             raise _divisibility_error("shard_batch", global_rows, n_data)
@@ -399,7 +403,7 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Assemble global batch arrays from each process's local rows (``jax.make_array_from_process_local_data``).
+    """Global batch arrays from each process's local rows (``jax.make_array_from_process_local_data``).
 
     PyTorch equivalent: none (each DDP rank keeps its local batch; the all-reduce happens on gradients).
 
@@ -418,7 +422,9 @@ def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
     def put(leaf: Any) -> jax.Array:
         local = np.asarray(leaf)
         if local.ndim == 0:
-            raise ValueError(f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
+            raise ValueError(
+                f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
+            )
         if local.shape[0] % slots:
             raise _divisibility_error("global_batch", local.shape[0] * n_data // slots, n_data)
         return jax.make_array_from_process_local_data(sharding, local)
@@ -495,7 +501,11 @@ def shard_params(tree: Any, mesh: jax.sharding.Mesh, *, min_size: int = 2**18) -
 
 
 def data_parallel(
-    step: Callable[..., Any], mesh: jax.sharding.Mesh, *, donate: bool = False, shard_min_size: int | None = None
+    step: Callable[..., Any],
+    mesh: jax.sharding.Mesh,
+    *,
+    donate: bool = False,
+    shard_min_size: int | None = None,
 ) -> Callable[..., Any]:
     """Jit ``step(state, *batch) -> (state, aux)`` so it runs data-parallel over ``mesh``.
 
@@ -526,7 +536,9 @@ def data_parallel(
     def run(state: Any, *batch_args: Any) -> Any:
         structure = (jax.tree.structure(state), len(batch_args))
         if structure not in compiled:
-            shardings = rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
+            shardings = (
+                rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
+            )
             fn = jax.jit(
                 step,
                 in_shardings=(shardings,) + (batch,) * len(batch_args),
@@ -599,10 +611,14 @@ def init_distributed(
         m = mesh()          # all GPUs of both hosts on the "data" axis
     """
     where = "init_distributed"
-    if not isinstance(coordinator_address, str) or not re.match(r"^\[?[\w.\-:]+\]?:\d+$", coordinator_address):
+    if not isinstance(coordinator_address, str) or not re.match(
+        r"^\[?[\w.\-:]+\]?:\d+$", coordinator_address
+    ):
         raise ValueError(f"{where}: coordinator_address must be 'host:port', got {coordinator_address!r}")
     if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
-        raise ValueError(f"{where}: num_processes must be a positive int, got num_processes={num_processes!r}")
+        raise ValueError(
+            f"{where}: num_processes must be a positive int, got num_processes={num_processes!r}"
+        )
     if not isinstance(process_id, int) or isinstance(process_id, bool) or not 0 <= process_id < num_processes:
         raise ValueError(
             f"{where}: process_id must be an int in 0..{num_processes - 1} (num_processes={num_processes}), "
@@ -610,7 +626,9 @@ def init_distributed(
         )
     if cpu_collectives is not None:
         if cpu_collectives not in ("gloo", "mpi"):
-            raise ValueError(f"{where}: cpu_collectives must be 'gloo', 'mpi' or None, got {cpu_collectives!r}")
+            raise ValueError(
+                f"{where}: cpu_collectives must be 'gloo', 'mpi' or None, got {cpu_collectives!r}"
+            )
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
