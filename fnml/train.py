@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -456,6 +457,25 @@ class _Progress:
             self._bar.stop()
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_build(builder: Callable, criterion: Any, options: tuple) -> Callable:
+    """Memoised jitted functions: repeated ``fit`` calls with the same criterion reuse compilations."""
+    kwargs = dict(options)
+    if "metrics" in kwargs and kwargs["metrics"] is not None:
+        kwargs["metrics"] = dict(kwargs["metrics"])
+    return builder(criterion, **kwargs)
+
+
+def _cached(builder: Callable, criterion: Any, **options: Any) -> Callable:
+    """``builder(criterion, **options)``, memoised when the criterion and options are hashable."""
+    key = tuple(sorted(options.items()))
+    try:
+        hash((criterion, key))
+    except TypeError:
+        return builder(criterion, **{k: (dict(v) if k == "metrics" and v else v) for k, v in options.items()})
+    return _cached_build(builder, criterion, key)
+
+
 def _key_data(key: jax.Array | None) -> list[int] | None:
     """A key as JSON-able ints (typed or raw)."""
     if key is None:
@@ -595,13 +615,18 @@ def fit(
             chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
     use_fused = _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
 
-    train_step = make_train_step(criterion, donate=donate)
+    train_step = _cached(make_train_step, criterion, donate=donate)
     fused_run = (
-        _make_fused_epochs(criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last, donate=donate)
+        _cached(_make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
+                donate=donate)
         if use_fused
         else None
     )
-    evaluate = make_eval_step(criterion, metrics=metrics) if validation is not None else None
+    evaluate = (
+        _cached(make_eval_step, criterion, metrics=tuple(sorted((metrics or {}).items())) or None)
+        if validation is not None
+        else None
+    )
 
     def run_unfused(state, epoch_list):
         """Run epochs one jitted step at a time; returns (state, list of per-epoch loss arrays)."""
