@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -235,6 +235,79 @@ def _recurrence_bwd(cell, unroll, reverse, residuals, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+class _Settings(NamedTuple):
+    """Static (hashable) description of a recurrent stack, the jit cache key of ``_run_layers``."""
+
+    cell: type
+    num_layers: int
+    num_directions: int
+    hidden_size: int
+    gru: bool
+    unroll: int | bool
+    fused_backward: bool
+    dropout: float  # 0.0 unless dropout is active (training mode, p > 0)
+    dtype: Any
+
+
+def _layer_direction(settings: _Settings, weights: dict, name: str, layer_input, carry0):
+    """One direction of one layer: layer_input (T, N, in) -> (outputs (T, N, H), final carry)."""
+    time, batch, features = layer_input.shape
+    hidden, dtype = settings.hidden_size, settings.dtype
+    kernel_ih = weights[f"kernel_ih_{name}"].astype(dtype)
+    kernel_hh = weights[f"kernel_hh_{name}"].astype(dtype)
+    # Hoisted input projection: every time step in one matmul, outside the recurrence.
+    x_flat = layer_input.reshape(time * batch, features)  # (T, N, in) -> (T*N, in)
+    x_gates = (x_flat @ kernel_ih).reshape(time, batch, -1)  # (T*N, G*H) -> (T, N, G*H)
+    bias_hn = None
+    if f"bias_ih_{name}" in weights:
+        bias_ih = weights[f"bias_ih_{name}"].astype(dtype)
+        bias_hh = weights[f"bias_hh_{name}"].astype(dtype)
+        if settings.gru:
+            # GRU: b_hr, b_hz fold into the input side; b_hn stays inside r * (W_hn h + b_hn).
+            bias_hn = bias_hh[2 * hidden :]
+            bias_hh = bias_hh.at[2 * hidden :].set(0)
+        x_gates = x_gates + (bias_ih + bias_hh)
+    recurrence = _recurrence if settings.fused_backward else _recurrence_autodiff
+    reverse = name.endswith("_reverse")
+    return recurrence(settings.cell, settings.unroll, reverse, x_gates, carry0, kernel_hh, bias_hn)
+
+
+@functools.partial(jax.jit, static_argnames="settings")
+def _run_layers(weights: dict, x: jax.Array, states: tuple, dropout_key, *, settings: _Settings):
+    """The stack: x (T, N, in), states tuple of (L*D, N, H) -> (output (T, N, D*H), final states).
+
+    Jitted with static settings so that eager calls compile once per shape; inside a user's jit it is
+    inlined.
+    """
+    x = x.astype(settings.dtype)
+    states = tuple(s.astype(settings.dtype) for s in states)
+    finals = []  # per (layer, direction): final carry tuple
+    layer_input = x
+    for layer in range(settings.num_layers):
+        outputs = []
+        for direction, suffix in enumerate(_DIRECTION_SUFFIXES[: settings.num_directions]):
+            index = layer * settings.num_directions + direction
+            carry0 = tuple(s[index] for s in states)
+            out, final = _layer_direction(settings, weights, f"l{layer}{suffix}", layer_input, carry0)
+            outputs.append(out)
+            finals.append(final)
+        # Directions side by side on the feature axis: (T, N, H) x D -> (T, N, D*H), torch's layout.
+        layer_input = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
+        if layer < settings.num_layers - 1 and settings.dropout > 0:
+            layer_input = _dropout(layer_input, settings.dropout, jax.random.fold_in(dropout_key, layer))
+    # (L*D) x (N, H) -> (L*D, N, H), one stack per state (h, and c for LSTM)
+    final_states = tuple(jnp.stack([carry[i] for carry in finals]) for i in range(len(states)))
+    return layer_input, final_states
+
+
+def _dropout(value: jax.Array, p: float, key: jax.Array) -> jax.Array:
+    """torch's dropout: zero with probability p, scale the rest by 1 / (1 - p)."""
+    if p == 1.0:
+        return jnp.zeros_like(value)
+    keep = jax.random.bernoulli(key, 1.0 - p, value.shape)
+    return jnp.where(keep, value / (1.0 - p), jnp.zeros_like(value))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Modules.
 # ----------------------------------------------------------------------------------------------------
@@ -352,36 +425,15 @@ class _RecurrentBase(nnx.Module):
     def _cell(self) -> type:
         raise NotImplementedError
 
-    def _layer_direction(self, layer_input, carry0, layer: int, suffix: str, dtype):
-        """One direction of one layer: layer_input (T, N, in) -> (outputs (T, N, H), final carry)."""
-        time, batch, features = layer_input.shape
-        hidden = self.hidden_size
-        kernel_ih = getattr(self, f"kernel_ih_l{layer}{suffix}")[...].astype(dtype)
-        kernel_hh = getattr(self, f"kernel_hh_l{layer}{suffix}")[...].astype(dtype)
-        # Hoisted input projection: every time step in one matmul, outside the recurrence.
-        x_flat = layer_input.reshape(time * batch, features)  # (T, N, in) -> (T*N, in)
-        x_gates = (x_flat @ kernel_ih).reshape(time, batch, -1)  # (T*N, G*H) -> (T, N, G*H)
-        bias_hn = None
-        if self.bias:
-            bias_ih = getattr(self, f"bias_ih_l{layer}{suffix}")[...].astype(dtype)
-            bias_hh = getattr(self, f"bias_hh_l{layer}{suffix}")[...].astype(dtype)
-            if self._gate_count == 3:
-                # GRU: b_hr, b_hz fold into the input side; b_hn stays inside r * (W_hn h + b_hn).
-                bias_hn = bias_hh[2 * hidden :]
-                bias_hh = bias_hh.at[2 * hidden :].set(0)
-            x_gates = x_gates + (bias_ih + bias_hh)
-        recurrence = _recurrence if self.fused_backward else _recurrence_autodiff
-        reverse = suffix == "_reverse"
-        return recurrence(self._cell(), self.unroll, reverse, x_gates, carry0, kernel_hh, bias_hn)
-
-    def _inter_layer_dropout(self, value: jax.Array) -> jax.Array:
-        """torch's dropout between layers: zero with probability p, scale the rest by 1 / (1 - p)."""
-        if self.deterministic or self.dropout == 0.0:
-            return value
-        if self.dropout == 1.0:
-            return jnp.zeros_like(value)
-        keep = jax.random.bernoulli(self.rngs(), 1.0 - self.dropout, value.shape)
-        return jnp.where(keep, value / (1.0 - self.dropout), jnp.zeros_like(value))
+    def _parameter_names(self) -> list[str]:
+        """Present parameter attributes, in torch order (weight_ih, weight_hh, bias_ih, bias_hh per layer)."""
+        names = []
+        for layer in range(self.num_layers):
+            for suffix in _DIRECTION_SUFFIXES[: 2 if self.bidirectional else 1]:
+                for kind in ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh"):
+                    if getattr(self, f"{kind}_l{layer}{suffix}") is not None:
+                        names.append(f"{kind}_l{layer}{suffix}")
+        return names
 
     def __call__(self, input: jax.Array, hx: Any = None):  # noqa: A002 - torch's argument name
         name = type(self).__name__
@@ -402,34 +454,29 @@ class _RecurrentBase(nnx.Module):
 
         param_dtype = self.kernel_ih_l0[...].dtype
         dtype = self.dtype if self.dtype is not None else jnp.result_type(x.dtype, param_dtype)
-        x = x.astype(dtype)
         if states is None:
             zeros = jnp.zeros(self._expected_state_shape(batch), dtype)
             states = (zeros, zeros) if self._has_cell_state else (zeros,)
-        states = tuple(s.astype(dtype) for s in states)
+        # Dropout is active in training mode between layers only (as torch); one key per call.
+        dropout_active = not self.deterministic and self.dropout > 0 and self.num_layers > 1
+        settings = _Settings(
+            cell=self._cell(),
+            num_layers=self.num_layers,
+            num_directions=2 if self.bidirectional else 1,
+            hidden_size=self.hidden_size,
+            gru=self._gate_count == 3,
+            unroll=self.unroll,
+            fused_backward=self.fused_backward,
+            dropout=self.dropout if dropout_active else 0.0,
+            dtype=jnp.dtype(dtype),
+        )
+        weights = {attribute: getattr(self, attribute)[...] for attribute in self._parameter_names()}
+        dropout_key = self.rngs() if dropout_active else None
+        output, final_states = _run_layers(weights, x, states, dropout_key, settings=settings)
 
-        num_directions = 2 if self.bidirectional else 1
-        finals = []  # per (layer, direction): final carry tuple
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction, suffix in enumerate(_DIRECTION_SUFFIXES[:num_directions]):
-                index = layer * num_directions + direction
-                carry0 = tuple(s[index] for s in states)
-                out, final = self._layer_direction(layer_input, carry0, layer, suffix, dtype)
-                outputs.append(out)
-                finals.append(final)
-            # Directions side by side on the feature axis: (T, N, H) x D -> (T, N, D*H), torch's layout.
-            layer_input = outputs[0] if num_directions == 1 else jnp.concatenate(outputs, axis=-1)
-            if layer < self.num_layers - 1:
-                layer_input = self._inter_layer_dropout(layer_input)
-
-        output = layer_input
-        # (L*D) x (N, H) -> (L*D, N, H), one stack per state (h, and c for LSTM)
-        final_states = [jnp.stack([carry[i] for carry in finals]) for i in range(len(states))]
         if not batched:
             output = output[:, 0, :]  # (T, 1, D*H) -> (T, D*H)
-            final_states = [s[:, 0, :] for s in final_states]  # (L*D, 1, H) -> (L*D, H)
+            final_states = tuple(s[:, 0, :] for s in final_states)  # (L*D, 1, H) -> (L*D, H)
         elif self.batch_first:
             output = jnp.swapaxes(output, 0, 1)  # (T, N, D*H) -> (N, T, D*H)
         if self._has_cell_state:
