@@ -459,6 +459,20 @@ def _check_models(torch_model: Any, fnml_model: Any) -> None:
         raise TypeError(f"fnml_model must be a flax.nnx.Module, got {type(fnml_model).__name__}")
 
 
+def _jitted_forward(fnml_model: nnx.Module, inputs: tuple) -> Any:
+    """One jitted forward (eager JAX compiles every op separately); state updates go back to the model."""
+    graphdef, state = nnx.split(fnml_model)
+
+    @jax.jit
+    def forward(state, inputs):
+        model = nnx.merge(graphdef, jax.tree.map(lambda v: v, state))
+        return model(*inputs), nnx.split(model)[1]
+
+    out, new_state = forward(state, inputs)
+    nnx.update(fnml_model, new_state)  # BatchNorm statistics in training mode, as torch's forward
+    return out
+
+
 def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None) -> ForwardReport:
     """Run both models on the same inputs and measure every output's difference.
 
@@ -480,7 +494,7 @@ def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fn
     inputs = _as_tuple(inputs)
     with torch.no_grad():
         torch_out = torch_model(*_torch_inputs(inputs))
-    fnml_out = fnml_model(*_fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
+    fnml_out = _jitted_forward(fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
     torch_leaves, fnml_leaves = _leaves(torch_out), _leaves(fnml_out)
     if [p for p, _ in torch_leaves] != [p for p, _ in fnml_leaves]:
         raise ValueError(
@@ -555,7 +569,8 @@ def compare_gradients(
         loss = fnml_criterion(model(*x), y)
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
-    (fnml_loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    # jitted: eager JAX would compile every primitive of the backward pass separately.
+    (fnml_loss, new_rest), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
     nnx.update(fnml_model, new_rest)
     fnml_grads = _torch_name_tree(fnml_model, graphdef, grads, rest)
     missing = [name for name in torch_grads if name not in fnml_grads]
