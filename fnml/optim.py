@@ -255,6 +255,10 @@ def sgd(
     trace starts from zeros, which equals torch's ``buf = g`` start only without dampening, so
     dampening != 0 or a scheduled momentum use a small custom trace (:class:`SGDState`).
 
+    With an ``lr`` schedule carrying ``.momentum`` (one-cycle), that schedule replaces a float
+    ``momentum`` at every step, even 0, exactly as torch's ``OneCycleLR(cycle_momentum=True)`` rewrites
+    ``group["momentum"]``; pass ``cycle_momentum=False`` to the schedule to keep your own.
+
     Example::
 
         tx = optim.sgd(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
