@@ -7,6 +7,8 @@ Submodules (imported lazily, so ``import fnml`` stays cheap and never imports to
 - :mod:`fnml.layers`   Flax NNX layers with torch defaults (``torch.nn``)
 - :mod:`fnml.losses`   torch-semantics losses (``torch.nn.functional``)
 - :mod:`fnml.optim`    torch-semantics optax optimizers, schedules, clipping (``torch.optim``)
+- :mod:`fnml.schedules` the LR schedules (``torch.optim.lr_scheduler``), re-exported by ``optim``
+- :mod:`fnml.recurrent` RNN / LSTM / GRU (re-exported by ``layers``)
 - :mod:`fnml.interop`  ``state_dict`` both ways, ``from_torch``, safetensors
 - :mod:`fnml.parity`   side-by-side comparison of a torch model and its fnml twin
 - :mod:`fnml.data`     datasets, splits, keyed batching (``DataLoader``)
@@ -38,6 +40,8 @@ _SUBMODULES = (
     "losses",
     "optim",
     "parity",
+    "recurrent",
+    "schedules",
     "sidebyside",
     "tensors",
     "train",
@@ -55,6 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         losses,
         optim,
         parity,
+        recurrent,
+        schedules,
         sidebyside,
         tensors,
         train,

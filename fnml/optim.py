@@ -33,6 +33,9 @@ Conventions shared by every optimizer here:
 Parameter groups (torch's ``[{"params": ..., "lr": ...}, ...]``) are :func:`param_groups`; gradient
 clipping (``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``) is :func:`clip_grad_norm` /
 :func:`clip_grad_value`, chained before any optimizer with ``optax.chain``.
+
+LR schedules (``torch.optim.lr_scheduler``) live in :mod:`fnml.schedules` and are re-exported here, so
+``optim.adam(lr=optim.cosine_annealing_lr(lr=0.1, T_max=10))`` reads like torch.
 """
 
 from __future__ import annotations
@@ -46,6 +49,25 @@ import jax.numpy as jnp
 import optax
 
 from fnml import _validation as check
+from fnml.schedules import (  # re-exported: torch keeps schedulers under torch.optim too
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    MultiStepLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    ReduceLROnPlateauState,
+    StepLR,
+    constant_lr,
+    cosine_annealing_lr,
+    exponential_lr,
+    linear_lr,
+    multistep_lr,
+    one_cycle_lr,
+    reduce_lr_on_plateau,
+    step_lr,
+)
 
 __all__ = [
     "AdagradState",
@@ -70,6 +92,24 @@ __all__ = [
     "radam",
     "rmsprop",
     "sgd",
+    # schedules (fnml.schedules)
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "ExponentialLR",
+    "LinearLR",
+    "MultiStepLR",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
+    "ReduceLROnPlateauState",
+    "StepLR",
+    "constant_lr",
+    "cosine_annealing_lr",
+    "exponential_lr",
+    "linear_lr",
+    "multistep_lr",
+    "one_cycle_lr",
+    "reduce_lr_on_plateau",
+    "step_lr",
 ]
 
 ScalarOrSchedule = float | Callable[[jax.Array], Any]
