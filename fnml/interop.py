@@ -157,7 +157,9 @@ def _conv2d_slots(module: Any) -> list[_Slot]:
 def _batchnorm_slots(module: Any) -> list[_Slot]:
     # Same names and (C,) shapes on both sides; num_batches_tracked exists in torch only as a counter.
     slots = [_Slot(name, module, name) for name in ("weight", "bias") if _optional(module, name)]
-    slots += [_Slot(name, module, name) for name in ("running_mean", "running_var") if _optional(module, name)]
+    slots += [
+        _Slot(name, module, name) for name in ("running_mean", "running_var") if _optional(module, name)
+    ]
     if _optional(module, "num_batches_tracked"):
         slots.append(_Slot("num_batches_tracked", module, "num_batches_tracked", is_count=True))
     return slots
@@ -322,7 +324,8 @@ def named_layers(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
 
     Example::
 
-        [name for name, _ in interop.named_layers(layers.SimpleNN(rngs=nnx.Rngs(0)))]  # ['fc1', 'relu', 'fc2']
+        model = layers.SimpleNN(rngs=nnx.Rngs(0))
+        [name for name, _ in interop.named_layers(model)]  # ['fc1', 'fc2']
     """
     return [(name, module) for name, module, _ in _walk(model) if _converter_for(module) is not None]
 
@@ -368,7 +371,9 @@ def _chw_to_hwc_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.nda
     out_features = weight.shape[0]
     channels, height, width = chw
     # (O, C*H*W) -> (O, C, H, W) -> (O, H, W, C) -> (O, H*W*C)
-    return weight.reshape(out_features, channels, height, width).transpose(0, 2, 3, 1).reshape(out_features, -1)
+    return (
+        weight.reshape(out_features, channels, height, width).transpose(0, 2, 3, 1).reshape(out_features, -1)
+    )
 
 
 def _hwc_to_chw_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
@@ -376,7 +381,9 @@ def _hwc_to_chw_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.nda
     out_features = weight.shape[0]
     channels, height, width = chw
     # (O, H*W*C) -> (O, H, W, C) -> (O, C, H, W) -> (O, C*H*W)
-    return weight.reshape(out_features, height, width, channels).transpose(0, 3, 1, 2).reshape(out_features, -1)
+    return (
+        weight.reshape(out_features, height, width, channels).transpose(0, 3, 1, 2).reshape(out_features, -1)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -574,10 +581,16 @@ def save_safetensors(obj: Any, path: str | os.PathLike, *, metadata: Mapping[str
     elif isinstance(obj, Mapping):
         tensors = OrderedDict((str(k), np.array(_to_numpy(v, str(k)), order="C")) for k, v in obj.items())
     else:
-        raise TypeError(f"save_safetensors expects an fnml model or a mapping of tensors, got {type(obj).__name__}")
-    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError(
+            f"save_safetensors expects an fnml model or a mapping of tensors, got {type(obj).__name__}"
+        )
+    if metadata is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise TypeError(f"metadata must map str -> str, got {metadata!r}")
-    _atomic_write(path, lambda tmp: save_file(dict(tensors), tmp, metadata=dict(metadata) if metadata else None))
+    _atomic_write(
+        path, lambda tmp: save_file(dict(tensors), tmp, metadata=dict(metadata) if metadata else None)
+    )
     return path
 
 
@@ -626,7 +639,9 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
             f"Re-save it as a plain state dict or a .safetensors file from a trusted environment."
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"could not read torch checkpoint {path!r}: truncated or corrupted ({error})") from error
+        raise ValueError(
+            f"could not read torch checkpoint {path!r}: truncated or corrupted ({error})"
+        ) from error
     if isinstance(loaded, Mapping):
         if all(isinstance(v, torch.Tensor) for v in loaded.values()):
             return loaded
@@ -884,7 +899,9 @@ def _max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fa
     )
 
 
-def _avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+def _avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """F.avg_pool2d on (N, C, H, W): zero padding counted in the divisor by default, like torch."""
     if ceil_mode:
         raise UnsupportedTorchOpError("F.avg_pool2d with ceil_mode=True")
@@ -1163,7 +1180,8 @@ def _check_supported_settings(torch_module: Any, path: str) -> None:
         unsupported.append("return_indices=True")
     if unsupported:
         raise UnsupportedTorchOpError(
-            f"from_torch: torch.nn.{name} at {path!r} uses {', '.join(unsupported)}, which fnml.layers.{name} "
+            f"from_torch: torch.nn.{name} at {path!r} uses {', '.join(unsupported)}, which "
+            f"fnml.layers.{name} "
             f"does not implement"
         )
 
@@ -1175,8 +1193,10 @@ def _build_twin_tree(torch_module: Any, path: str, dtype: Any) -> Any:
     name = type(torch_module).__name__
     is_torch_nn = type(torch_module).__module__.startswith("torch.nn.modules")
     if isinstance(torch_module, torch.nn.Sequential) and type(torch_module) is torch.nn.Sequential:
-        children = [_build_twin_tree(child, f"{path}.{i}" if path else str(i), dtype)
-                    for i, child in enumerate(torch_module)]
+        children = [
+            _build_twin_tree(child, f"{path}.{i}" if path else str(i), dtype)
+            for i, child in enumerate(torch_module)
+        ]
         return layers.Sequential(*children)
     if is_torch_nn and name not in ("ModuleList", "ModuleDict", "Sequential"):
         fnml_cls = _fnml_layer_class(name)
@@ -1203,7 +1223,11 @@ def _fill_container(container, torch_module, children, path, dtype):
         if buffer is not None:
             setattr(container, buffer_name, nnx.BatchStat(jnp.asarray(buffer.detach().cpu().numpy())))
     for child_name, child in children:
-        setattr(container, child_name, _build_twin_tree(child, f"{path}.{child_name}" if path else child_name, dtype))
+        setattr(
+            container,
+            child_name,
+            _build_twin_tree(child, f"{path}.{child_name}" if path else child_name, dtype),
+        )
     return container
 
 
@@ -1340,7 +1364,8 @@ def from_torch(torch_module: Any) -> TorchTwin:
         graph = tracer.trace(torch_module)
     except Exception as error:  # torch.fx raises TraceError, TypeError, RuntimeError...
         raise UnsupportedTorchOpError(
-            f"from_torch: torch.fx could not trace {type(torch_module).__name__}.forward ({type(error).__name__}: "
+            f"from_torch: torch.fx could not trace {type(torch_module).__name__}.forward "
+            f"({type(error).__name__}: "
             f"{error}); data-dependent Python control flow is not traceable"
         ) from error
     program = _compile(graph, torch_module)
@@ -1357,7 +1382,9 @@ def from_torch(torch_module: Any) -> TorchTwin:
     own = [n for n, _ in torch_module.named_parameters(recurse=False)]
     own += [n for n, b in torch_module.named_buffers(recurse=False) if b is not None and n not in own]
     source = torch.fx.GraphModule(torch_module, graph).code
-    twin = TorchTwin(type(torch_module).__name__, tuple(own) + tuple(n for n, _ in twin_children), program, source)
+    twin = TorchTwin(
+        type(torch_module).__name__, tuple(own) + tuple(n for n, _ in twin_children), program, source
+    )
     _fill_container(twin, torch_module, twin_children, "", dtype)
 
     # Weights: through the same torch-name machinery as load_state_dict, in the torch dtype.

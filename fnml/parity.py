@@ -1,4 +1,4 @@
-"""Side-by-side parity harness: prove an fnml model computes, differentiates and trains like its torch original.
+"""Side-by-side parity harness: prove an fnml model computes, differentiates and trains like torch.
 
 PyTorch equivalent: none; this is new. It is what a user porting a model runs to trust the port.
 
@@ -319,7 +319,8 @@ class TrainingReport(_Report):
         final = _diff_table("Final parameters (torch names)", self.parameters, "parameter")
         if self.passed:
             verdict = Text(
-                f"PASS: {len(self.torch_losses)} steps, max loss diff {self.max_loss_diff:.3g}, max param diff "
+                f"PASS: {len(self.torch_losses)} steps, max loss diff {self.max_loss_diff:.3g}, "
+                f"max param diff "
                 f"{self.max_param_diff:.3g} (atol {self.atol:g}, rtol {self.rtol:g})"
             )
         else:
@@ -378,11 +379,17 @@ class DivergenceReport(_Report):
             table.add_column(header)
         for row in self.layers:
             table.add_row(
-                row.name, row.kind, "-" if row.shape is None else str(row.shape), _fmt(row.max_abs_diff),
-                _fmt(row.max_rel_diff), row.status,
+                row.name,
+                row.kind,
+                "-" if row.shape is None else str(row.shape),
+                _fmt(row.max_abs_diff),
+                _fmt(row.max_rel_diff),
+                row.status,
             )
         verdict = (
-            "all layers agree" if self.first_divergent is None else f"first divergent layer: {self.first_divergent}"
+            "all layers agree"
+            if self.first_divergent is None
+            else f"first divergent layer: {self.first_divergent}"
         )
         return Group(table, Text(verdict))
 
@@ -473,7 +480,9 @@ def _jitted_forward(fnml_model: nnx.Module, inputs: tuple) -> Any:
     return out
 
 
-def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None) -> ForwardReport:
+def compare_forward(
+    torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None
+) -> ForwardReport:
     """Run both models on the same inputs and measure every output's difference.
 
     PyTorch equivalent: none (``torch.testing.assert_close(fnml_out, torch_out)`` on each output).
@@ -494,11 +503,14 @@ def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fn
     inputs = _as_tuple(inputs)
     with torch.no_grad():
         torch_out = torch_model(*_torch_inputs(inputs))
-    fnml_out = _jitted_forward(fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
+    fnml_out = _jitted_forward(
+        fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs)
+    )
     torch_leaves, fnml_leaves = _leaves(torch_out), _leaves(fnml_out)
     if [p for p, _ in torch_leaves] != [p for p, _ in fnml_leaves]:
         raise ValueError(
-            f"output structures differ: torch {[p for p, _ in torch_leaves]} vs fnml {[p for p, _ in fnml_leaves]}"
+            f"output structures differ: torch {[p for p, _ in torch_leaves]} vs "
+            f"fnml {[p for p, _ in fnml_leaves]}"
         )
     rows = []
     for (path, t), (_, f) in zip(torch_leaves, fnml_leaves):
@@ -547,7 +559,6 @@ def compare_gradients(
         report = parity.compare_gradients(tm, twin, x, y, (torch.nn.MSELoss(), losses.MSELoss()))
         report.max_abs_diff
     """
-    import torch
 
     _check_models(torch_model, fnml_model)
     torch_criterion, fnml_criterion = _criteria(criterion)
@@ -556,7 +567,9 @@ def compare_gradients(
     torch_loss = torch_criterion(torch_model(*_torch_inputs(inputs)), _torch_inputs((targets,))[0])
     torch_loss.backward()
     torch_grads = OrderedDict(
-        (name, p.grad.detach().cpu().numpy()) for name, p in torch_model.named_parameters() if p.grad is not None
+        (name, p.grad.detach().cpu().numpy())
+        for name, p in torch_model.named_parameters()
+        if p.grad is not None
     )
 
     graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
@@ -576,9 +589,7 @@ def compare_gradients(
     missing = [name for name in torch_grads if name not in fnml_grads]
     if missing:
         raise ValueError(f"the fnml model has no parameters named {missing} (torch names); is it a twin?")
-    rows = [
-        DiffRow(name, tuple(g.shape), *_diff(fnml_grads[name], g)) for name, g in torch_grads.items()
-    ]
+    rows = [DiffRow(name, tuple(g.shape), *_diff(fnml_grads[name], g)) for name, g in torch_grads.items()]
     return GradientReport(float(torch_loss.item()), float(fnml_loss), rows)
 
 
@@ -588,7 +599,7 @@ def compare_gradients(
 
 
 def _make_step(graphdef: Any, tx: optax.GradientTransformation, criterion: Callable) -> Callable:
-    """The pure, jitted fnml training step: (params, rest, opt_state, x, y) -> (params, rest, opt_state, loss)."""
+    """The pure, jitted fnml step: (params, rest, opt_state, x, y) -> (params, rest, opt_state, loss)."""
 
     @jax.jit
     def step(params, rest, opt_state, x, y):
@@ -660,7 +671,9 @@ def compare_training(
 
     _check_models(torch_model, fnml_model)
     if not isinstance(torch_optimizer, torch.optim.Optimizer):
-        raise TypeError(f"torch_optimizer must be a torch.optim.Optimizer, got {type(torch_optimizer).__name__}")
+        raise TypeError(
+            f"torch_optimizer must be a torch.optim.Optimizer, got {type(torch_optimizer).__name__}"
+        )
     if not isinstance(fnml_optimizer, optax.GradientTransformation):
         raise TypeError(
             f"fnml_optimizer must be an optax.GradientTransformation (e.g. fnml.optim.adam(lr=...)), got "
@@ -719,7 +732,9 @@ def compare_training(
                 t = torch_sd[name].detach().cpu().numpy()
                 abs_diff, _ = _diff(fnml_sd[name], t)
                 worst = max(worst, abs_diff)
-                if first_param_name is None and _exceeds(abs_diff, float(np.max(np.abs(t), initial=0.0)), atol, rtol):
+                if first_param_name is None and _exceeds(
+                    abs_diff, float(np.max(np.abs(t), initial=0.0)), atol, rtol
+                ):
                     first_param_name, first_param_step = name, step
             drift.append(worst)
 
@@ -728,12 +743,18 @@ def compare_training(
     final = _param_rows(torch_model.state_dict(), interop.state_dict(fnml_model))
     if first_param_name is None:
         for row in final:
-            scale = float(np.max(np.abs(_numpy(torch_model.state_dict()[row.name]).astype(np.float64)), initial=0.0))
+            scale = float(
+                np.max(np.abs(_numpy(torch_model.state_dict()[row.name]).astype(np.float64)), initial=0.0)
+            )
             if _exceeds(row.max_abs_diff, scale, atol, rtol):
                 first_param_name, first_param_step = row.name, (steps - 1 if track_params else None)
                 break
     first_step = next(
-        (i for i, (t, f) in enumerate(zip(torch_losses, fnml_losses)) if _exceeds(abs(t - f), abs(t), atol, rtol)),
+        (
+            i
+            for i, (t, f) in enumerate(zip(torch_losses, fnml_losses))
+            if _exceeds(abs(t - f), abs(t), atol, rtol)
+        ),
         None,
     )
     return TrainingReport(
@@ -893,7 +914,14 @@ def first_divergence(
 _SETTINGS: dict[str, tuple[str, ...]] = {
     "Linear": ("in_features", "out_features", "bias"),
     "Conv2d": (
-        "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
         "padding_mode",
     ),
     "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
@@ -911,8 +939,16 @@ _SETTINGS: dict[str, tuple[str, ...]] = {
     "Softplus": ("beta", "threshold"),
     "Softmax": ("dim",),
     "LogSoftmax": ("dim",),
-    "RNN": ("input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first", "dropout",
-            "bidirectional"),
+    "RNN": (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "nonlinearity",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+    ),
     "LSTM": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
     "GRU": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
 }
@@ -990,7 +1026,9 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
             if torch_value is _MISSING or fnml_value is _MISSING or not _same(torch_value, fnml_value):
                 mismatches.append(
                     Mismatch(
-                        name, kind, setting,
+                        name,
+                        kind,
+                        setting,
                         None if torch_value is _MISSING else torch_value,
                         "(not supported)" if fnml_value is _MISSING else fnml_value,
                     )
@@ -1001,7 +1039,9 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
                 mismatches.append(Mismatch(name, kind, "training", torch_layer.training, fnml_training))
     for name, fnml_layer in fnml_layers.items():
         if name not in torch_layers:
-            mismatches.append(Mismatch(name, type(fnml_layer).__name__, "layer", None, type(fnml_layer).__name__))
+            mismatches.append(
+                Mismatch(name, type(fnml_layer).__name__, "layer", None, type(fnml_layer).__name__)
+            )
     return DefaultsReport(mismatches, compared)
 
 
@@ -1012,4 +1052,3 @@ def _fnml_training(layer: Any) -> bool | None:
     if hasattr(layer, "use_running_average"):
         return not layer.use_running_average
     return None
-

@@ -46,7 +46,10 @@ def six_layers():
 def _batches(dtype, count=5, n=6):
     generator = torch.Generator().manual_seed(1)
     return [
-        (torch.randn(n, 2, 6, 6, dtype=dtype, generator=generator), torch.randint(0, 3, (n,), generator=generator))
+        (
+            torch.randn(n, 2, 6, 6, dtype=dtype, generator=generator),
+            torch.randint(0, 3, (n,), generator=generator),
+        )
         for _ in range(count)
     ]
 
@@ -66,8 +69,14 @@ def test_training_parity_50_steps(name, dtype, torch_dtype):
     twin = interop.from_torch(torch_model)
     make_torch_opt, make_fnml_opt = OPTIMIZERS[name]
     report = parity.compare_training(
-        torch_model, make_torch_opt(torch_model.parameters()), nn.CrossEntropyLoss(),
-        twin, make_fnml_opt(), losses.CrossEntropyLoss(), _batches(torch_dtype), steps=50,
+        torch_model,
+        make_torch_opt(torch_model.parameters()),
+        nn.CrossEntropyLoss(),
+        twin,
+        make_fnml_opt(),
+        losses.CrossEntropyLoss(),
+        _batches(torch_dtype),
+        steps=50,
     )
     assert len(report.torch_losses) == len(report.fnml_losses) == 50
     assert report.initial_max_param_diff == 0.0
@@ -87,8 +96,14 @@ def test_training_report_names_first_divergent_step_and_parameter():
     torch_model = SmallCNN().double()
     twin = interop.from_torch(torch_model)
     report = parity.compare_training(
-        torch_model, torch.optim.SGD(torch_model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
-        twin, optax.sgd(0.06), losses.CrossEntropyLoss(), _batches(torch.float64), steps=4,
+        torch_model,
+        torch.optim.SGD(torch_model.parameters(), lr=0.05),
+        nn.CrossEntropyLoss(),
+        twin,
+        optax.sgd(0.06),
+        losses.CrossEntropyLoss(),
+        _batches(torch.float64),
+        steps=4,
     )
     assert not report.passed
     assert report.first_step_exceeding == 1  # step 0's loss is computed before any update
@@ -122,7 +137,9 @@ def test_compare_forward_nested_outputs_and_channels_last_inputs():
     interop.load_state_dict(model, torch_model.state_dict())
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
     report = parity.compare_forward(
-        nn.Sequential(torch_model, nn.Flatten()), layers.Sequential(model, layers.Flatten()), x,
+        nn.Sequential(torch_model, nn.Flatten()),
+        layers.Sequential(model, layers.Flatten()),
+        x,
         fnml_inputs=x.numpy().transpose(0, 2, 3, 1),  # (N, C, H, W) -> (N, H, W, C)
     )
     assert report.max_abs_diff > 1e-3  # NHWC flatten order differs: the harness shows it
@@ -156,7 +173,7 @@ def test_first_divergence_finds_an_altered_eps():
 def test_first_divergence_on_a_cnn_twin_moves_channels_back():
     torch_model = SmallCNN().double().eval()
     twin = interop.from_torch(torch_model)
-    getattr(twin, "bn").momentum = 0.5  # eval mode: momentum does not matter, nothing diverges
+    twin.bn.momentum = 0.5  # eval mode: momentum does not matter, nothing diverges
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
     report = parity.first_divergence(torch_model, twin, x)
     assert report.first_divergent is None and [r.name for r in report.layers] == ["conv", "bn", "fc"]
@@ -171,7 +188,8 @@ def test_check_defaults_flags_differing_settings():
     assert parity.check_defaults(torch_model, twin).ok
     rngs = nnx.Rngs(0)
     hand_written = layers.Sequential(
-        layers.Conv2d(2, 3, 3, padding=0, rngs=rngs), layers.BatchNorm2d(3, eps=1e-3, momentum=0.01),
+        layers.Conv2d(2, 3, 3, padding=0, rngs=rngs),
+        layers.BatchNorm2d(3, eps=1e-3, momentum=0.01),
         layers.GELU(approximate="tanh"),
     )
     hand_written.eval()
@@ -191,39 +209,76 @@ def test_check_defaults_flags_differing_settings():
     [
         (lambda t, f: parity.compare_forward(f, f, None), TypeError, "torch_model must be a torch.nn.Module"),
         (lambda t, f: parity.compare_forward(t, t, None), TypeError, "fnml_model must be a flax.nnx.Module"),
-        (lambda t, f: parity.compare_gradients(t, f, 1, 1, nn.MSELoss()), TypeError, "criterion must be a pair"),
         (
-            lambda t, f: parity.compare_training(t, optax.sgd(0.1), nn.MSELoss(), f, optax.sgd(0.1), losses.MSELoss(), []),
-            TypeError, "torch_optimizer must be a torch.optim.Optimizer",
+            lambda t, f: parity.compare_gradients(t, f, 1, 1, nn.MSELoss()),
+            TypeError,
+            "criterion must be a pair",
+        ),
+        (
+            lambda t, f: parity.compare_training(
+                t, optax.sgd(0.1), nn.MSELoss(), f, optax.sgd(0.1), losses.MSELoss(), []
+            ),
+            TypeError,
+            "torch_optimizer must be a torch.optim.Optimizer",
         ),
         (
             lambda t, f: parity.compare_training(
                 t, torch.optim.SGD(t.parameters(), lr=0.1), nn.MSELoss(), f, "sgd", losses.MSELoss(), []
             ),
-            TypeError, "fnml_optimizer must be an optax.GradientTransformation",
+            TypeError,
+            "fnml_optimizer must be an optax.GradientTransformation",
         ),
         (
             lambda t, f: parity.compare_training(
-                t, torch.optim.SGD(t.parameters(), lr=0.1), nn.MSELoss(), f, optax.sgd(0.1), losses.MSELoss(), []
+                t,
+                torch.optim.SGD(t.parameters(), lr=0.1),
+                nn.MSELoss(),
+                f,
+                optax.sgd(0.1),
+                losses.MSELoss(),
+                [],
             ),
-            ValueError, "non-empty sequence of \\(inputs, targets\\) pairs",
+            ValueError,
+            "non-empty sequence of \\(inputs, targets\\) pairs",
         ),
         (
             lambda t, f: parity.compare_training(
-                t, torch.optim.SGD(t.parameters(), lr=0.1), nn.MSELoss(), f, optax.sgd(0.1), losses.MSELoss(),
-                [(torch.ones(1, 2), torch.ones(1, 1))], steps=0,
+                t,
+                torch.optim.SGD(t.parameters(), lr=0.1),
+                nn.MSELoss(),
+                f,
+                optax.sgd(0.1),
+                losses.MSELoss(),
+                [(torch.ones(1, 2), torch.ones(1, 1))],
+                steps=0,
             ),
-            ValueError, "steps must be a positive integer, got steps=0",
+            ValueError,
+            "steps must be a positive integer, got steps=0",
         ),
         (
             lambda t, f: parity.compare_training(
-                t, torch.optim.SGD(t.parameters(), lr=0.1), nn.MSELoss(), f, optax.sgd(0.1), 3,
+                t,
+                torch.optim.SGD(t.parameters(), lr=0.1),
+                nn.MSELoss(),
+                f,
+                optax.sgd(0.1),
+                3,
                 [(torch.ones(1, 2), torch.ones(1, 1))],
             ),
-            TypeError, "must be callables",
+            TypeError,
+            "must be callables",
         ),
     ],
-    ids=["torch_type", "fnml_type", "criterion", "torch_opt", "fnml_opt", "no_batches", "steps", "criterion_call"],
+    ids=[
+        "torch_type",
+        "fnml_type",
+        "criterion",
+        "torch_opt",
+        "fnml_opt",
+        "no_batches",
+        "steps",
+        "criterion_call",
+    ],
 )
 def test_argument_errors(call, error, message):
     torch_model = nn.Sequential(nn.Linear(2, 1))
@@ -237,7 +292,10 @@ def test_gradients_of_a_model_that_is_not_a_twin_are_refused():
     torch_model.add_module("extra", nn.Linear(1, 1).double())
     with pytest.raises(ValueError, match=r"no parameters named \['extra.weight', 'extra.bias'\]"):
         parity.compare_gradients(
-            torch_model, other, torch.ones(3, 2, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64),
+            torch_model,
+            other,
+            torch.ones(3, 2, dtype=torch.float64),
+            torch.ones(3, 1, dtype=torch.float64),
             (nn.MSELoss(), losses.MSELoss()),
         )
 
