@@ -16,10 +16,19 @@ GRU has no hidden-side bias ``b_hn`` inside ``r * (W_hn h + b_hn)`` (0.57 off wi
 flax initialises with lecun-normal / orthogonal / zeros where torch draws everything from
 ``U(-1/sqrt(H), 1/sqrt(H))``. The cells below are written out, and run with ``jax.lax.scan``.
 
-Speed: the input projection of every time step is one ``(T*N, in) @ (in, G*H)`` matmul before the
-recurrence; each step does one fused ``(N, H) @ (H, G*H)`` matmul. The backward pass is hand-written
-(``jax.custom_vjp``): the reverse scan only carries the state gradients, and the weight gradients are
-single matmuls over all time steps afterwards (as cuDNN does) instead of one small accumulation per step.
+Speed (the issue-7 LSTM shape: 1 layer, input 32, hidden 128, T=50, N=32, float32, forward + backward):
+
+- the input projection of all time steps is one ``(T*N, in) @ (in, G*H)`` matmul before the recurrence;
+  each step does one fused ``(N, H) @ (H, G*H)`` matmul for the hidden side;
+- the LSTM's four gate activations are one uniform ``s * tanh(s * gates) + (1 - s)`` pass (sigmoid as a
+  scaled tanh): the recurrence's forward loop went from ~2.7 ms to ~1.3 ms (measured, 2-core CPU), XLA's
+  CPU backend being slow on separate sigmoid/tanh calls over column slices;
+- the backward pass is hand-written per cell (``jax.custom_vjp``, ``fused_backward=True``): the reverse
+  loop carries only the state gradients and every weight gradient is one matmul over all steps
+  afterwards (as cuDNN does), instead of JAX's per-step accumulation: ~1.5x faster than JAX's scan
+  transpose (7.0 vs 10.9 ms on a loaded 2-core machine, same process). ``fused_backward=False`` keeps
+  JAX's own differentiation (needed for forward-mode ``jax.jvp`` / ``jax.hessian``);
+- ``unroll`` (scan iterations per loop trip): 2 was within noise of 1, 4 and 5 slower; default 1.
 """
 
 from __future__ import annotations
@@ -436,6 +445,7 @@ class _RecurrentBase(nnx.Module):
         return names
 
     def __call__(self, input: jax.Array, hx: Any = None):  # noqa: A002 - torch's argument name
+        """Run the stack: ``(input, hx) -> (output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), as torch."""
         name = type(self).__name__
         x = jnp.asarray(input)
         check_ndim("input", x.shape, (2, 3), where=name)
