@@ -13,9 +13,9 @@ Sections of this file:
 1. naming and lookup      ``device``, ``cuda_is_available``, ``device_count``, ``available_devices``,
                           ``describe``, ``device_name``
 2. placement              ``to``, ``default_device``
-3. multi-device           ``mesh``, ``batch_sharding``, ``replicated_sharding``, ``shard_batch``,
-                          ``global_batch``, ``replicate``, ``param_shardings``, ``shard_params``,
-                          ``data_parallel``
+3. multi-device           ``mesh``, ``batch_sharding``, ``replicated_sharding``, ``check_batch_size``,
+                          ``shard_batch``, ``global_batch``, ``replicate``, ``param_shardings``,
+                          ``shard_params``, ``data_parallel``
 4. processes              ``init_distributed``, ``shutdown_distributed``, ``process_index``,
                           ``process_count``, ``is_main_process``, ``to_host``
 
@@ -41,6 +41,7 @@ __all__ = [
     "DeviceNotFoundError",
     "available_devices",
     "batch_sharding",
+    "check_batch_size",
     "cuda_is_available",
     "data_parallel",
     "default_device",
@@ -361,6 +362,24 @@ def _divisibility_error(where: str, global_batch: int, n_data: int) -> ValueErro
     )
 
 
+def check_batch_size(local_batch: int, mesh: jax.sharding.Mesh, *, where: str = "check_batch_size") -> int:
+    """The global batch size for ``local_batch`` rows per process; ``ValueError`` unless "data" divides it.
+
+    PyTorch equivalent: none (DDP takes whatever each rank loads; uneven ranks silently weight samples
+    differently). Single process: the global batch is ``local_batch``.
+
+    Example::
+
+        check_batch_size(64, mesh())     # 64 on 4 devices; 10 on 4 devices raises ValueError
+    """
+    _check_mesh(mesh, where=where)
+    n_data, slots = mesh.shape[DATA_AXIS], _local_data_slots(mesh)
+    global_rows = local_batch * n_data // slots
+    if local_batch % slots or global_rows % n_data:
+        raise _divisibility_error(where, local_batch * n_data // slots, n_data)
+    return global_rows
+
+
 def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Split every array of ``tree`` along its leading (batch) axis over the mesh's "data" axis.
 
@@ -380,9 +399,7 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """
     _check_mesh(mesh, where="shard_batch")
     sharding = batch_sharding(mesh)
-    n_data = mesh.shape[DATA_AXIS]
-    slots = _local_data_slots(mesh)
-    local_only = slots == n_data and mesh.is_multi_process is False
+    local_only = _local_data_slots(mesh) == mesh.shape[DATA_AXIS] and not mesh.is_multi_process
 
     def put(leaf: Any) -> Any:
         if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
@@ -392,9 +409,7 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             raise ValueError(
                 f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
             )
-        global_rows = shape[0] if local_only else shape[0] * n_data // slots
-        if global_rows % n_data or (not local_only and shape[0] % slots):
-            raise _divisibility_error("shard_batch", global_rows, n_data)
+        check_batch_size(shape[0], mesh, where="shard_batch")
         if local_only:
             return jax.device_put(leaf, sharding)
         return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
@@ -417,7 +432,6 @@ def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """
     _check_mesh(mesh, where="global_batch")
     sharding = batch_sharding(mesh)
-    n_data, slots = mesh.shape[DATA_AXIS], _local_data_slots(mesh)
 
     def put(leaf: Any) -> jax.Array:
         local = np.asarray(leaf)
@@ -425,8 +439,7 @@ def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
             raise ValueError(
                 f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
             )
-        if local.shape[0] % slots:
-            raise _divisibility_error("global_batch", local.shape[0] * n_data // slots, n_data)
+        check_batch_size(local.shape[0], mesh, where="global_batch")
         return jax.make_array_from_process_local_data(sharding, local)
 
     return jax.tree.map(put, local_tree)

@@ -43,6 +43,7 @@ import optax
 from flax import nnx
 
 from fnml import data as _data
+from fnml import device as _device
 from fnml._validation import check_choice, check_positive_int
 from fnml.checkpoint import checkpoint_metadata, latest_step, restore_checkpoint, save_checkpoint
 
@@ -170,7 +171,7 @@ def _pure_train_step(criterion: Callable[[Any, Any], jax.Array]) -> Callable:
 
 
 def make_train_step(
-    criterion: Callable[[Any, Any], jax.Array], *, donate: bool = False
+    criterion: Callable[[Any, Any], jax.Array], *, donate: bool = False, mesh: Any = None
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, jax.Array]]:
     """A jitted pure training step ``step(state, x, y) -> (new_state, loss)``.
 
@@ -185,6 +186,12 @@ def make_train_step(
     ``donate=True`` donates the input state's buffers to the output (measured ~1.35x faster for an
     MLP step, ~1.2x slower for an LSTM step): the state passed in must not be used afterwards.
 
+    ``mesh`` (a ``jax.sharding.Mesh`` from ``fnml.device.mesh()``): data-parallel, like torch's
+    ``DistributedDataParallel``: ``x``/``y`` are the GLOBAL batch, split along the mesh's "data" axis,
+    the state is replicated, XLA inserts the gradient all-reduce (``fnml.device.data_parallel``). Same
+    numbers as one device (float64 <= 1e-12 over 100 steps); BatchNorm statistics are over the global
+    batch (torch ``SyncBatchNorm``). A global batch not divisible by the "data" axis size raises.
+
     Example::
 
         step = make_train_step(losses.MSELoss())
@@ -194,6 +201,8 @@ def make_train_step(
     """
     if not callable(criterion):
         raise TypeError(f"make_train_step: criterion must be callable(output, target), got {criterion!r}")
+    if mesh is not None:
+        return _device.data_parallel(_pure_train_step(criterion), mesh, donate=donate)
     return jax.jit(_pure_train_step(criterion), donate_argnums=(0,) if donate else ())
 
 
@@ -510,6 +519,7 @@ def fit(
     on_nonfinite: str = "raise",
     verbose: bool = True,
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> FitResult:
     """Train ``model`` on in-memory ``(X, Y)`` for ``epochs`` epochs; print like the tutorial loop.
 
@@ -542,6 +552,13 @@ def fit(
       parameters are bitwise those of an uninterrupted run (same shuffles, same dropout keys).
     - ``on_nonfinite``: ``"raise"`` (default) raises :class:`NonFiniteLossError` naming the step, carrying
       the last finite state; ``"stop"`` returns early with that state; ``"ignore"`` keeps training.
+    - ``mesh``: data-parallel over a ``jax.sharding.Mesh`` (``fnml.device.mesh()``), torch's DDP: every
+      batch is split along the "data" axis, parameters stay replicated, gradients are averaged by the
+      compiler's collectives; the losses equal the single-device run (BatchNorm: global-batch statistics,
+      i.e. ``SyncBatchNorm``). Each batch (and a last partial one) must be divisible by the "data" axis
+      size (``ValueError`` before training). One jitted step per batch (``fused`` must not be True).
+      With several processes (``fnml.device.init_distributed``) each process passes ITS rows of
+      ``X, Y``; global batch ``i`` = the concatenation of every process's batch ``i``.
     - ``progress``: a rich progress bar; ``None`` = only on a terminal for runs of >= 2000 steps.
 
     Returns a :class:`FitResult` (``.model``, ``.losses``, ``.history``, ``.state``, ``.plot(path)``).
@@ -567,6 +584,15 @@ def fit(
     else:
         _data._check_batching(n, batch_size, drop_last, where="fit")
         batch = batch_size
+    if mesh is not None:
+        _device._check_mesh(mesh, where="fit")
+        if fused is True:
+            raise ValueError(
+                "fit: fused=True cannot run with mesh=...: data-parallel training runs one jitted step per "
+                "batch; use fused='auto' or fused=False"
+            )
+        for size in {min(batch, n), n % batch if not drop_last else 0} - {0}:
+            _device.check_batch_size(size, mesh, where="fit")
     if shuffle:
         if key is None:
             raise ValueError("fit: shuffle=True needs key=jax.random.key(seed), got key=None")
@@ -613,9 +639,9 @@ def fit(
         chunk_epochs = log_every if verbose else epochs
         if checkpoint_every is not None:
             chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
-    use_fused = _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
+    use_fused = mesh is None and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
 
-    train_step = _cached(make_train_step, criterion, donate=donate)
+    train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh)
     fused_run = (
         _cached(_make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
                 donate=donate)
