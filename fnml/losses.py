@@ -126,7 +126,8 @@ def _broadcast_weight(name: str, weight: Any, shape: tuple[int, ...], dtype, whe
         broadcast = None
     if broadcast != tuple(shape):
         raise ValueError(
-            f"{where}: {name} of shape {tuple(array.shape)} does not broadcast to the input shape {tuple(shape)}"
+            f"{where}: {name} of shape {tuple(array.shape)} does not broadcast to the input shape "
+            f"{tuple(shape)}"
         )
     return array.astype(dtype)
 
@@ -167,7 +168,9 @@ def _check_class_indices(target: jax.Array, num_classes: int, ignore_index: int,
         )
 
 
-def _class_index_terms(target: jax.Array, num_classes: int, weight: jax.Array | None, ignore_index: int, dtype):
+def _class_index_terms(
+    target: jax.Array, num_classes: int, weight: jax.Array | None, ignore_index: int, dtype
+):
     """Safe gather indices, w[y] (0 where ignored), the ignored mask and the out-of-range mask."""
     ignored = target == ignore_index
     invalid = ~ignored & ((target < 0) | (target >= num_classes))
@@ -450,7 +453,9 @@ def _class_axis_weight(weight: jax.Array, ndim: int) -> jax.Array:
 def _cross_entropy_indices(x, t, weight, ignore_index, reduction, label_smoothing):
     """torch's class-index cross entropy for batched (N, C, d1, ...) logits."""
     num_classes = x.shape[1]
-    safe_t, target_weight, ignored, invalid = _class_index_terms(t, num_classes, weight, ignore_index, x.dtype)
+    safe_t, target_weight, ignored, invalid = _class_index_terms(
+        t, num_classes, weight, ignore_index, x.dtype
+    )
     zero = jnp.zeros((), x.dtype)
     # -log p_y per element, (N, d1, ...)
     neg_log_p = optax.softmax_cross_entropy_with_integer_labels(x, safe_t, axis=1)
@@ -501,14 +506,17 @@ def _binary_cross_entropy_jvp(primals, tangents):
 _binary_cross_entropy_elements.defjvp(_binary_cross_entropy_jvp, symbolic_zeros=True)
 
 
-def binary_cross_entropy(input: Any, target: Any, *, weight: Any = None, reduction: str = "mean") -> jax.Array:
+def binary_cross_entropy(
+    input: Any, target: Any, *, weight: Any = None, reduction: str = "mean"
+) -> jax.Array:
     """Binary cross entropy of probabilities, logarithms clamped at -100 like torch.
 
     PyTorch equivalent: ``torch.nn.functional.binary_cross_entropy(input, target, weight=None,
     reduction="mean")``.
 
     ``input`` (probabilities in ``[0, 1]``) and ``target`` (floating, in ``[0, 1]``) have the same shape
-    ``(*)``; ``weight`` broadcasts to it. Element: ``-w (y max(log x, -100) + (1 - y) max(log(1 - x), -100))``.
+    ``(*)``; ``weight`` broadcasts to it. Element:
+    ``-w (y max(log x, -100) + (1 - y) max(log(1 - x), -100))``.
     Gradients are torch's closed forms, not autodiff of the clamp: ``w (x - y) / max(x (1 - x), 1e-12)``
     for the input (finite at 0 and 1) and ``-w logit(x)`` for the target (infinite at 0 and 1, as in
     torch). Values outside ``[0, 1]`` raise when concrete and give NaN under tracing (torch raises).
@@ -529,7 +537,8 @@ def binary_cross_entropy(input: Any, target: Any, *, weight: Any = None, reducti
             outside = ~((values >= 0) & (values <= 1))
             if outside.any():
                 raise ValueError(
-                    f"{where}: all elements of {name} must be in [0, 1], got {float(values[outside].flat[0])} "
+                    f"{where}: all elements of {name} must be in [0, 1], "
+                    f"got {float(values[outside].flat[0])} "
                     f"({int(outside.sum())} of {values.size} outside)"
                 )
     y = y.astype(x.dtype)
@@ -702,7 +711,9 @@ class L1Loss(_Criterion):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class SmoothL1Loss(_Criterion):
-    """Criterion for :func:`smooth_l1_loss`. PyTorch equivalent: ``torch.nn.SmoothL1Loss(reduction, beta=1.0)``.
+    """Criterion for :func:`smooth_l1_loss`.
+
+    PyTorch equivalent: ``torch.nn.SmoothL1Loss(reduction="mean", beta=1.0)``.
 
     Example::
 
@@ -778,7 +789,9 @@ class CrossEntropyLoss(_Criterion):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class NLLLoss(_Criterion):
-    """Criterion for :func:`nll_loss`. PyTorch equivalent: ``torch.nn.NLLLoss(weight, ignore_index, reduction)``.
+    """Criterion for :func:`nll_loss` (log-probabilities with classes in dim 1, like torch).
+
+    PyTorch equivalent: ``torch.nn.NLLLoss(weight=None, ignore_index=-100, reduction="mean")``.
 
     Example::
 
@@ -795,12 +808,16 @@ class NLLLoss(_Criterion):
         object.__setattr__(self, "weight", _as_optional_array("weight", self.weight, "NLLLoss"))
 
     def __call__(self, input: Any, target: Any) -> jax.Array:
-        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+        return nll_loss(
+            input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class BCELoss(_Criterion):
-    """Criterion for :func:`binary_cross_entropy`. PyTorch equivalent: ``torch.nn.BCELoss(weight, reduction)``.
+    """Criterion for :func:`binary_cross_entropy`.
+
+    PyTorch equivalent: ``torch.nn.BCELoss(weight=None, reduction="mean")``.
 
     Example::
 
@@ -847,7 +864,9 @@ class BCEWithLogitsLoss(_Criterion):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class KLDivLoss(_Criterion):
-    """Criterion for :func:`kl_div`. PyTorch equivalent: ``torch.nn.KLDivLoss(reduction="mean", log_target=False)``.
+    """Criterion for :func:`kl_div`.
+
+    PyTorch equivalent: ``torch.nn.KLDivLoss(reduction="mean", log_target=False)``.
 
     Example::
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from conftest import assert_trees_close
+    from conftest import assert_trees_close, cache_size
 except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close
+    from tests.conftest import assert_trees_close, cache_size
 
 from fnml import losses
 
@@ -82,7 +82,10 @@ def compare_with_torch(torch_fn, fnml_fn, arrays, differentiable, dtype, *, seed
         # rounding (<= 1e-12). Those entries are covered by the relative tolerance above.
         scale = max(
             [1.0, float(np.nanmax(np.abs(np.nan_to_num(torch_value.detach().numpy(), posinf=0, neginf=0))))]
-            + [float(np.max(np.abs(np.nan_to_num(g.numpy(), posinf=0, neginf=0)), initial=0)) for g in torch_grads]
+            + [
+                float(np.max(np.abs(np.nan_to_num(g.numpy(), posinf=0, neginf=0)), initial=0))
+                for g in torch_grads
+            ]
         )
         assert worst <= 1e-12 * scale, f"float64 max |diff| {worst:.3g} exceeds 1e-12 (scale {scale:.3g})"
     return worst
@@ -101,11 +104,26 @@ def rng_for(*parts) -> np.random.Generator:
 REGRESSION_CASES = {
     "mse": (losses.mse_loss, F.mse_loss),
     "l1": (losses.l1_loss, F.l1_loss),
-    "smooth_l1-beta1": (functools.partial(losses.smooth_l1_loss, beta=1.0), functools.partial(F.smooth_l1_loss, beta=1.0)),
-    "smooth_l1-beta0.5": (functools.partial(losses.smooth_l1_loss, beta=0.5), functools.partial(F.smooth_l1_loss, beta=0.5)),
-    "smooth_l1-beta0": (functools.partial(losses.smooth_l1_loss, beta=0.0), functools.partial(F.smooth_l1_loss, beta=0.0)),
-    "huber-delta1": (functools.partial(losses.huber_loss, delta=1.0), functools.partial(F.huber_loss, delta=1.0)),
-    "huber-delta2.5": (functools.partial(losses.huber_loss, delta=2.5), functools.partial(F.huber_loss, delta=2.5)),
+    "smooth_l1-beta1": (
+        functools.partial(losses.smooth_l1_loss, beta=1.0),
+        functools.partial(F.smooth_l1_loss, beta=1.0),
+    ),
+    "smooth_l1-beta0.5": (
+        functools.partial(losses.smooth_l1_loss, beta=0.5),
+        functools.partial(F.smooth_l1_loss, beta=0.5),
+    ),
+    "smooth_l1-beta0": (
+        functools.partial(losses.smooth_l1_loss, beta=0.0),
+        functools.partial(F.smooth_l1_loss, beta=0.0),
+    ),
+    "huber-delta1": (
+        functools.partial(losses.huber_loss, delta=1.0),
+        functools.partial(F.huber_loss, delta=1.0),
+    ),
+    "huber-delta2.5": (
+        functools.partial(losses.huber_loss, delta=2.5),
+        functools.partial(F.huber_loss, delta=2.5),
+    ),
 }
 
 
@@ -187,8 +205,6 @@ def class_weight(dtype):
     return np.array([0.5, 2.0, 1.0, 3.0], dtype=dtype)
 
 
-
-
 def _option_grid_dtypes(options_on: tuple[bool, ...]) -> tuple[str, ...]:
     """float64 (exactness) for every combination; float32 (same code, working tolerance) on the two
     corners where the options are all off or all on, which keeps the file fast (each new combination
@@ -202,20 +218,31 @@ def _ignore_variants(rank: str):
 
 
 CROSS_ENTROPY_CASES = [
-    pytest.param(reduction, weighted, ignore, smoothing, kind, rank, dtype, id=f"{dtype}-{kind}-{rank}-{reduction}-"
-                 f"{'weight' if weighted else 'noweight'}-{ignore}-ls{smoothing}")
+    pytest.param(
+        reduction,
+        weighted,
+        ignore,
+        smoothing,
+        kind,
+        rank,
+        dtype,
+        id=f"{dtype}-{kind}-{rank}-{reduction}-{'weight' if weighted else 'noweight'}-{ignore}-ls{smoothing}",
+    )
     for kind, rank, reduction, weighted, smoothing in itertools.product(
         ("indices", "probabilities"), RANK_SHAPES, REDUCTIONS, (False, True), (0.0, 0.2)
     )
     # torch rejects ignore_index >= 0 with probability targets, and they have no ignored entries.
     for ignore in (_ignore_variants(rank) if kind == "indices" else ("no-ignored",))
     for dtype in _option_grid_dtypes(
-        (weighted, smoothing > 0) + ((ignore != "no-ignored",) if kind == "indices" and rank != "unbatched(C)" else ())
+        (weighted, smoothing > 0)
+        + ((ignore != "no-ignored",) if kind == "indices" and rank != "unbatched(C)" else ())
     )
 ]
 
 
-@pytest.mark.parametrize("reduction, weighted, ignore, label_smoothing, kind, rank, dtype", CROSS_ENTROPY_CASES)
+@pytest.mark.parametrize(
+    "reduction, weighted, ignore, label_smoothing, kind, rank, dtype", CROSS_ENTROPY_CASES
+)
 def test_cross_entropy_matches_torch(reduction, weighted, ignore, label_smoothing, kind, rank, dtype):
     rng = rng_for("ce", reduction, weighted, ignore, label_smoothing, kind, rank, dtype)
     input_shape, target_shape = RANK_SHAPES[rank]
@@ -234,22 +261,42 @@ def test_cross_entropy_matches_torch(reduction, weighted, ignore, label_smoothin
     arrays = [x, target] + ([class_weight(dtype)] if weighted else [])
 
     def torch_loss(a, b, *w):
-        return F.cross_entropy(a, b, weight=w[0] if w else None, ignore_index=ignore_index,
-                               reduction=reduction, label_smoothing=label_smoothing)
+        return F.cross_entropy(
+            a,
+            b,
+            weight=w[0] if w else None,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
 
     def fnml_loss(a, b, *w):
-        return losses.cross_entropy(a, b, weight=w[0] if w else None, ignore_index=ignore_index,
-                                    reduction=reduction, label_smoothing=label_smoothing)
+        return losses.cross_entropy(
+            a,
+            b,
+            weight=w[0] if w else None,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
 
     compare_with_torch(torch_loss, fnml_loss, arrays, differentiable, dtype)
 
 
 NLL_CASES = [
-    pytest.param(reduction, weighted, ignore, rank, dtype,
-                 id=f"{dtype}-{rank}-{reduction}-{'weight' if weighted else 'noweight'}-{ignore}")
+    pytest.param(
+        reduction,
+        weighted,
+        ignore,
+        rank,
+        dtype,
+        id=f"{dtype}-{rank}-{reduction}-{'weight' if weighted else 'noweight'}-{ignore}",
+    )
     for rank, reduction, weighted in itertools.product(RANK_SHAPES, REDUCTIONS, (False, True))
     for ignore in _ignore_variants(rank)
-    for dtype in _option_grid_dtypes((weighted,) + ((ignore != "no-ignored",) if rank != "unbatched(C)" else ()))
+    for dtype in _option_grid_dtypes(
+        (weighted,) + ((ignore != "no-ignored",) if rank != "unbatched(C)" else ())
+    )
 ]
 
 
@@ -258,12 +305,18 @@ def test_nll_loss_matches_torch(reduction, weighted, ignore, rank, dtype):
     rng = rng_for("nll", reduction, weighted, ignore, rank, dtype)
     input_shape, target_shape = RANK_SHAPES[rank]
     ignore_index, ignore_value = IGNORE_VARIANTS[ignore]
-    log_probs = np.asarray(jax.nn.log_softmax(class_logits(input_shape, "float64", rng), axis=min(1, len(input_shape) - 1)))
+    log_probs = np.asarray(
+        jax.nn.log_softmax(class_logits(input_shape, "float64", rng), axis=min(1, len(input_shape) - 1))
+    )
     arrays = [log_probs.astype(dtype), class_targets(target_shape, rng, ignore_value)]
     arrays += [class_weight(dtype)] if weighted else []
     compare_with_torch(
-        lambda a, b, *w: F.nll_loss(a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction),
-        lambda a, b, *w: losses.nll_loss(a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction),
+        lambda a, b, *w: F.nll_loss(
+            a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction
+        ),
+        lambda a, b, *w: losses.nll_loss(
+            a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction
+        ),
         arrays,
         (0,),
         dtype,
@@ -277,10 +330,19 @@ def test_cross_entropy_all_targets_ignored_is_nan_like_torch(weighted, label_smo
     target = np.full(3, -100)
     weight = class_weight("float64") if weighted else None
     fnml_value = losses.cross_entropy(x, target, weight=weight, label_smoothing=label_smoothing)
-    torch_value = F.cross_entropy(torch.tensor(x), torch.tensor(target), label_smoothing=label_smoothing,
-                                  weight=None if weight is None else torch.tensor(weight))
+    torch_value = F.cross_entropy(
+        torch.tensor(x),
+        torch.tensor(target),
+        label_smoothing=label_smoothing,
+        weight=None if weight is None else torch.tensor(weight),
+    )
     assert np.isnan(float(fnml_value)) and torch.isnan(torch_value)
-    assert float(losses.cross_entropy(x, target, weight=weight, reduction="sum", label_smoothing=label_smoothing)) == 0.0
+    assert (
+        float(
+            losses.cross_entropy(x, target, weight=weight, reduction="sum", label_smoothing=label_smoothing)
+        )
+        == 0.0
+    )
 
 
 def test_cross_entropy_optax_differs_from_torch_with_weights():
@@ -288,7 +350,11 @@ def test_cross_entropy_optax_differs_from_torch_with_weights():
     import optax
 
     rng = np.random.default_rng(3)
-    x, target, weight = rng.standard_normal((5, NUM_CLASSES)), rng.integers(0, NUM_CLASSES, 5), class_weight("float64")
+    x, target, weight = (
+        rng.standard_normal((5, NUM_CLASSES)),
+        rng.integers(0, NUM_CLASSES, 5),
+        class_weight("float64"),
+    )
     naive = float(jnp.mean(weight[target] * optax.softmax_cross_entropy_with_integer_labels(x, target)))
     torch_value = float(F.cross_entropy(torch.tensor(x), torch.tensor(target), weight=torch.tensor(weight)))
     assert abs(naive - torch_value) > 1e-3
@@ -346,9 +412,14 @@ def test_binary_cross_entropy_clamps_and_gradients_at_0_and_1():
 POS_WEIGHTS = {"nopos": None, "pos(C,)": (5,), "pos(1,)": (1,), "pos(N,C)": (4, 5)}
 
 
-@pytest.mark.parametrize("pos_weight", list(POS_WEIGHTS))
-@pytest.mark.parametrize("weight", list(BCE_WEIGHTS))
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+BCE_LOGITS_CASES = [
+    pytest.param(reduction, weight, pos_weight, dtype, id=f"{dtype}-{reduction}-{weight}-{pos_weight}")
+    for reduction, weight, pos_weight in itertools.product(REDUCTIONS, BCE_WEIGHTS, POS_WEIGHTS)
+    for dtype in _option_grid_dtypes((weight != "noweight", pos_weight != "nopos"))
+]
+
+
+@pytest.mark.parametrize("reduction, weight, pos_weight, dtype", BCE_LOGITS_CASES)
 def test_binary_cross_entropy_with_logits_matches_torch(reduction, weight, pos_weight, dtype):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 5)) * 3
@@ -412,12 +483,18 @@ def test_cross_entropy_out_of_range_target_under_jit_is_nan():
     expected = F.cross_entropy(torch.tensor(np.asarray(x))[[0, 2]], torch.tensor([0, 2]), reduction="none")
     assert_trees_close(per_element[jnp.array([0, 2])], expected)
     for reduction in ("mean", "sum"):
-        assert np.isnan(float(jax.jit(functools.partial(losses.cross_entropy, reduction=reduction))(x, target)))
+        assert np.isnan(
+            float(jax.jit(functools.partial(losses.cross_entropy, reduction=reduction))(x, target))
+        )
     smoothed = jax.jit(functools.partial(losses.cross_entropy, label_smoothing=0.1))(x, target)
     assert np.isnan(float(smoothed))
     # ignore_index itself is not "out of range": it is skipped.
-    ignored = jax.jit(losses.cross_entropy)(x, jnp.array([0, -100, 2, 1]))
-    assert np.isfinite(float(ignored))
+    jitted = jax.jit(losses.cross_entropy)
+    assert np.isfinite(float(jitted(x, jnp.array([0, -100, 2, 1]))))
+    # Recompile guard: new target values (valid or not) reuse the compiled loss.
+    jitted(x, jnp.array([3, 3, 0, 1]))
+    jitted(x, target)
+    assert cache_size(jitted) == 1
 
 
 def test_nll_loss_out_of_range_target_under_jit_is_nan():
@@ -446,59 +523,327 @@ X2 = np.zeros((2, 3))
 LABELS = np.array([0, 1])
 
 ERROR_CASES = [
-    ("mse-reduction", lambda: losses.mse_loss(X2, X2, reduction="avg"), ValueError, r"mse_loss: reduction must be one of 'mean', 'sum', 'none'; got reduction='avg'"),
-    ("l1-reduction", lambda: losses.l1_loss(X2, X2, reduction="batchmean"), ValueError, r"l1_loss: reduction must be one of"),
-    ("ce-reduction", lambda: losses.cross_entropy(X2, LABELS, reduction="elementwise"), ValueError, r"cross_entropy: reduction must be one of"),
-    ("kl-reduction", lambda: losses.kl_div(X2, X2, reduction="avg"), ValueError, r"kl_div: reduction must be one of 'mean', 'batchmean', 'sum', 'none'"),
-    ("mse-shape", lambda: losses.mse_loss(X2, np.zeros((3, 2))), ValueError, r"mse_loss: target shape \(3, 2\) does not match input shape \(2, 3\)"),
-    ("l1-shape", lambda: losses.l1_loss(X2, np.zeros(3)), ValueError, r"l1_loss: target shape \(3,\) does not match input shape \(2, 3\)"),
-    ("smooth_l1-shape", lambda: losses.smooth_l1_loss(X2, np.zeros((2, 1))), ValueError, r"smooth_l1_loss: target shape \(2, 1\)"),
-    ("huber-shape", lambda: losses.huber_loss(X2, np.zeros((1, 3))), ValueError, r"huber_loss: target shape \(1, 3\)"),
-    ("bce-shape", lambda: losses.binary_cross_entropy(X2, np.zeros(3)), ValueError, r"binary_cross_entropy: target shape \(3,\) does not match"),
-    ("bcel-shape", lambda: losses.binary_cross_entropy_with_logits(X2, np.zeros((2,))), ValueError, r"binary_cross_entropy_with_logits: target shape \(2,\)"),
-    ("kl-shape", lambda: losses.kl_div(X2, np.zeros((2, 4))), ValueError, r"kl_div: target shape \(2, 4\) does not match input shape \(2, 3\)"),
-    ("mse-int-input", lambda: losses.mse_loss(np.zeros(3, np.int64), np.zeros(3)), TypeError, r"mse_loss: input must have a floating dtype, got dtype int64"),
-    ("mse-bool-target", lambda: losses.mse_loss(np.zeros(3), np.zeros(3, bool)), TypeError, r"mse_loss: target must have a real numeric dtype, got dtype bool"),
-    ("ce-float-indices", lambda: losses.cross_entropy(X2, np.array([0.0, 1.0])), TypeError, r"cross_entropy: class-index target must have an integer dtype, got dtype float64"),
-    ("ce-int-probabilities", lambda: losses.cross_entropy(X2, np.zeros((2, 3), np.int64)), TypeError, r"holds class probabilities and must have a floating dtype, got dtype int64"),
-    ("ce-target-shape", lambda: losses.cross_entropy(X2, np.array([0, 1, 2])), ValueError, r"cross_entropy: target shape \(3,\) does not match input shape \(2, 3\); expected class indices of shape \(2,\)"),
-    ("ce-target-shape-4d", lambda: losses.cross_entropy(np.zeros((2, 3, 4, 5)), np.zeros((2, 5, 4), np.int64)), ValueError, r"target shape \(2, 5, 4\) does not match input shape \(2, 3, 4, 5\); expected class indices of shape \(2, 4, 5\)"),
-    ("ce-scalar-input", lambda: losses.cross_entropy(np.float64(1.0), np.int64(0)), ValueError, r"cross_entropy: input must be \(C,\), \(N, C\) or \(N, C, d1, ...\), got a 0-D array"),
-    ("ce-index-too-large", lambda: losses.cross_entropy(X2, np.array([0, 3])), ValueError, r"cross_entropy: target holds class index 3 outside \[0, 3\)"),
-    ("ce-index-negative", lambda: losses.cross_entropy(X2, np.array([-1, 0])), ValueError, r"class index -1 outside \[0, 3\) \(1 of 2 entries; ignore_index=-100"),
-    ("ce-index-is-ignore-elsewhere", lambda: losses.cross_entropy(X2, np.array([-100, 0]), ignore_index=1), ValueError, r"class index -100 outside \[0, 3\)"),
-    ("nll-index-too-large", lambda: losses.nll_loss(X2, np.array([5, 0])), ValueError, r"nll_loss: target holds class index 5 outside \[0, 3\)"),
-    ("nll-float-target", lambda: losses.nll_loss(X2, np.array([0.0, 1.0])), TypeError, r"nll_loss: class-index target must have an integer dtype"),
-    ("nll-target-shape", lambda: losses.nll_loss(X2, np.zeros((2, 3), np.int64)), ValueError, r"nll_loss: target shape \(2, 3\) does not match input shape \(2, 3\); expected class indices of shape \(2,\)"),
-    ("ce-weight-length", lambda: losses.cross_entropy(X2, LABELS, weight=np.ones(4)), ValueError, r"cross_entropy: weight must have shape \(C,\) = \(3,\), one entry per class, got shape \(4,\)"),
-    ("nll-weight-2d", lambda: losses.nll_loss(X2, LABELS, weight=np.ones((1, 3))), ValueError, r"nll_loss: weight must have shape \(C,\) = \(3,\)"),
-    ("ce-weight-bool", lambda: losses.cross_entropy(X2, LABELS, weight=np.ones(3, bool)), TypeError, r"cross_entropy: weight must have a real numeric dtype, got dtype bool"),
-    ("ce-ignore-index-float", lambda: losses.cross_entropy(X2, LABELS, ignore_index=1.0), TypeError, r"cross_entropy: ignore_index must be an int, got 1.0"),
-    ("ce-ignore-index-probabilities", lambda: losses.cross_entropy(X2, np.full((2, 3), 1 / 3), ignore_index=0), ValueError, r"ignore_index=0 is not supported with class-probability targets"),
-    ("ce-label-smoothing-high", lambda: losses.cross_entropy(X2, LABELS, label_smoothing=1.5), ValueError, r"cross_entropy: label_smoothing must be in \[0.0, 1.0\], got label_smoothing=1.5"),
-    ("ce-label-smoothing-negative", lambda: losses.cross_entropy(X2, LABELS, label_smoothing=-0.1), ValueError, r"label_smoothing must be in \[0.0, 1.0\], got label_smoothing=-0.1"),
-    ("smooth_l1-negative-beta", lambda: losses.smooth_l1_loss(X2, X2, beta=-1.0), ValueError, r"smooth_l1_loss: beta must be >= 0 and finite, got beta=-1.0"),
-    ("huber-zero-delta", lambda: losses.huber_loss(X2, X2, delta=0.0), ValueError, r"huber_loss: delta must be > 0 and finite, got delta=0.0"),
-    ("huber-delta-string", lambda: losses.huber_loss(X2, X2, delta="1"), TypeError, r"huber_loss: delta must be a number, got '1'"),
-    ("bce-input-above-1", lambda: losses.binary_cross_entropy(np.array([0.5, 1.5]), np.array([0.0, 1.0])), ValueError, r"binary_cross_entropy: all elements of input must be in \[0, 1\], got 1.5 \(1 of 2 outside\)"),
-    ("bce-target-negative", lambda: losses.binary_cross_entropy(np.array([0.5, 0.5]), np.array([-0.5, 1.0])), ValueError, r"all elements of target must be in \[0, 1\], got -0.5"),
-    ("bce-input-nan", lambda: losses.binary_cross_entropy(np.array([np.nan]), np.array([1.0])), ValueError, r"all elements of input must be in \[0, 1\], got nan"),
-    ("bce-int-target", lambda: losses.binary_cross_entropy(np.array([0.5]), np.array([1])), TypeError, r"binary_cross_entropy: target must have a floating dtype, got dtype int64"),
-    ("bce-weight-shape", lambda: losses.binary_cross_entropy(np.full((2, 3), 0.5), np.zeros((2, 3)), weight=np.ones(2)), ValueError, r"binary_cross_entropy: weight of shape \(2,\) does not broadcast to the input shape \(2, 3\)"),
-    ("bcel-pos-weight-shape", lambda: losses.binary_cross_entropy_with_logits(X2, X2, pos_weight=np.ones(4)), ValueError, r"pos_weight of shape \(4,\) does not broadcast to the input shape \(2, 3\)"),
-    ("bcel-weight-bigger", lambda: losses.binary_cross_entropy_with_logits(X2, X2, weight=np.ones((5, 2, 3))), ValueError, r"weight of shape \(5, 2, 3\) does not broadcast to the input shape \(2, 3\)"),
-    ("bcel-int-target", lambda: losses.binary_cross_entropy_with_logits(X2, np.zeros((2, 3), np.int32)), TypeError, r"binary_cross_entropy_with_logits: target must have a floating dtype, got dtype int32"),
-    ("kl-log-target-not-bool", lambda: losses.kl_div(X2, X2, log_target=1), TypeError, r"kl_div: log_target must be a bool, got 1"),
-    ("criterion-reduction", lambda: losses.MSELoss(reduction="avg"), ValueError, r"MSELoss: reduction must be one of 'mean', 'sum', 'none'; got reduction='avg'"),
-    ("criterion-kl-reduction", lambda: losses.L1Loss(reduction="batchmean"), ValueError, r"L1Loss: reduction must be one of"),
-    ("criterion-label-smoothing", lambda: losses.CrossEntropyLoss(label_smoothing=2), ValueError, r"CrossEntropyLoss: label_smoothing must be in \[0.0, 1.0\], got label_smoothing=2"),
-    ("criterion-ignore-index", lambda: losses.NLLLoss(ignore_index="x"), TypeError, r"NLLLoss: ignore_index must be an int, got 'x'"),
-    ("criterion-ce-ignore-index", lambda: losses.CrossEntropyLoss(ignore_index=None), TypeError, r"CrossEntropyLoss: ignore_index must be an int, got None"),
-    ("criterion-beta", lambda: losses.SmoothL1Loss(beta=-0.5), ValueError, r"SmoothL1Loss: beta must be >= 0 and finite, got beta=-0.5"),
-    ("criterion-delta", lambda: losses.HuberLoss(delta=-1.0), ValueError, r"HuberLoss: delta must be > 0 and finite, got delta=-1.0"),
-    ("criterion-log-target", lambda: losses.KLDivLoss(log_target="yes"), TypeError, r"KLDivLoss: log_target must be a bool, got 'yes'"),
-    ("criterion-bce-weight", lambda: losses.BCELoss(weight=np.array(["a"])), TypeError, r"BCELoss: weight must have a real numeric dtype"),
-    ("criterion-bcel-pos-weight", lambda: losses.BCEWithLogitsLoss(pos_weight=np.ones(2, bool)), TypeError, r"BCEWithLogitsLoss: pos_weight must have a real numeric dtype, got dtype bool"),
+    (
+        "mse-reduction",
+        lambda: losses.mse_loss(X2, X2, reduction="avg"),
+        ValueError,
+        r"mse_loss: reduction must be one of 'mean', 'sum', 'none'; got reduction='avg'",
+    ),
+    (
+        "l1-reduction",
+        lambda: losses.l1_loss(X2, X2, reduction="batchmean"),
+        ValueError,
+        r"l1_loss: reduction must be one of",
+    ),
+    (
+        "ce-reduction",
+        lambda: losses.cross_entropy(X2, LABELS, reduction="elementwise"),
+        ValueError,
+        r"cross_entropy: reduction must be one of",
+    ),
+    (
+        "kl-reduction",
+        lambda: losses.kl_div(X2, X2, reduction="avg"),
+        ValueError,
+        r"kl_div: reduction must be one of 'mean', 'batchmean', 'sum', 'none'",
+    ),
+    (
+        "mse-shape",
+        lambda: losses.mse_loss(X2, np.zeros((3, 2))),
+        ValueError,
+        r"mse_loss: target shape \(3, 2\) does not match input shape \(2, 3\)",
+    ),
+    (
+        "l1-shape",
+        lambda: losses.l1_loss(X2, np.zeros(3)),
+        ValueError,
+        r"l1_loss: target shape \(3,\) does not match input shape \(2, 3\)",
+    ),
+    (
+        "smooth_l1-shape",
+        lambda: losses.smooth_l1_loss(X2, np.zeros((2, 1))),
+        ValueError,
+        r"smooth_l1_loss: target shape \(2, 1\)",
+    ),
+    (
+        "huber-shape",
+        lambda: losses.huber_loss(X2, np.zeros((1, 3))),
+        ValueError,
+        r"huber_loss: target shape \(1, 3\)",
+    ),
+    (
+        "bce-shape",
+        lambda: losses.binary_cross_entropy(X2, np.zeros(3)),
+        ValueError,
+        r"binary_cross_entropy: target shape \(3,\) does not match",
+    ),
+    (
+        "bcel-shape",
+        lambda: losses.binary_cross_entropy_with_logits(X2, np.zeros((2,))),
+        ValueError,
+        r"binary_cross_entropy_with_logits: target shape \(2,\)",
+    ),
+    (
+        "kl-shape",
+        lambda: losses.kl_div(X2, np.zeros((2, 4))),
+        ValueError,
+        r"kl_div: target shape \(2, 4\) does not match input shape \(2, 3\)",
+    ),
+    (
+        "mse-int-input",
+        lambda: losses.mse_loss(np.zeros(3, np.int64), np.zeros(3)),
+        TypeError,
+        r"mse_loss: input must have a floating dtype, got dtype int64",
+    ),
+    (
+        "mse-bool-target",
+        lambda: losses.mse_loss(np.zeros(3), np.zeros(3, bool)),
+        TypeError,
+        r"mse_loss: target must have a real numeric dtype, got dtype bool",
+    ),
+    (
+        "ce-float-indices",
+        lambda: losses.cross_entropy(X2, np.array([0.0, 1.0])),
+        TypeError,
+        r"cross_entropy: class-index target must have an integer dtype, got dtype float64",
+    ),
+    (
+        "ce-int-probabilities",
+        lambda: losses.cross_entropy(X2, np.zeros((2, 3), np.int64)),
+        TypeError,
+        r"holds class probabilities and must have a floating dtype, got dtype int64",
+    ),
+    (
+        "ce-target-shape",
+        lambda: losses.cross_entropy(X2, np.array([0, 1, 2])),
+        ValueError,
+        r"cross_entropy: target shape \(3,\) does not match input shape \(2, 3\); "
+        r"expected class indices of shape \(2,\)",
+    ),
+    (
+        "ce-target-shape-4d",
+        lambda: losses.cross_entropy(np.zeros((2, 3, 4, 5)), np.zeros((2, 5, 4), np.int64)),
+        ValueError,
+        r"target shape \(2, 5, 4\) does not match input shape \(2, 3, 4, 5\); "
+        r"expected class indices of shape \(2, 4, 5\)",
+    ),
+    (
+        "ce-scalar-input",
+        lambda: losses.cross_entropy(np.float64(1.0), np.int64(0)),
+        ValueError,
+        r"cross_entropy: input must be \(C,\), \(N, C\) or \(N, C, d1, ...\), got a 0-D array",
+    ),
+    (
+        "ce-index-too-large",
+        lambda: losses.cross_entropy(X2, np.array([0, 3])),
+        ValueError,
+        r"cross_entropy: target holds class index 3 outside \[0, 3\)",
+    ),
+    (
+        "ce-index-negative",
+        lambda: losses.cross_entropy(X2, np.array([-1, 0])),
+        ValueError,
+        r"class index -1 outside \[0, 3\) \(1 of 2 entries; ignore_index=-100",
+    ),
+    (
+        "ce-index-is-ignore-elsewhere",
+        lambda: losses.cross_entropy(X2, np.array([-100, 0]), ignore_index=1),
+        ValueError,
+        r"class index -100 outside \[0, 3\)",
+    ),
+    (
+        "nll-index-too-large",
+        lambda: losses.nll_loss(X2, np.array([5, 0])),
+        ValueError,
+        r"nll_loss: target holds class index 5 outside \[0, 3\)",
+    ),
+    (
+        "nll-float-target",
+        lambda: losses.nll_loss(X2, np.array([0.0, 1.0])),
+        TypeError,
+        r"nll_loss: class-index target must have an integer dtype",
+    ),
+    (
+        "nll-target-shape",
+        lambda: losses.nll_loss(X2, np.zeros((2, 3), np.int64)),
+        ValueError,
+        r"nll_loss: target shape \(2, 3\) does not match input shape \(2, 3\); "
+        r"expected class indices of shape \(2,\)",
+    ),
+    (
+        "ce-weight-length",
+        lambda: losses.cross_entropy(X2, LABELS, weight=np.ones(4)),
+        ValueError,
+        r"cross_entropy: weight must have shape \(C,\) = \(3,\), one entry per class, got shape \(4,\)",
+    ),
+    (
+        "nll-weight-2d",
+        lambda: losses.nll_loss(X2, LABELS, weight=np.ones((1, 3))),
+        ValueError,
+        r"nll_loss: weight must have shape \(C,\) = \(3,\)",
+    ),
+    (
+        "ce-weight-bool",
+        lambda: losses.cross_entropy(X2, LABELS, weight=np.ones(3, bool)),
+        TypeError,
+        r"cross_entropy: weight must have a real numeric dtype, got dtype bool",
+    ),
+    (
+        "ce-ignore-index-float",
+        lambda: losses.cross_entropy(X2, LABELS, ignore_index=1.0),
+        TypeError,
+        r"cross_entropy: ignore_index must be an int, got 1.0",
+    ),
+    (
+        "ce-ignore-index-probabilities",
+        lambda: losses.cross_entropy(X2, np.full((2, 3), 1 / 3), ignore_index=0),
+        ValueError,
+        r"ignore_index=0 is not supported with class-probability targets",
+    ),
+    (
+        "ce-label-smoothing-high",
+        lambda: losses.cross_entropy(X2, LABELS, label_smoothing=1.5),
+        ValueError,
+        r"cross_entropy: label_smoothing must be in \[0.0, 1.0\], got label_smoothing=1.5",
+    ),
+    (
+        "ce-label-smoothing-negative",
+        lambda: losses.cross_entropy(X2, LABELS, label_smoothing=-0.1),
+        ValueError,
+        r"label_smoothing must be in \[0.0, 1.0\], got label_smoothing=-0.1",
+    ),
+    (
+        "smooth_l1-negative-beta",
+        lambda: losses.smooth_l1_loss(X2, X2, beta=-1.0),
+        ValueError,
+        r"smooth_l1_loss: beta must be >= 0 and finite, got beta=-1.0",
+    ),
+    (
+        "huber-zero-delta",
+        lambda: losses.huber_loss(X2, X2, delta=0.0),
+        ValueError,
+        r"huber_loss: delta must be > 0 and finite, got delta=0.0",
+    ),
+    (
+        "huber-delta-string",
+        lambda: losses.huber_loss(X2, X2, delta="1"),
+        TypeError,
+        r"huber_loss: delta must be a number, got '1'",
+    ),
+    (
+        "bce-input-above-1",
+        lambda: losses.binary_cross_entropy(np.array([0.5, 1.5]), np.array([0.0, 1.0])),
+        ValueError,
+        r"binary_cross_entropy: all elements of input must be in \[0, 1\], got 1.5 \(1 of 2 outside\)",
+    ),
+    (
+        "bce-target-negative",
+        lambda: losses.binary_cross_entropy(np.array([0.5, 0.5]), np.array([-0.5, 1.0])),
+        ValueError,
+        r"all elements of target must be in \[0, 1\], got -0.5",
+    ),
+    (
+        "bce-input-nan",
+        lambda: losses.binary_cross_entropy(np.array([np.nan]), np.array([1.0])),
+        ValueError,
+        r"all elements of input must be in \[0, 1\], got nan",
+    ),
+    (
+        "bce-int-target",
+        lambda: losses.binary_cross_entropy(np.array([0.5]), np.array([1])),
+        TypeError,
+        r"binary_cross_entropy: target must have a floating dtype, got dtype int64",
+    ),
+    (
+        "bce-weight-shape",
+        lambda: losses.binary_cross_entropy(np.full((2, 3), 0.5), np.zeros((2, 3)), weight=np.ones(2)),
+        ValueError,
+        r"binary_cross_entropy: weight of shape \(2,\) does not broadcast to the input shape \(2, 3\)",
+    ),
+    (
+        "bcel-pos-weight-shape",
+        lambda: losses.binary_cross_entropy_with_logits(X2, X2, pos_weight=np.ones(4)),
+        ValueError,
+        r"pos_weight of shape \(4,\) does not broadcast to the input shape \(2, 3\)",
+    ),
+    (
+        "bcel-weight-bigger",
+        lambda: losses.binary_cross_entropy_with_logits(X2, X2, weight=np.ones((5, 2, 3))),
+        ValueError,
+        r"weight of shape \(5, 2, 3\) does not broadcast to the input shape \(2, 3\)",
+    ),
+    (
+        "bcel-int-target",
+        lambda: losses.binary_cross_entropy_with_logits(X2, np.zeros((2, 3), np.int32)),
+        TypeError,
+        r"binary_cross_entropy_with_logits: target must have a floating dtype, got dtype int32",
+    ),
+    (
+        "kl-log-target-not-bool",
+        lambda: losses.kl_div(X2, X2, log_target=1),
+        TypeError,
+        r"kl_div: log_target must be a bool, got 1",
+    ),
+    (
+        "criterion-reduction",
+        lambda: losses.MSELoss(reduction="avg"),
+        ValueError,
+        r"MSELoss: reduction must be one of 'mean', 'sum', 'none'; got reduction='avg'",
+    ),
+    (
+        "criterion-kl-reduction",
+        lambda: losses.L1Loss(reduction="batchmean"),
+        ValueError,
+        r"L1Loss: reduction must be one of",
+    ),
+    (
+        "criterion-label-smoothing",
+        lambda: losses.CrossEntropyLoss(label_smoothing=2),
+        ValueError,
+        r"CrossEntropyLoss: label_smoothing must be in \[0.0, 1.0\], got label_smoothing=2",
+    ),
+    (
+        "criterion-ignore-index",
+        lambda: losses.NLLLoss(ignore_index="x"),
+        TypeError,
+        r"NLLLoss: ignore_index must be an int, got 'x'",
+    ),
+    (
+        "criterion-ce-ignore-index",
+        lambda: losses.CrossEntropyLoss(ignore_index=None),
+        TypeError,
+        r"CrossEntropyLoss: ignore_index must be an int, got None",
+    ),
+    (
+        "criterion-beta",
+        lambda: losses.SmoothL1Loss(beta=-0.5),
+        ValueError,
+        r"SmoothL1Loss: beta must be >= 0 and finite, got beta=-0.5",
+    ),
+    (
+        "criterion-delta",
+        lambda: losses.HuberLoss(delta=-1.0),
+        ValueError,
+        r"HuberLoss: delta must be > 0 and finite, got delta=-1.0",
+    ),
+    (
+        "criterion-log-target",
+        lambda: losses.KLDivLoss(log_target="yes"),
+        TypeError,
+        r"KLDivLoss: log_target must be a bool, got 'yes'",
+    ),
+    (
+        "criterion-bce-weight",
+        lambda: losses.BCELoss(weight=np.array(["a"])),
+        TypeError,
+        r"BCELoss: weight must have a real numeric dtype",
+    ),
+    (
+        "criterion-bcel-pos-weight",
+        lambda: losses.BCEWithLogitsLoss(pos_weight=np.ones(2, bool)),
+        TypeError,
+        r"BCEWithLogitsLoss: pos_weight must have a real numeric dtype, got dtype bool",
+    ),
     ("criterion-positional", lambda: losses.CrossEntropyLoss(np.ones(3)), TypeError, r"positional argument"),
 ]
 
@@ -541,23 +886,41 @@ def _criterion_pairs():
         "MSELoss": (losses.MSELoss(reduction="sum"), torch.nn.MSELoss(reduction="sum"), x, y),
         "L1Loss": (losses.L1Loss(), torch.nn.L1Loss(), x, y),
         "SmoothL1Loss": (losses.SmoothL1Loss(beta=0.5), torch.nn.SmoothL1Loss(beta=0.5), x, y),
-        "HuberLoss": (losses.HuberLoss(delta=0.7, reduction="none"), torch.nn.HuberLoss(delta=0.7, reduction="none"), x, y),
+        "HuberLoss": (
+            losses.HuberLoss(delta=0.7, reduction="none"),
+            torch.nn.HuberLoss(delta=0.7, reduction="none"),
+            x,
+            y,
+        ),
         "CrossEntropyLoss": (
             losses.CrossEntropyLoss(weight=weight, ignore_index=1, label_smoothing=0.1),
             torch.nn.CrossEntropyLoss(weight=torch.tensor(weight), ignore_index=1, label_smoothing=0.1),
-            x, labels,
+            x,
+            labels,
         ),
-        "NLLLoss": (losses.NLLLoss(weight=weight), torch.nn.NLLLoss(weight=torch.tensor(weight)), log_p, labels),
-        "BCELoss": (losses.BCELoss(weight=weight), torch.nn.BCELoss(weight=torch.tensor(weight)), probs, target_p),
+        "NLLLoss": (
+            losses.NLLLoss(weight=weight),
+            torch.nn.NLLLoss(weight=torch.tensor(weight)),
+            log_p,
+            labels,
+        ),
+        "BCELoss": (
+            losses.BCELoss(weight=weight),
+            torch.nn.BCELoss(weight=torch.tensor(weight)),
+            probs,
+            target_p,
+        ),
         "BCEWithLogitsLoss": (
             losses.BCEWithLogitsLoss(pos_weight=pos, reduction="sum"),
             torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos), reduction="sum"),
-            x, target_p,
+            x,
+            target_p,
         ),
         "KLDivLoss": (
             losses.KLDivLoss(reduction="batchmean", log_target=True),
             torch.nn.KLDivLoss(reduction="batchmean", log_target=True),
-            log_p, np.log(target_p),
+            log_p,
+            np.log(target_p),
         ),
     }
 
@@ -589,8 +952,11 @@ def test_criteria_reprs_show_non_default_options():
 
 def test_weight_is_cast_to_the_input_dtype():
     x = np.random.default_rng(10).standard_normal((3, 4)).astype(np.float32)
-    loss = losses.cross_entropy(x, np.array([0, 1, 3]), weight=np.array([1.0, 2.0, 3.0, 4.0]))  # float64 weight
+    loss = losses.cross_entropy(
+        x, np.array([0, 1, 3]), weight=np.array([1.0, 2.0, 3.0, 4.0])
+    )  # float64 weight
     assert loss.dtype == np.float32
-    expected = F.cross_entropy(torch.tensor(x), torch.tensor([0, 1, 3]), weight=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    expected = F.cross_entropy(
+        torch.tensor(x), torch.tensor([0, 1, 3]), weight=torch.tensor([1.0, 2.0, 3.0, 4.0])
+    )
     assert_trees_close(loss, expected, dtype="float32")
-
