@@ -15,8 +15,10 @@ dataclasses holding the options; calling one runs the functional loss, so the tu
 
 Input checks run eagerly in plain Python, before any tracing: unknown ``reduction``, shape and dtype
 mismatches, bad hyperparameters. Checks on *values* (class indices in ``[0, C)``, BCE probabilities in
-``[0, 1]``) run when the array is concrete (a regular array, not a ``jit``/``vmap`` tracer). On traced
-values nothing can be raised, so the offending elements produce NaN instead of a plausible wrong number.
+``[0, 1]``) run when the array is concrete (a regular array, not a ``jit``/``vmap``/``grad`` tracer; under
+``jax.grad`` the integer targets stay concrete and are checked, the differentiated input is traced). On
+traced values nothing can be raised, so the offending elements produce NaN (``jnp.where`` guard) instead
+of a plausible wrong number.
 
 Where fnml is stricter than torch: element-wise losses require ``target.shape == input.shape`` (torch
 broadcasts, with a warning for ``mse_loss``/``l1_loss``); targets and weights are cast to the input's
