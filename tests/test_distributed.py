@@ -56,7 +56,9 @@ def fnml_model(name: str, dtype: str) -> nnx.Module:
     rngs, dt = nnx.Rngs(0), jnp.dtype(dtype)
     if name == "mlp":
         return layers.Sequential(
-            layers.Linear(8, 16, rngs=rngs, param_dtype=dt), layers.Tanh(), layers.Linear(16, 4, rngs=rngs, param_dtype=dt)
+            layers.Linear(8, 16, rngs=rngs, param_dtype=dt),
+            layers.Tanh(),
+            layers.Linear(16, 4, rngs=rngs, param_dtype=dt),
         )
     return layers.Sequential(
         layers.Conv2d(2, 4, 3, padding=1, rngs=rngs, param_dtype=dt),
@@ -159,7 +161,8 @@ WORKER = textwrap.dedent(
             for _ in range(T.CONTINUE_STEPS):
                 state, _ = run(state, X[:16], Y[:16])
             out["model_sharded_spec"] = np.array(str(state.params["layers"][0]["kernel"][...].sharding.spec))
-            checkpoint.save_checkpoint(os.path.join(workdir, "ckpt_model_sharded"), state, step=int(state.step))
+            target = os.path.join(workdir, "ckpt_model_sharded")
+            checkpoint.save_checkpoint(target, state, step=int(state.step))
     else:  # two processes, each feeding its half of every global batch
         m = fdevice.mesh()
         process_id = fdevice.process_index()
@@ -168,7 +171,8 @@ WORKER = textwrap.dedent(
         rows = slice(process_id * half, (process_id + 1) * half)
         model = T.fnml_model("mlp", "float64")
         interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
-        result = train.fit(model, optim.sgd(lr=T.LR, momentum=T.MOMENTUM), T.criterion("mlp"), X[rows], Y[rows],
+        tx = optim.sgd(lr=T.LR, momentum=T.MOMENTUM)
+        result = train.fit(model, tx, T.criterion("mlp"), X[rows], Y[rows],
                            epochs=20, mesh=m, verbose=False)
         out["losses"] = result.losses
         out["devices"] = np.array([len(jax.devices()), len(jax.local_devices()), fdevice.process_count()])
@@ -209,7 +213,7 @@ def run_fit(name: str, dtype: str, workdir: str, *, mesh=None, prefix: str = "")
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_trajectory(name: str, dtype: str, *, bn_per_shard: int | None = None) -> dict[str, np.ndarray]:
     """torch SGD on the same batches (fnml.data's shuffle order), one process, the GLOBAL batch.
 
@@ -224,7 +228,9 @@ def torch_trajectory(name: str, dtype: str, *, bn_per_shard: int | None = None) 
     loss_fn = torch.nn.MSELoss() if name == "mlp" else torch.nn.CrossEntropyLoss()
     n, batch_size, epochs = CONFIG[name]
     if bn_per_shard is not None:
-        index = torch.from_numpy(np.asarray(data.batch_indices(n, batch_size, shuffle=True, key=jax.random.key(7), epoch=0)[0]))
+        index = torch.from_numpy(
+            np.asarray(data.batch_indices(n, batch_size, shuffle=True, key=jax.random.key(7), epoch=0)[0])
+        )
         shards = zip(tx[index].chunk(bn_per_shard), ty[index].chunk(bn_per_shard))
         with torch.no_grad():
             return {"loss": np.array(np.mean([loss_fn(model(xs), ys).item() for xs, ys in shards]))}
@@ -258,7 +264,12 @@ def _env() -> dict[str, str]:
 def _start(workdir: str, *args: str) -> subprocess.Popen:
     script = os.path.join(workdir, "worker.py")
     return subprocess.Popen(
-        [sys.executable, script, *args], env=_env(), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, script, *args],
+        env=_env(),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -372,7 +383,9 @@ def test_data_parallel_fit_matches_torch_global_batch(multi, name, dtype):
     tol = tolerance(dtype if dtype == "float64" else "float32_trajectory")
     np.testing.assert_allclose(dp["losses"], ref["losses"], **tol)
     for key in ref:
-        np.testing.assert_allclose(dp[key].astype(np.float64), ref[key].astype(np.float64), err_msg=key, **tol)
+        np.testing.assert_allclose(
+            dp[key].astype(np.float64), ref[key].astype(np.float64), err_msg=key, **tol
+        )
 
 
 def test_batchnorm_statistics_are_global_not_per_device(multi):
@@ -392,7 +405,9 @@ def test_batchnorm_statistics_are_global_not_per_device(multi):
 def test_uneven_global_batch_is_a_clear_error(multi):
     n, results = multi
     message = str(results["uneven_error"])
-    assert re.search(rf"the global batch size 10 is not divisible by the mesh's 'data' axis size {n}", message)
+    assert re.search(
+        rf"the global batch size 10 is not divisible by the mesh's 'data' axis size {n}", message
+    )
     assert f"use a batch size that is a multiple of {n} (e.g. 8 or {8 + n})" in message
     assert "the global batch size 10 is not divisible" in str(results["uneven_shard_error"])
 
@@ -426,8 +441,12 @@ def test_checkpoint_single_to_multi_to_single(multi, workdir):
     assert max_abs_diff(jax.tree.leaves(restored.opt_state), jax.tree.leaves(expected.opt_state)) <= 1e-12
     assert max_abs_diff(jax.tree.leaves(restored.rest), jax.tree.leaves(expected.rest)) <= 1e-12
     if n == 8:  # parameters split along "model" on a (4, 2) mesh: same numbers, restorable on 1 device
-        assert str(results["model_sharded_spec"]) == str(jax.sharding.PartitionSpec(None, None, None, "model"))
-        sharded = checkpoint.restore_checkpoint(os.path.join(workdir, "ckpt_model_sharded"), template=template)
+        assert str(results["model_sharded_spec"]) == str(
+            jax.sharding.PartitionSpec(None, None, None, "model")
+        )
+        sharded = checkpoint.restore_checkpoint(
+            os.path.join(workdir, "ckpt_model_sharded"), template=template
+        )
         assert max_abs_diff(jax.tree.leaves(sharded.params), jax.tree.leaves(expected.params)) <= 1e-12
 
 
@@ -444,12 +463,16 @@ def _free_port() -> int:
 
 def test_two_processes_match_single_process(workdir, launched):
     _wait(launched["processes"], "two-process run")
-    per_process = [dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)]
+    per_process = [
+        dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)
+    ]
     # The reference: one process, one device, the whole batch (each process fed half of it).
     model = fnml_model("mlp", "float64")
     interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
     X, Y = dataset("mlp", "float64")
-    ref = train.fit(model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, epochs=20, verbose=False)
+    ref = train.fit(
+        model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, epochs=20, verbose=False
+    )
     expected = {f"param_{k}": v for k, v in interop.state_dict(ref.model).items()}
     for pid, got in enumerate(per_process):
         assert got["devices"].tolist() == [2, 1, 2]  # 2 global devices, 1 local, 2 processes
@@ -457,7 +480,10 @@ def test_two_processes_match_single_process(workdir, launched):
         assert max_abs_diff(got["losses"], ref.losses) <= 1e-12
         assert max_abs_diff({k: got[k] for k in expected}, expected) <= 1e-12
     # Both processes end with bitwise-identical parameters.
-    assert max_abs_diff({k: per_process[0][k] for k in expected}, {k: per_process[1][k] for k in expected}) == 0.0
+    assert (
+        max_abs_diff({k: per_process[0][k] for k in expected}, {k: per_process[1][k] for k in expected})
+        == 0.0
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -467,7 +493,9 @@ def test_two_processes_match_single_process(workdir, launched):
 
 def test_mesh_over_one_device_and_shardings():
     m = fdevice.mesh()
-    assert m.axis_names == ("data", "model") and m.shape["data"] == len(jax.devices()) and m.shape["model"] == 1
+    assert (
+        m.axis_names == ("data", "model") and m.shape["data"] == len(jax.devices()) and m.shape["model"] == 1
+    )
     assert fdevice.batch_sharding(m).spec == jax.sharding.PartitionSpec("data")
     assert fdevice.replicated_sharding(m).spec == jax.sharding.PartitionSpec()
     x = fdevice.shard_batch({"x": np.ones((4, 3))}, m)["x"]
@@ -506,7 +534,9 @@ def test_fit_and_step_with_a_one_device_mesh_equal_no_mesh():
 
 def test_mesh_errors():
     count = len(jax.devices())
-    with pytest.raises(ValueError, match=rf"mesh: data \* model must equal the number of devices \({count}\); got data=2"):
+    with pytest.raises(
+        ValueError, match=rf"mesh: data \* model must equal the number of devices \({count}\); got data=2"
+    ):
         fdevice.mesh(data=2 * count)
     with pytest.raises(ValueError, match="mesh: model must be a positive int, got model=0"):
         fdevice.mesh(model=0)
@@ -523,11 +553,15 @@ def test_mesh_errors():
 def test_sharding_helper_errors():
     m = fdevice.mesh()
     for fn in (fdevice.batch_sharding, fdevice.replicated_sharding):
-        with pytest.raises(TypeError, match=r"mesh must be a jax.sharding.Mesh with a 'data' axis .* got str"):
+        with pytest.raises(
+            TypeError, match=r"mesh must be a jax.sharding.Mesh with a 'data' axis .* got str"
+        ):
             fn("data")
     with pytest.raises(TypeError, match=r"shard_batch: mesh must be a jax.sharding.Mesh"):
         fdevice.shard_batch(np.ones(2), None)
-    with pytest.raises(ValueError, match="shard_batch: got a scalar leaf 3.0; every leaf needs a leading batch axis"):
+    with pytest.raises(
+        ValueError, match="shard_batch: got a scalar leaf 3.0; every leaf needs a leading batch axis"
+    ):
         fdevice.shard_batch(3.0, m)
     with pytest.raises(ValueError, match="global_batch: got a scalar leaf 3.0"):
         fdevice.global_batch(3.0, m)
@@ -536,11 +570,26 @@ def test_sharding_helper_errors():
     with pytest.raises(TypeError, match="data_parallel: step must be callable"):
         fdevice.data_parallel(None, m)
     with pytest.raises(TypeError, match="fit: mesh must be a jax.sharding.Mesh"):
-        train.fit(fnml_model("mlp", "float64"), optim.sgd(lr=0.1), losses.MSELoss(), *dataset("mlp", "float64"),
-                  epochs=1, mesh="data", verbose=False)
+        train.fit(
+            fnml_model("mlp", "float64"),
+            optim.sgd(lr=0.1),
+            losses.MSELoss(),
+            *dataset("mlp", "float64"),
+            epochs=1,
+            mesh="data",
+            verbose=False,
+        )
     with pytest.raises(ValueError, match=r"fit: fused=True cannot run with mesh="):
-        train.fit(fnml_model("mlp", "float64"), optim.sgd(lr=0.1), losses.MSELoss(), *dataset("mlp", "float64"),
-                  epochs=1, mesh=m, fused=True, verbose=False)
+        train.fit(
+            fnml_model("mlp", "float64"),
+            optim.sgd(lr=0.1),
+            losses.MSELoss(),
+            *dataset("mlp", "float64"),
+            epochs=1,
+            mesh=m,
+            fused=True,
+            verbose=False,
+        )
 
 
 def test_global_batch_single_process_equals_shard_batch():
@@ -556,8 +605,16 @@ def test_global_batch_single_process_equals_shard_batch():
     [
         (("localhost", 2, 0), {}, "coordinator_address must be 'host:port', got 'localhost'"),
         (("127.0.0.1:1234", 0, 0), {}, "num_processes must be a positive int, got num_processes=0"),
-        (("127.0.0.1:1234", 2, 2), {}, r"process_id must be an int in 0\.\.1 \(num_processes=2\), got process_id=2"),
-        (("127.0.0.1:1234", 2, 0), {"cpu_collectives": "nccl"}, "cpu_collectives must be 'gloo', 'mpi' or None"),
+        (
+            ("127.0.0.1:1234", 2, 2),
+            {},
+            r"process_id must be an int in 0\.\.1 \(num_processes=2\), got process_id=2",
+        ),
+        (
+            ("127.0.0.1:1234", 2, 0),
+            {"cpu_collectives": "nccl"},
+            "cpu_collectives must be 'gloo', 'mpi' or None",
+        ),
     ],
     ids=["address", "num_processes", "process_id", "collectives"],
 )
