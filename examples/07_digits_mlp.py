@@ -26,13 +26,16 @@ import optax
 import torch
 import torch.nn as nn
 from flax import nnx
+from safetensors.torch import load_file
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, TensorDataset
 
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml.sidebyside import SideBySide, output_dir, quick_mode, run_captured
 
-tour = SideBySide("07 digits MLP", "Real data: an MLP on scikit-learn's digits, the tutorial's 12 training steps")
+tour = SideBySide(
+    "07 digits MLP", "Real data: an MLP on scikit-learn's digits, the tutorial's 12 training steps"
+)
 
 QUICK = quick_mode()
 EPOCHS = 6 if QUICK else 60  # an upper bound: early stopping usually ends the full run sooner
@@ -86,8 +89,12 @@ def fnml_data():
 
 TORCH_SPLITS, FNML_SPLITS = tour.compare("Split and standardise", torch_data, fnml_data)
 # Values reach 35 standard deviations (rare pixels), where one float32 ulp is 3.8e-6.
-tour.check("standardised inputs, all splits (float32; sklearn works in float64)",
-           [x for x, _ in TORCH_SPLITS], [x for x, _ in FNML_SPLITS], tol=5e-5)  # fmt: skip
+tour.check(
+    "standardised inputs, all splits (float32; sklearn works in float64)",
+    [x for x, _ in TORCH_SPLITS],
+    [x for x, _ in FNML_SPLITS],
+    tol=5e-5,
+)
 tour.check("labels, all splits", [y for _, y in TORCH_SPLITS], [y for _, y in FNML_SPLITS], tol=0.0)
 (X_TRAIN_T, Y_TRAIN_T), (X_VAL_T, Y_VAL_T), (X_TEST_T, Y_TEST_T) = TORCH_SPLITS
 (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), (X_TEST, Y_TEST) = FNML_SPLITS
@@ -95,16 +102,18 @@ tour.check("labels, all splits", [y for _, y in TORCH_SPLITS], [y for _, y in FN
 # ------------------------------------------------------------------------------------- steps 2-4
 tour.section(
     "Steps 2-4 - model, loss function, optimizer",
-    "torch initialises the weights; fnml's model receives a copy (interop.load_state_dict), so both start equal.",
+    "torch draws the weights; fnml's model receives a copy (interop.load_state_dict): both start equal.",
 )
 
 
 def torch_model():
     model = nn.Sequential(
-        nn.Linear(64, 128), nn.ReLU(),
-        nn.Linear(128, 64), nn.ReLU(),
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
         nn.Linear(64, 10),
-    )  # fmt: skip
+    )
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     print(model)
@@ -114,10 +123,12 @@ def torch_model():
 def fnml_model():
     rngs = nnx.Rngs(0)
     model = layers.Sequential(
-        layers.Linear(64, 128, rngs=rngs), layers.ReLU(),
-        layers.Linear(128, 64, rngs=rngs), layers.ReLU(),
+        layers.Linear(64, 128, rngs=rngs),
+        layers.ReLU(),
+        layers.Linear(128, 64, rngs=rngs),
+        layers.ReLU(),
         layers.Linear(64, 10, rngs=rngs),
-    )  # fmt: skip
+    )
     interop.load_state_dict(model, TORCH_INITIAL)  # torch's initial weights
     criterion = losses.CrossEntropyLoss()
     tx = optim.adam(lr=LR)  # an optax.GradientTransformation with torch.optim.Adam's update
@@ -133,7 +144,9 @@ torch.manual_seed(0)
 (T_MODEL, T_CRITERION, T_OPTIMIZER), (F_MODEL, F_CRITERION, F_TX) = tour.compare(
     "nn.Sequential + CrossEntropyLoss + Adam", torch_model, fnml_model
 )
-tour.check("initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0)
+tour.check(
+    "initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0
+)
 
 # ------------------------------------------------------------------------------------- steps 5-8
 tour.section(
@@ -173,8 +186,11 @@ def fnml_one_step():
     updates, opt_state = jax.jit(F_TX.update)(grads, state.opt_state, state.params)
     params = jax.jit(optax.apply_updates)(state.params, updates)  # step 8: update
     print(f"loss {float(loss):.6f}")
+
     # gradients and parameters back under torch names and layouts, to compare
-    as_torch = lambda tree: interop.state_dict(nnx.merge(state.graphdef, tree, state.rest))  # noqa: E731
+    def as_torch(tree):
+        return interop.state_dict(nnx.merge(state.graphdef, tree, state.rest))
+
     return loss, as_torch(grads), as_torch(params)
 
 
@@ -211,16 +227,20 @@ def torch_train():
             val_loss = criterion(val_out, Y_VAL_T).item()
             val_acc = (val_out.argmax(1) == Y_VAL_T).float().mean().item()
         if (epoch + 1) % LOG_EVERY == 0:
-            print(f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
-                  f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}")  # fmt: skip
+            print(
+                f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
+                f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}"
+            )
         if val_loss < best:
             best, best_epoch, wait = val_loss, epoch + 1, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             wait += 1
             if wait >= PATIENCE:
-                print(f"early stopping at epoch {epoch + 1}: val_loss did not improve "
-                      f"for {PATIENCE} epochs (best {best:.4f} at epoch {best_epoch})")  # fmt: skip
+                print(
+                    f"early stopping at epoch {epoch + 1}: val_loss did not improve "
+                    f"for {PATIENCE} epochs (best {best:.4f} at epoch {best_epoch})"
+                )
                 break
     model.load_state_dict(best_state)
     return model, step_losses, best_epoch
@@ -228,12 +248,20 @@ def torch_train():
 
 def fnml_train():
     result = train.fit(
-        F_MODEL, F_TX, F_CRITERION, X_TRAIN, Y_TRAIN,
-        epochs=EPOCHS, batch_size=BATCH_SIZE, shuffle=True, key=BATCH_KEY,
-        validation=(X_VAL, Y_VAL), metrics={"accuracy": _digits.accuracy},
+        F_MODEL,
+        F_TX,
+        F_CRITERION,
+        X_TRAIN,
+        Y_TRAIN,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        key=BATCH_KEY,
+        validation=(X_VAL, Y_VAL),
+        metrics={"accuracy": _digits.accuracy},
         callbacks=[train.EarlyStopping(patience=PATIENCE)],  # restores the best epoch
         log_every=LOG_EVERY,
-    )  # fmt: skip
+    )
     best_epoch = int(result.history["epoch"][np.argmin(result.history["val_loss"])])
     return result, list(result.losses), best_epoch
 
@@ -251,7 +279,9 @@ tour.console.print(
 )
 # Measured: ~1e-6 over the full run (float32; summation order and FMA contraction differ).
 tour.record(f"per-step training loss, {COMMON_STEPS} steps (float32)", LOSS_DIFF, tol=2e-5)
-tour.record("optimizer steps taken (early stopping at the same epoch)", abs(len(T_LOSSES) - len(F_LOSSES)), tol=0)
+tour.record(
+    "optimizer steps taken (early stopping at the same epoch)", abs(len(T_LOSSES) - len(F_LOSSES)), tol=0
+)
 PLOT = _digits.plot_losses(
     os.path.join(OUT, "07_digits_mlp_loss.png"),
     "Digits MLP: per-step training loss",
@@ -260,7 +290,9 @@ PLOT = _digits.plot_losses(
 tour.console.print(f"  loss curves overlaid: {PLOT}")
 
 # ------------------------------------------------------------------------------------- step 10
-tour.section("Step 10 - evaluation on the held-out test split", "Eval mode, no gradients, best-epoch weights.")
+tour.section(
+    "Step 10 - evaluation on the held-out test split", "Eval mode, no gradients, best-epoch weights."
+)
 
 
 def torch_test():
@@ -330,7 +362,7 @@ tour.section(
     "Step 12 - deployment: save, reload in a fresh process, export for serving",
     "fnml saves torch-named weights (safetensors, loadable by torch too) and the full TrainState (orbax: "
     "parameters + optimizer state, for resuming). A NEW Python process rebuilds the model from those files "
-    "and predicts. jax.export serialises the compiled forward function with a symbolic batch size (StableHLO): "
+    "and predicts. jax.export serialises the compiled forward function, symbolic batch size (StableHLO): "
     "the server needs jax only, not the model code. The fresh process runs:\n" + FNML_SERVE,
 )
 SERVE_DIR = os.path.join(OUT, "07_digits_mlp_deploy")
@@ -374,19 +406,25 @@ if os.path.isdir(os.path.join(SERVE_DIR, "mlp_orbax")):  # a previous run's chec
     shutil.rmtree(os.path.join(SERVE_DIR, "mlp_orbax"))
 T_SERVED, F_SERVED = tour.compare("Save, reload in a fresh process, serve", torch_deploy, fnml_deploy)
 F_IN_PROCESS = np.asarray(F_LOGITS)
-tour.check("fnml: fresh process, safetensors vs in-process logits", F_IN_PROCESS, F_SERVED["fresh_safetensors"],
-           tol=1e-6)  # fmt: skip
-tour.check("fnml: fresh process, orbax checkpoint vs in-process", F_IN_PROCESS, F_SERVED["fresh_orbax"], tol=1e-6)
+FRESH = F_SERVED
+tour.check(
+    "fnml: fresh process, safetensors vs in-process logits",
+    F_IN_PROCESS,
+    FRESH["fresh_safetensors"],
+    tol=1e-6,
+)
+tour.check(
+    "fnml: fresh process, orbax checkpoint vs in-process", F_IN_PROCESS, F_SERVED["fresh_orbax"], tol=1e-6
+)
 tour.check("fnml: fresh process, jax.export vs in-process", F_IN_PROCESS, F_SERVED["fresh_export"], tol=1e-6)
-tour.check("torch.export (fresh process) vs fnml's jax.export (fresh process)", T_SERVED, F_SERVED["fresh_export"],
-           tol=1e-4)  # fmt: skip
+tour.check("torch.export vs jax.export, both in fresh processes", T_SERVED, FRESH["fresh_export"], tol=1e-4)
 # fnml's safetensors file loads into a plain torch model: the weights travel back to PyTorch.
 BACK = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
-from safetensors.torch import load_file  # noqa: E402 - only this check needs it
-
 BACK.load_state_dict(load_file(os.path.join(SERVE_DIR, "mlp.safetensors")))
 with torch.no_grad():
-    tour.check("torch model loaded from fnml's safetensors vs fnml logits", BACK(X_TEST_T), F_IN_PROCESS, tol=1e-5)
+    tour.check(
+        "torch model loaded from fnml's safetensors vs fnml logits", BACK(X_TEST_T), F_IN_PROCESS, tol=1e-5
+    )
 
 tour.section("Summary")
 tour.console.print(

@@ -85,8 +85,10 @@ def fnml_images():
 
 TORCH_SPLITS, FNML_SPLITS = tour.compare("Images: NCHW vs NHWC", torch_images, fnml_images)
 # Values reach 35 standard deviations (rare pixels), where one float32 ulp is 3.8e-6.
-tour.check("images, all splits (compared in NCHW; float32)",
-           [x for x, _ in TORCH_SPLITS], [tensors.nhwc_to_nchw(x) for x, _ in FNML_SPLITS], tol=5e-5)  # fmt: skip
+FNML_AS_NCHW = [tensors.nhwc_to_nchw(x) for x, _ in FNML_SPLITS]  # (N, H, W, C) -> (N, C, H, W)
+tour.check(
+    "images, all splits (compared in NCHW; float32)", [x for x, _ in TORCH_SPLITS], FNML_AS_NCHW, tol=5e-5
+)
 (X_TRAIN_T, Y_TRAIN_T), (X_VAL_T, Y_VAL_T), (X_TEST_T, Y_TEST_T) = TORCH_SPLITS
 (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), (X_TEST, Y_TEST) = FNML_SPLITS
 
@@ -115,8 +117,14 @@ class FnmlCNN(layers.Module):
     """The same network, channels-last: (N, 8, 8, 1) -> (N, 10)."""
 
     def __init__(self, p=DROPOUT, *, rngs):
-        self.conv1, self.bn1 = layers.Conv2d(1, 16, 3, padding=1, bias=False, rngs=rngs), layers.BatchNorm2d(16)
-        self.conv2, self.bn2 = layers.Conv2d(16, 32, 3, padding=1, bias=False, rngs=rngs), layers.BatchNorm2d(32)
+        self.conv1, self.bn1 = (
+            layers.Conv2d(1, 16, 3, padding=1, bias=False, rngs=rngs),
+            layers.BatchNorm2d(16),
+        )
+        self.conv2, self.bn2 = (
+            layers.Conv2d(16, 32, 3, padding=1, bias=False, rngs=rngs),
+            layers.BatchNorm2d(32),
+        )
         self.pool, self.dropout = layers.MaxPool2d(2), layers.Dropout(p, rngs=rngs)
         self.fc = layers.Linear(32 * 2 * 2, 10, rngs=rngs)
 
@@ -129,7 +137,7 @@ class FnmlCNN(layers.Module):
 
 tour.section(
     "Step 2 - the model (both classes are defined above; torch draws the initial weights)",
-    "load_state_dict converts every layer: conv OIHW -> HWIO, BatchNorm weight/bias/running stats as they are, "
+    "load_state_dict converts every layer: conv OIHW -> HWIO, BatchNorm weight/bias/running stats as is, "
     "and flatten_nhwc={'fc': (C, H, W)} permutes fc's input columns from torch's (C, H, W) flatten order to "
     "(H, W, C) (a plain transpose would scramble them). The convolutions have no bias: the BatchNorm after "
     "them subtracts the channel mean, so a bias there gets an exactly-zero gradient; Adam would then turn "
@@ -154,8 +162,12 @@ def fnml_build():
 
 TORCH_INITIAL = copy.deepcopy(run_captured(torch_build)[0].state_dict())  # seed 0, like the shown call
 T_MODEL, F_MODEL = tour.compare("TorchCNN vs FnmlCNN", torch_build, fnml_build)
-tour.check("initial state_dict (weights + BatchNorm buffers, torch layout)", T_MODEL.state_dict(),
-           interop.state_dict(F_MODEL, flatten_nhwc={"fc": (32, 2, 2)}), tol=0.0)  # fmt: skip
+tour.check(
+    "initial state_dict (weights + BatchNorm buffers, torch layout)",
+    T_MODEL.state_dict(),
+    interop.state_dict(F_MODEL, flatten_nhwc={"fc": (32, 2, 2)}),
+    tol=0.0,
+)
 
 # ------------------------------------------------------------------------------------- steps 3, 5, 6
 tour.section(
@@ -239,8 +251,8 @@ def fnml_segment():
 
 t, f = tour.compare("Training without dropout: per-step parity", torch_segment, fnml_segment)
 # Measured ~1e-6 (float32): convolution and reduction orders differ between MKL-DNN and XLA.
-tour.record(f"per-step loss, {SEGMENT_STEPS} dropout-free steps (float32)", _digits.trajectory_diff(t[0], f[0])[0],
-            tol=2e-5)  # fmt: skip
+SEGMENT_DIFF = _digits.trajectory_diff(t[0], f[0])[0]
+tour.record(f"per-step loss, {SEGMENT_STEPS} dropout-free steps (float32)", SEGMENT_DIFF, tol=2e-5)
 tour.check("parameters + BatchNorm running stats after the segment (float32)", t[1], f[1], tol=1e-5)
 
 # ------------------------------------------------------------------------------------- steps 9 + 11
@@ -276,8 +288,10 @@ def torch_train():
             val_acc = (val_out.argmax(1) == Y_VAL_T).float().mean().item()
             val_loss = criterion(val_out, Y_VAL_T).item()
         if (epoch + 1) % LOG_EVERY == 0:
-            print(f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
-                  f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}")  # fmt: skip
+            print(
+                f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
+                f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}"
+            )
     return model, step_losses
 
 
@@ -285,10 +299,19 @@ def fnml_train():
     steps_per_epoch = data.num_batches(len(Y_TRAIN), BATCH_SIZE)
     lr = schedules.step_lr(LR, STEP_SIZE, GAMMA, steps_per_epoch=steps_per_epoch)
     result = train.fit(
-        F_MODEL, optim.adam(lr=lr), losses.CrossEntropyLoss(), X_TRAIN, Y_TRAIN,
-        epochs=EPOCHS, batch_size=BATCH_SIZE, shuffle=True, key=BATCH_KEY,
-        validation=(X_VAL, Y_VAL), metrics={"accuracy": _digits.accuracy}, log_every=LOG_EVERY,
-    )  # fmt: skip
+        F_MODEL,
+        optim.adam(lr=lr),
+        losses.CrossEntropyLoss(),
+        X_TRAIN,
+        Y_TRAIN,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        key=BATCH_KEY,
+        validation=(X_VAL, Y_VAL),
+        metrics={"accuracy": _digits.accuracy},
+        log_every=LOG_EVERY,
+    )
     return result.model, list(result.losses)
 
 
@@ -332,7 +355,7 @@ T_ACC, F_ACC = tour.compare("Test accuracy", torch_test, fnml_test)
 
 tour.section("Summary")
 tour.console.print(
-    f"  test accuracy: PyTorch {T_ACC:.4f}, fnml {F_ACC:.4f} ({len(Y_TEST)} test digits; different dropout masks)"
+    f"  test accuracy: PyTorch {T_ACC:.4f}, fnml {F_ACC:.4f} ({len(Y_TEST)} test digits; other dropout masks)"
     + ("   [quick mode: accuracy targets not checked]" if QUICK else "")
 )
 _digits.print_accuracy(T_ACC, F_ACC)

@@ -39,7 +39,9 @@ class Digits:
 def load() -> Digits:
     """scikit-learn's bundled digits (no network) and fnml's fixed-key 70/15/15 split."""
     bunch = load_digits()
-    train_idx, val_idx, test_idx = data.random_split(jax.random.key(SPLIT_SEED), len(bunch.data), SPLIT_FRACTIONS)
+    train_idx, val_idx, test_idx = data.random_split(
+        jax.random.key(SPLIT_SEED), len(bunch.data), SPLIT_FRACTIONS
+    )
     return Digits(
         images=np.asarray(bunch.data, dtype=np.float64),
         labels=np.asarray(bunch.target, dtype=np.int64),
@@ -50,7 +52,7 @@ def load() -> Digits:
 
 
 class SharedBatchOrder:
-    """A torch ``batch_sampler`` yielding fnml's mini-batches: epoch ``e`` is ``data.batch_indices(..., epoch=e)``.
+    """A torch ``batch_sampler`` yielding fnml's mini-batches: epoch ``e`` is ``data.batch_indices(epoch=e)``.
 
     ``DataLoader(TensorDataset(X, y), batch_sampler=SharedBatchOrder(n, 32, key))`` then yields, epoch
     after epoch, exactly the batches ``fnml.train.fit(..., batch_size=32, shuffle=True, key=key)`` uses.
@@ -95,7 +97,9 @@ def plot_losses(path: str, title: str, curves: dict[str, np.ndarray]) -> str:
     styles = ["-", "--", ":", "-."]
     for index, (label, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=np.float64)
-        axes.plot(np.arange(1, len(values) + 1), values, styles[index % len(styles)], label=label, linewidth=1.2)
+        axes.plot(
+            np.arange(1, len(values) + 1), values, styles[index % len(styles)], label=label, linewidth=1.2
+        )
     axes.set_yscale("log")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("cross-entropy loss")
@@ -107,14 +111,16 @@ def plot_losses(path: str, title: str, curves: dict[str, np.ndarray]) -> str:
 
 
 def run_fresh_process(script: str, *args: str) -> str:
-    """Run ``python script args...`` in a new interpreter (nothing shared with this one); return its stdout."""
+    """Run ``python script args...`` in a new interpreter (nothing shared with this one); return stdout."""
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)  # the served model runs with jax's defaults, like the example
     completed = subprocess.run(
         [sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=300
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"fresh process {script} failed (rc={completed.returncode}):\n{completed.stderr[-3000:]}")
+        raise RuntimeError(
+            f"fresh process {script} failed (rc={completed.returncode}):\n{completed.stderr[-3000:]}"
+        )
     return completed.stdout.strip()
 
 
