@@ -104,7 +104,7 @@ tour.section(
 
 def torch_train():
     model = TORCH_MODEL  # single process, global batch: what DDP (with SyncBatchNorm) reproduces
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     history = []
     for step in range(STEPS):
@@ -123,7 +123,7 @@ def fnml_train():
     m = device.mesh()
     result = train.fit(
         FNML_MODEL,
-        optim.sgd(lr=0.1, momentum=0.9),
+        optim.sgd(lr=0.05, momentum=0.9),
         losses.CrossEntropyLoss(),
         X_NHWC,
         Y_NP,
