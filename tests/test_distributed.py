@@ -220,6 +220,16 @@ def torch_trajectory(name: str, dtype: str, *, bn_per_shard: int | None = None) 
     ``bn_per_shard=k``: only the first step, with the batch split into k shards whose BatchNorm
     statistics are computed separately (DDP without SyncBatchNorm); returns that step's mean loss.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only contend with the concurrent workers
+    try:
+        return _torch_trajectory(name, dtype, bn_per_shard)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_trajectory(name: str, dtype: str, bn_per_shard: int | None) -> dict[str, np.ndarray]:
+    """torch_trajectory's body."""
     model = torch_model(name, dtype)
     X, Y = dataset(name, dtype)
     if name == "cnn":
