@@ -13,6 +13,16 @@ Atomicity comes from orbax: a step is written into a temporary directory and ren
 only when complete, so a crash mid-save leaves the previous checkpoint loadable and the partial one
 invisible. orbax is imported lazily: ``import fnml.train`` stays fast.
 
+Integrity: after orbax has finished a step, :func:`save_checkpoint` writes ``fnml_manifest.json`` into
+the step directory (atomically: a temporary file renamed into place) with the size and SHA-256 of every
+file of the step. Restoring verifies it: a step whose files were truncated, altered, added or removed
+raises :class:`CorruptCheckpointError` naming the file. With ``step=None`` (the latest),
+:func:`restore_checkpoint` and :func:`checkpoint_metadata` skip corrupt steps with a
+:class:`CorruptCheckpointWarning` and use the newest good one (:func:`latest_valid_step`). A step without
+a manifest (written by another tool, or killed between orbax's commit and the manifest) is accepted
+as orbax committed it. Nothing is ever unpickled: orbax stores arrays with tensorstore and metadata as
+JSON / msgpack.
+
 Example::
 
     save_checkpoint("ckpt", state, step=int(state.step), keep=3)
@@ -21,14 +31,37 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["all_steps", "checkpoint_metadata", "latest_step", "restore_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CorruptCheckpointError",
+    "CorruptCheckpointWarning",
+    "all_steps",
+    "checkpoint_metadata",
+    "latest_step",
+    "latest_valid_step",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
+
+MANIFEST = "fnml_manifest.json"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint step whose files do not match its manifest (truncated, altered, missing, extra)."""
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A corrupt step was skipped and an older good one used."""
 
 
 def _ocp():
@@ -105,6 +138,93 @@ def _manager(path: str, *, keep: int | None = None, create: bool = False):
     return ocp.CheckpointManager(os.path.abspath(path), options=options, item_handlers=handlers)
 
 
+def _file_digests(step_dir: str) -> dict[str, list]:
+    """{relative path: [size, sha256 hex]} of every regular file under ``step_dir`` but the manifest."""
+    out = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, step_dir)
+            if rel == MANIFEST or rel.startswith(MANIFEST + "."):
+                continue
+            digest = hashlib.sha256()
+            with open(full, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            out[rel] = [os.path.getsize(full), digest.hexdigest()]
+    return out
+
+
+def _write_manifest(step_dir: str) -> None:
+    """Write the manifest atomically (temporary file, fsync, rename): it exists complete or not at all."""
+    tmp = os.path.join(step_dir, f"{MANIFEST}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        json.dump({"format": 1, "files": _file_digests(step_dir)}, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def verify_checkpoint(directory: Any, *, step: int) -> bool:
+    """Check ``step``'s files against its manifest; True if verified, False if it has no manifest.
+
+    Raises :class:`CorruptCheckpointError` naming the first truncated / altered / missing / extra file.
+
+    Example::
+
+        verify_checkpoint("ckpt", step=40)
+    """
+    path = _check_directory(directory, where="verify_checkpoint")
+    step_dir = os.path.join(path, str(int(step)))
+    if not os.path.isdir(step_dir):
+        raise ValueError(f"verify_checkpoint: step {step} is not in {path!r} (no directory {step_dir!r})")
+    manifest_path = os.path.join(step_dir, MANIFEST)
+    if not os.path.exists(manifest_path):
+        return False
+    try:
+        with open(manifest_path) as handle:
+            expected = json.load(handle)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CorruptCheckpointError(f"checkpoint {step_dir!r}: unreadable manifest {MANIFEST} ({error})") from None
+    actual = _file_digests(step_dir)
+    for rel, (size, digest) in sorted(expected.items()):
+        if rel not in actual:
+            raise CorruptCheckpointError(f"checkpoint {step_dir!r}: file {rel!r} is missing")
+        if actual[rel][0] != size:
+            raise CorruptCheckpointError(
+                f"checkpoint {step_dir!r}: file {rel!r} has {actual[rel][0]} bytes, the manifest says {size} "
+                f"(truncated or altered)"
+            )
+        if actual[rel][1] != digest:
+            raise CorruptCheckpointError(f"checkpoint {step_dir!r}: file {rel!r} was altered (sha256 mismatch)")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise CorruptCheckpointError(f"checkpoint {step_dir!r}: unexpected files {extra[:5]} not in the manifest")
+    return True
+
+
+def latest_valid_step(directory: Any) -> int:
+    """The newest step that passes :func:`verify_checkpoint`; corrupt newer ones are skipped with a warning.
+
+    Raises ``ValueError`` when ``directory`` holds no checkpoint and :class:`CorruptCheckpointError`
+    when every step is corrupt.
+    """
+    path = _check_directory(directory, where="latest_valid_step")
+    steps = all_steps(path)
+    if not steps:
+        raise ValueError(f"latest_valid_step: {path!r} is not a checkpoint directory (no completed checkpoint steps)")
+    problems = []
+    for candidate in reversed(steps):
+        try:
+            verify_checkpoint(path, step=candidate)
+        except CorruptCheckpointError as error:
+            problems.append(str(error))
+            warnings.warn(f"{error}; trying the previous step", CorruptCheckpointWarning, stacklevel=2)
+            continue
+        return candidate
+    raise CorruptCheckpointError(f"every checkpoint step in {path!r} is corrupt: " + "; ".join(problems))
+
+
 def all_steps(directory: Any) -> list[int]:
     """The completed checkpoint steps in ``directory``, ascending (temporary/partial saves excluded)."""
     path = _check_directory(directory, where="all_steps")
@@ -150,17 +270,21 @@ def save_checkpoint(
         items["metadata"] = ocp.args.JsonSave(dict(metadata or {}))
         manager.save(int(step), args=ocp.args.Composite(**items))
         manager.wait_until_finished()
-    return os.path.join(os.path.abspath(path), str(int(step)))
+    step_dir = os.path.join(os.path.abspath(path), str(int(step)))
+    _write_manifest(step_dir)
+    return step_dir
 
 
 def _resolve_step(path: str, step: int | None, *, where: str) -> int:
+    """An explicit step (verified: corrupt raises) or the newest valid one (corrupt ones skipped)."""
     steps = all_steps(path)
     if not steps:
         raise ValueError(f"{where}: {path!r} is not a checkpoint directory (no completed checkpoint steps in it)")
     if step is None:
-        return steps[-1]
+        return latest_valid_step(path)
     if step not in steps:
         raise ValueError(f"{where}: step {step} is not in {path!r}; available steps: {steps}")
+    verify_checkpoint(path, step=int(step))
     return int(step)
 
 
@@ -173,7 +297,9 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
     ``template``: a state with the same structure, e.g. ``TrainState.create(model, tx)`` for the same
     model and optimizer; its static parts (graph definition, optimizer functions) and dtypes are used.
     Errors name the path: a missing directory, a directory without checkpoints, an unknown step, or a
-    checkpoint whose arrays do not match the template.
+    checkpoint whose arrays do not match the template. Files are verified against the step's manifest
+    first (:class:`CorruptCheckpointError`); with ``step=None`` a corrupt newest step is skipped with a
+    :class:`CorruptCheckpointWarning` and the newest good one is restored.
 
     Example::
 
