@@ -37,7 +37,7 @@ tour.section(
 def torch_define():
     class SimpleNN(nn.Module):
         def __init__(self):
-            super(SimpleNN, self).__init__()
+            super().__init__()
             self.fc1 = nn.Linear(2, 2)  # input -> hidden
             self.fc2 = nn.Linear(2, 1)  # hidden -> output
 
@@ -92,7 +92,9 @@ def fnml_weights():
     for layer in ("fc1", "fc2"):
         weight = getattr(torch_model, layer).weight
         bias = getattr(torch_model, layer).bias
-        getattr(fnml_model, layer).kernel[...] = tensors.from_torch(weight.detach()).T  # (out, in) -> (in, out)
+        getattr(fnml_model, layer).kernel[...] = tensors.from_torch(
+            weight.detach()
+        ).T  # (out, in) -> (in, out)
         getattr(fnml_model, layer).bias[...] = tensors.from_torch(bias.detach())
     for layer in ("fc1", "fc2"):
         print(f"{layer}.kernel", getattr(fnml_model, layer).kernel[...].shape)

@@ -89,7 +89,9 @@ def test_embedding_init_is_standard_normal():
 def test_embedding_padding_row_is_zero_like_torch():
     fnml_layer = layers.Embedding(20, 8, padding_idx=3, rngs=nnx.Rngs(0))
     torch_layer = torch.nn.Embedding(20, 8, padding_idx=3)
-    np.testing.assert_array_equal(np.asarray(fnml_layer.weight[...])[3], torch_layer.weight.detach().numpy()[3])
+    np.testing.assert_array_equal(
+        np.asarray(fnml_layer.weight[...])[3], torch_layer.weight.detach().numpy()[3]
+    )
     assert np.all(np.asarray(fnml_layer.weight[...])[3] == 0)
     assert np.all(np.asarray(fnml_layer.weight[...])[[0, 1, 2, 4]] != 0)
 
@@ -98,14 +100,18 @@ def test_embedding_padding_row_is_zero_like_torch():
 def test_batchnorm_init_matches_torch_exactly(name):
     fnml_layer, torch_layer = getattr(layers, name)(6), getattr(torch.nn, name)(6)
     for attr in ("weight", "bias", "running_mean", "running_var"):
-        np.testing.assert_array_equal(np.asarray(getattr(fnml_layer, attr)[...]), getattr(torch_layer, attr).detach().numpy())
+        np.testing.assert_array_equal(
+            np.asarray(getattr(fnml_layer, attr)[...]), getattr(torch_layer, attr).detach().numpy()
+        )
     assert int(fnml_layer.num_batches_tracked[...]) == int(torch_layer.num_batches_tracked) == 0
 
 
 def test_layernorm_init_matches_torch_exactly():
     fnml_layer, torch_layer = layers.LayerNorm((3, 4)), torch.nn.LayerNorm((3, 4))
     for attr in ("weight", "bias"):
-        np.testing.assert_array_equal(np.asarray(getattr(fnml_layer, attr)[...]), getattr(torch_layer, attr).detach().numpy())
+        np.testing.assert_array_equal(
+            np.asarray(getattr(fnml_layer, attr)[...]), getattr(torch_layer, attr).detach().numpy()
+        )
 
 
 @pytest.mark.parametrize("param_dtype", ["float32", "float64"])
