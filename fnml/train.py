@@ -45,12 +45,19 @@ from flax import nnx
 from fnml import data as _data
 from fnml import device as _device
 from fnml._validation import check_choice, check_positive_int
-from fnml.checkpoint import checkpoint_metadata, latest_step, restore_checkpoint, save_checkpoint
+from fnml.checkpoint import (
+    checkpoint_metadata,
+    latest_step,
+    latest_valid_step,
+    restore_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = [
     "Callback",
     "EarlyStopping",
     "FitResult",
+    "NonFiniteError",
     "NonFiniteLossError",
     "Stop",
     "TrainState",
@@ -149,8 +156,12 @@ def _set_mode(model: nnx.Module, *, training: bool) -> None:
         model.eval()
 
 
-def _pure_train_step(criterion: Callable[[Any, Any], jax.Array]) -> Callable:
-    """The un-jitted step ``(state, x, y) -> (state, loss)``: grads over params, rest threaded through."""
+def _pure_train_step(criterion: Callable[[Any, Any], jax.Array], *, report: bool = False) -> Callable:
+    """The un-jitted step ``(state, x, y) -> (state, loss)``: grads over params, rest threaded through.
+
+    ``report=True`` (the ``check_finite`` debug mode) also returns one bool per checked value:
+    ``[loss, every gradient leaf, every updated parameter leaf]``; the default trace is unchanged.
+    """
 
     def step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
         def loss_fn(params):
@@ -165,13 +176,69 @@ def _pure_train_step(criterion: Callable[[Any, Any], jax.Array]) -> Callable:
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
+        if report:
+            checked = [loss, *jax.tree.leaves(grads), *jax.tree.leaves(params)]
+            return new_state, loss, jnp.stack([jnp.all(jnp.isfinite(v)) for v in checked])
         return new_state, loss
 
     return step
 
 
+class NonFiniteError(FloatingPointError):
+    """``check_finite=True``: a step produced a NaN/inf loss, gradient or parameter.
+
+    Attributes: ``step`` (1-based optimizer step), ``kind`` (``"loss"``, ``"gradient"`` or
+    ``"parameter"``), ``name`` (the parameter's torch-style dotted name, e.g. ``"fc1.weight"``; ``None``
+    for the loss), ``state`` (the state BEFORE that step, when it was not donated, else ``None``).
+    """
+
+    def __init__(self, message: str, *, step: int, kind: str, name: str | None, state: Any) -> None:
+        super().__init__(message)
+        self.step, self.kind, self.name, self.state = step, kind, name, state
+
+
+def _param_names(state: TrainState) -> list[str]:
+    """Dotted names of ``state.params`` leaves in tree order, torch's where interop knows the layer."""
+    model = state.model()
+    torch_names = {}
+    try:
+        from fnml import interop
+
+        by_variable = {id(slot.variable): name for name, slot in interop._named_slots(model).items()}
+        for path, node in nnx.iter_graph(model):
+            if isinstance(node, nnx.Variable) and id(node) in by_variable:
+                torch_names[tuple(str(p) for p in path)] = by_variable[id(node)]
+    except Exception:  # pragma: no cover - a model interop cannot name: fall back to attribute paths
+        pass
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+        parts = tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        parts = tuple(p for p in parts if p != ".value")
+        names.append(torch_names.get(parts, ".".join(parts)))
+    return names
+
+
+def _nonfinite_error(before: Any, after: TrainState, flags: np.ndarray, loss: Any) -> NonFiniteError:
+    """The error for the first False in ``flags`` ([loss, grads..., params...])."""
+    names = _param_names(after)
+    first = int(np.argmin(flags))
+    step = int(after.step)
+    if first == 0:
+        kind, name, what = "loss", None, f"the loss is {float(loss)}"
+    else:
+        kind = "gradient" if first <= len(names) else "parameter"
+        name = names[(first - 1) % len(names)]
+        what = (f"the gradient of {name!r} is non-finite" if kind == "gradient"
+                else f"parameter {name!r} became non-finite in the update")
+    return NonFiniteError(
+        f"check_finite: step {step}: {what} (first non-finite value of the step, in the order loss, "
+        f"gradients, updated parameters)", step=step, kind=kind, name=name, state=before,
+    )
+
+
 def make_train_step(
-    criterion: Callable[[Any, Any], jax.Array], *, donate: bool = False, mesh: Any = None
+    criterion: Callable[[Any, Any], jax.Array], *, donate: bool = False, mesh: Any = None,
+    check_finite: bool = False,
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, jax.Array]]:
     """A jitted pure training step ``step(state, x, y) -> (new_state, loss)``.
 
@@ -192,6 +259,12 @@ def make_train_step(
     numbers as one device (float64 <= 1e-12 over 100 steps); BatchNorm statistics are over the global
     batch (torch ``SyncBatchNorm``). A global batch not divisible by the "data" axis size raises.
 
+    ``check_finite=True`` (debug mode; torch equivalent: ``torch.autograd.set_detect_anomaly(True)``)
+    checks the loss, every gradient and every updated parameter after each step and raises
+    :class:`NonFiniteError` naming the step and the first non-finite value by its torch-style dotted
+    name (``"fc1.weight"``). It syncs with the device every step; the default path is a separate
+    function and does not change (measured: same step time within noise).
+
     Example::
 
         step = make_train_step(losses.MSELoss())
@@ -201,9 +274,30 @@ def make_train_step(
     """
     if not callable(criterion):
         raise TypeError(f"make_train_step: criterion must be callable(output, target), got {criterion!r}")
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"make_train_step: check_finite must be a bool, got check_finite={check_finite!r}")
+    if check_finite:
+        return _checked_step(criterion, donate=donate, mesh=mesh)
     if mesh is not None:
         return _device.data_parallel(_pure_train_step(criterion), mesh, donate=donate)
     return jax.jit(_pure_train_step(criterion), donate_argnums=(0,) if donate else ())
+
+
+def _checked_step(criterion: Callable, *, donate: bool, mesh: Any) -> Callable:
+    """make_train_step(check_finite=True): the reporting step plus a host-side check of its flags."""
+    if mesh is not None:
+        inner = _device.data_parallel(_pure_train_step(criterion, report=True), mesh, donate=donate)
+    else:
+        inner = jax.jit(_pure_train_step(criterion, report=True), donate_argnums=(0,) if donate else ())
+
+    def step(state: TrainState, x: Any, y: Any) -> tuple[TrainState, jax.Array]:
+        new_state, loss, flags = inner(state, x, y)
+        flags = np.asarray(flags)
+        if not flags.all():
+            raise _nonfinite_error(None if donate else state, new_state, flags, loss)
+        return new_state, loss
+
+    return step
 
 
 def make_eval_step(
@@ -517,6 +611,7 @@ def fit(
     checkpoint_keep: int | None = 3,
     resume_from: str | None = None,
     on_nonfinite: str = "raise",
+    check_finite: bool = False,
     verbose: bool = True,
     progress: bool | None = None,
     mesh: Any = None,
@@ -552,6 +647,14 @@ def fit(
       parameters are bitwise those of an uninterrupted run (same shuffles, same dropout keys).
     - ``on_nonfinite``: ``"raise"`` (default) raises :class:`NonFiniteLossError` naming the step, carrying
       the last finite state; ``"stop"`` returns early with that state; ``"ignore"`` keeps training.
+    - ``check_finite=True``: debug mode, one checked step at a time (never fused): raises
+      :class:`NonFiniteError` at the first step whose loss, gradient or updated parameter is NaN/inf,
+      naming the parameter (``"fc1.weight"``) and the step (see :func:`make_train_step`).
+    - Ctrl-C (``KeyboardInterrupt``) during training: with ``checkpoint_dir``, the state at the last
+      completed chunk boundary (epoch-aligned, what an exact resume needs) is saved first, then the
+      ``KeyboardInterrupt`` is re-raised (it is not swallowed); ``resume_from=checkpoint_dir`` continues.
+    - Crash safety: checkpoints are atomic (orbax) and verified by a manifest; ``resume_from`` uses the
+      newest checkpoint that verifies (a corrupt newest one is skipped with a warning).
     - ``mesh``: data-parallel over a ``jax.sharding.Mesh`` (``fnml.device.mesh()``), torch's DDP: every
       batch is split along the "data" axis, parameters stay replicated, gradients are averaged by the
       compiler's collectives; the losses equal the single-device run (BatchNorm: global-batch statistics,
@@ -577,6 +680,8 @@ def fit(
     check_positive_int("log_every", log_every, where="fit")
     check_choice("on_nonfinite", on_nonfinite, ("raise", "stop", "ignore"), where="fit")
     check_choice("fused", fused, ("auto", True, False), where="fit")
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"fit: check_finite must be a bool, got check_finite={check_finite!r}")
     X, Y = _as_array("X", X), _as_array("Y", Y)
     n = _data._length((X, Y), where="fit")
     if batch_size is None:
@@ -616,8 +721,9 @@ def fit(
     start_epoch, losses_so_far = 0, []
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "mean_loss": []}
     if resume_from is not None:
-        state = restore_checkpoint(resume_from, template=state)
-        meta = checkpoint_metadata(resume_from)
+        chosen = latest_valid_step(resume_from)  # corrupt newer steps are skipped with a warning
+        state = restore_checkpoint(resume_from, template=state, step=chosen)
+        meta = checkpoint_metadata(resume_from, step=chosen)
         start_epoch = int(meta.get("epoch", 0))
         losses_so_far = [float(v) for v in meta.get("losses", [])]
         history.update({k: list(v) for k, v in meta.get("history", {}).items()})
@@ -639,9 +745,9 @@ def fit(
         chunk_epochs = log_every if verbose else epochs
         if checkpoint_every is not None:
             chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
-    use_fused = mesh is None and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
+    use_fused = mesh is None and not check_finite and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
 
-    train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh)
+    train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh, check_finite=check_finite)
     fused_run = (
         _cached(_make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
                 donate=donate)
@@ -683,6 +789,7 @@ def fit(
     losses_all = list(losses_so_far)
     stop_reason = None
     epoch = start_epoch  # epochs completed so far
+    interrupted_at = None
     try:
         while epoch < epochs:
             # The chunk ends at the next multiple of chunk_epochs (aligned, so a resumed run compiles
@@ -690,7 +797,10 @@ def fit(
             end = min(epochs, (epoch // chunk_epochs + 1) * chunk_epochs)
             epoch_list = list(range(epoch, end))
             check = on_nonfinite != "ignore"
-            start_state = jax.tree.map(jnp.copy, state) if (check and donate) else state
+            keep_start = donate and (check or checkpoint_dir is not None)
+            start_state = jax.tree.map(jnp.copy, state) if keep_start else state
+            # What Ctrl-C saves: the chunk-boundary state and the records up to it.
+            interrupted_at = (start_state, epoch, len(losses_all), {k: len(v) for k, v in history.items()})
             if use_fused:
                 state, chunk = fused_run(state, X, Y, data_key, jnp.asarray(epoch_list, dtype=jnp.int32))
                 chunk_losses = np.asarray(chunk)  # (epochs in chunk, steps_per_epoch)
@@ -750,6 +860,16 @@ def fit(
                 if verbose:
                     bar.print(stop_reason)
                 break
+    except KeyboardInterrupt:
+        if checkpoint_dir is not None and interrupted_at is not None:
+            safe_state, safe_epoch, n_losses, lengths = interrupted_at
+            kept = {k: v[: lengths.get(k, 0)] for k, v in history.items()}
+            _save_fit_checkpoint(checkpoint_dir, safe_state, safe_epoch, key, losses_all[:n_losses], kept,
+                                 checkpoint_keep)
+            if verbose:
+                bar.print(f"fit: interrupted; saved the state after epoch {safe_epoch} "
+                          f"(step {int(safe_state.step)}) to {checkpoint_dir!r}")
+        raise
     finally:
         bar.close()
     if checkpoint_dir is not None and latest_step_or_none(checkpoint_dir) != int(state.step):
