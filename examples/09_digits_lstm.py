@@ -2,7 +2,7 @@
 
 The digits of 07 again, now as sequences: 8 time steps (the image rows, top to bottom) of 8 features
 (the pixels of a row), ``batch_first=True``. The classifier is ``LSTM(8, 64)`` followed by a Linear head
-on the last hidden state ``h_n[-1]``. fnml's LSTM (``fnml.recurrent.LSTM``) has torch's signature, gate
+on the last hidden state ``h_n[-1]``. fnml's LSTM (``fnml.layers.LSTM``) has torch's signature, gate
 order (i, f, g, o), both biases and return values ``(output, (h_n, c_n))``; torch's initial weights are
 copied in with ``interop.load_state_dict`` and both sides train on the same batches with Adam and a
 per-epoch cosine learning-rate schedule. No dropout: the whole training trajectory is compared step by
@@ -27,7 +27,6 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, TensorDataset
 
 from fnml import data, interop, layers, losses, optim, schedules, train
-from fnml.recurrent import LSTM  # (the lead re-exports it as fnml.layers.LSTM)
 from fnml.sidebyside import SideBySide, output_dir, quick_mode, run_captured
 
 tour = SideBySide("09 digits LSTM", "Real data: digits read row by row by an LSTM (8 steps x 8 features)")
@@ -107,7 +106,7 @@ class FnmlLSTMClassifier(layers.Module):
     """The same network in fnml: same signature, same return values."""
 
     def __init__(self, *, rngs):
-        self.lstm = LSTM(8, HIDDEN, batch_first=True, rngs=rngs)
+        self.lstm = layers.LSTM(8, HIDDEN, batch_first=True, rngs=rngs)
         self.head = layers.Linear(HIDDEN, 10, rngs=rngs)
 
     def __call__(self, x):

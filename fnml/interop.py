@@ -196,13 +196,10 @@ def _no_slots(module: Any) -> list[_Slot]:
 
 
 def _fnml_layer_class(name: str) -> type | None:
-    """fnml's layer class of a torch.nn name (fnml.layers, or fnml.recurrent for RNN/LSTM/GRU)."""
-    from fnml import recurrent
-
-    for namespace in (layers, recurrent):
-        cls = getattr(namespace, name, None)
-        if isinstance(cls, type) and issubclass(cls, nnx.Module):
-            return cls
+    """fnml's layer class of a torch.nn name (fnml.layers re-exports RNN/LSTM/GRU from fnml.recurrent)."""
+    cls = getattr(layers, name, None)
+    if isinstance(cls, type) and issubclass(cls, nnx.Module):
+        return cls
     return None
 
 

@@ -52,13 +52,16 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GRU",
     "Identity",
+    "LSTM",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
     "MaxPool2d",
     "Module",
+    "RNN",
     "ReLU",
     "Sequential",
     "Sigmoid",
@@ -154,9 +157,11 @@ def module_repr(module: nnx.Module) -> str:
         #   (fc): Linear(in_features=2, out_features=1, bias=True)
         # )
     """
-    extra = module.extra_repr() if isinstance(module, Module) else ""
+    # fnml layers (and the recurrent ones, which are not Module subclasses) define torch's extra_repr.
+    has_extra_repr = callable(getattr(module, "extra_repr", None))
+    extra = module.extra_repr() if has_extra_repr else ""
     children = _named_children(module)
-    if not isinstance(module, Module) and not children:
+    if not has_extra_repr and not children:
         extra = _plain_extra_repr(module)
     extra_lines = extra.split("\n") if extra else []
     child_lines = [f"({name}): {_add_indent(_child_repr(child), 2)}" for name, child in children]
@@ -1418,3 +1423,10 @@ class SimpleNN(Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.fc1(x))  # ReLU activation, as torch.relu in the tutorial
         return self.fc2(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Recurrent layers live in fnml/recurrent.py (their own module: the scan, the hand-written backward);
+# re-exported here so `layers.LSTM` reads like `nn.LSTM`.
+# --------------------------------------------------------------------------------------------------
+from fnml.recurrent import GRU, LSTM, RNN  # noqa: E402

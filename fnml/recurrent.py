@@ -328,6 +328,27 @@ class _RecurrentBase(nnx.Module):
     _gate_count: int = 1
     _has_cell_state: bool = False
 
+    def extra_repr(self) -> str:
+        """torch's ``RNNBase.extra_repr``: sizes, then the non-default settings (torch omits nonlinearity)."""
+        parts = [f"{self.input_size}, {self.hidden_size}"]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if self.bias is not True:
+            parts.append(f"bias={self.bias}")
+        if self.batch_first is not False:
+            parts.append(f"batch_first={self.batch_first}")
+        if self.dropout != 0:
+            parts.append(f"dropout={self.dropout}")
+        if self.bidirectional is not False:
+            parts.append(f"bidirectional={self.bidirectional}")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        # print(lstm) reads like torch's: "LSTM(8, 16, num_layers=2, batch_first=True)".
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    __str__ = __repr__
+
     def _build(
         self,
         input_size: int,

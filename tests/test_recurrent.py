@@ -396,3 +396,22 @@ def test_invalid_sizes_and_settings():
         RNN(IN, H, nonlinearity="gelu", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"LSTM: unroll must be a positive integer or a bool, got unroll=0"):
         LSTM(IN, H, unroll=0, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("LSTM", {}),
+        ("LSTM", {"num_layers": 2, "batch_first": True, "dropout": 0.1}),
+        ("GRU", {"bias": False, "bidirectional": True}),
+        ("RNN", {"nonlinearity": "relu", "num_layers": 3}),
+    ],
+    ids=["lstm-default", "lstm-2layer-bf-dropout", "gru-nobias-bidir", "rnn-relu-3layer"],
+)
+def test_print_matches_torch(kind, kwargs):
+    from fnml import layers
+
+    ours = getattr(layers, kind)(3, 5, rngs=nnx.Rngs(0), **kwargs)
+    theirs = getattr(torch.nn, kind)(3, 5, **kwargs)
+    assert str(ours) == str(theirs)
+    assert repr(ours) == repr(theirs)
