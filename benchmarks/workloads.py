@@ -182,9 +182,13 @@ def _fnml_runners(
         # (k_fused, B, ...) stacked batches: step i reads batch i % num_batches, as run_jit.
         order = np.arange(k_fused) % num_batches
         xs_k, ys_k = xs[order], ys[order]
-        pure = train.make_train_step(criterion)  # jitted; inlined when traced inside the scan
+        pure = train._pure_train_step(criterion)  # the un-jitted step fit's fused path scans (private)
 
         def scan_steps(state, xs_k, ys_k):
+            if num_batches == 1:
+                # Full batch (W1, the tutorial): every step sees the same (X, Y), as the torch loop does.
+                x, y = xs_k[0], ys_k[0]
+                return jax.lax.scan(lambda s, _: pure(s, x, y), state, None, length=k_fused)
             return jax.lax.scan(lambda s, b: pure(s, b[0], b[1]), state, (xs_k, ys_k))
 
         fused_fn = jax.jit(scan_steps, donate_argnums=(0,) if donate else ())
