@@ -723,8 +723,8 @@ def fit(
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "mean_loss": []}
     if resume_from is not None:
         if not os.path.isdir(os.fspath(resume_from)):
-            raise FileNotFoundError(f"fit: resume_from={os.fspath(resume_from)!r} is not a directory (expected a "
-                                    f"checkpoint_dir written by fit or save_checkpoint)")
+            raise FileNotFoundError(f"fit: resume_from={os.fspath(resume_from)!r} does not exist (expected a "
+                                    f"checkpoint directory written by fit or save_checkpoint)")
         chosen = latest_valid_step(resume_from)  # corrupt newer steps are skipped with a warning
         state = restore_checkpoint(resume_from, template=state, step=chosen)
         meta = checkpoint_metadata(resume_from, step=chosen)

@@ -213,7 +213,7 @@ ROWS = [
      "eager"),
     ("train.fit", "tx='adam' (a string)", TypeError, r"tx must be an optax.GradientTransformation .*got str",
      lambda: _fit(tx="adam"), "eager"),
-    ("train.fit", "resume_from a missing directory", FileNotFoundError, r"fit: resume_from='/nonexistent/ck' is not a directory",
+    ("train.fit", "resume_from a missing directory", FileNotFoundError, r"fit: resume_from='/nonexistent/ck' does not exist",
      lambda: _fit(resume_from="/nonexistent/ck"), "eager"),
     ("train.fit", "resume_from a directory without checkpoints", ValueError, r"is not a checkpoint directory",
      lambda: _fit(resume_from=_not_a_checkpoint()), "eager"),
