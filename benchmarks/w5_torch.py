@@ -30,4 +30,4 @@ for epoch in range(100):
     loss.backward()
     optimizer.step()
     if (epoch + 1) % 10 == 0:
-        print(f"Epoch [{epoch+1}/100], Loss: {loss.item():.4f}")
+        print(f"Epoch [{epoch + 1}/100], Loss: {loss.item():.4f}")

@@ -60,28 +60,41 @@ def fnml_mlp() -> nnx.Module:
     """W2's MLP, fnml layers."""
     rngs = nnx.Rngs(0)
     return layers.Sequential(
-        layers.Linear(784, 512, rngs=rngs), layers.ReLU(), layers.Linear(512, 512, rngs=rngs), layers.ReLU(),
+        layers.Linear(784, 512, rngs=rngs),
+        layers.ReLU(),
+        layers.Linear(512, 512, rngs=rngs),
+        layers.ReLU(),
         layers.Linear(512, 10, rngs=rngs),
-    )  # fmt: skip
+    )
 
 
 def torch_cnn() -> nn.Module:
     """W3's CNN on NCHW (N, 1, 28, 28): 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5; 64*5*5 = 1600."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 5 * 5, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 5 * 5, 10),
+    )
 
 
 def fnml_cnn() -> nnx.Module:
     """W3's CNN, fnml layers on NHWC (N, 28, 28, 1); interop maps the flatten order to torch's."""
     rngs = nnx.Rngs(0)
     return layers.Sequential(
-        layers.Conv2d(1, 32, 3, rngs=rngs), layers.ReLU(), layers.MaxPool2d(2),
-        layers.Conv2d(32, 64, 3, rngs=rngs), layers.ReLU(), layers.MaxPool2d(2),
-        layers.Flatten(), layers.Linear(64 * 5 * 5, 10, rngs=rngs),
-    )  # fmt: skip
+        layers.Conv2d(1, 32, 3, rngs=rngs),
+        layers.ReLU(),
+        layers.MaxPool2d(2),
+        layers.Conv2d(32, 64, 3, rngs=rngs),
+        layers.ReLU(),
+        layers.MaxPool2d(2),
+        layers.Flatten(),
+        layers.Linear(64 * 5 * 5, 10, rngs=rngs),
+    )
 
 
 class TorchLSTMHead(nn.Module):
@@ -126,7 +139,9 @@ class Workload:
     flops_per_step: float | None = None  # forward + backward matmul FLOPs, for throughput
 
 
-def _torch_loop(model: nn.Module, criterion, optimizer, batches: Callable[[int], tuple]) -> Callable[[int], None]:
+def _torch_loop(
+    model: nn.Module, criterion, optimizer, batches: Callable[[int], tuple]
+) -> Callable[[int], None]:
     """The tutorial loop, k steps; batch i comes from ``batches(i)``."""
 
     def run(k: int) -> None:
@@ -266,11 +281,23 @@ def build_w1(*, with_compile: bool = True) -> Workload:
     model = layers.SimpleNN(rngs=nnx.Rngs(0))
     interop.load_state_dict(model, initial)
     fnml = _fnml_runners(
-        model, optim.adam(lr=1e-3), losses.MSELoss(), jnp.asarray(x.numpy())[None], jnp.asarray(y.numpy())[None],
-        fused=True, donate=False, k_fused=100,
-    )  # fmt: skip
-    return _finish("W1", "SimpleNN 2-2-1, MSE, Adam, X (10, 2) full batch", 100, torch_builder, fnml,
-                   with_compile=with_compile)  # fmt: skip
+        model,
+        optim.adam(lr=1e-3),
+        losses.MSELoss(),
+        jnp.asarray(x.numpy())[None],
+        jnp.asarray(y.numpy())[None],
+        fused=True,
+        donate=False,
+        k_fused=100,
+    )
+    return _finish(
+        "W1",
+        "SimpleNN 2-2-1, MSE, Adam, X (10, 2) full batch",
+        100,
+        torch_builder,
+        fnml,
+        with_compile=with_compile,
+    )
 
 
 def build_w2(*, with_compile: bool = True, donate: bool = True) -> Workload:
@@ -290,13 +317,26 @@ def build_w2(*, with_compile: bool = True, donate: bool = True) -> Workload:
     model = fnml_mlp()
     interop.load_state_dict(model, initial)
     fnml = _fnml_runners(
-        model, optim.adam(lr=1e-3), losses.CrossEntropyLoss(), jnp.asarray(xs.numpy()),
-        jnp.asarray(ys.numpy().astype(np.int32)), fused=True, donate=donate, k_fused=k,
-    )  # fmt: skip
+        model,
+        optim.adam(lr=1e-3),
+        losses.CrossEntropyLoss(),
+        jnp.asarray(xs.numpy()),
+        jnp.asarray(ys.numpy().astype(np.int32)),
+        fused=True,
+        donate=donate,
+        k_fused=k,
+    )
     # forward 2*B*(784*512 + 512*512 + 512*10); backward twice that (input grads + weight grads)
     flops = 3 * 2 * 128 * (784 * 512 + 512 * 512 + 512 * 10)
-    return _finish("W2", "MLP 784-512-512-10, CE, Adam, batch 128", k, torch_builder, fnml,
-                   with_compile=with_compile, flops=flops)  # fmt: skip
+    return _finish(
+        "W2",
+        "MLP 784-512-512-10, CE, Adam, batch 128",
+        k,
+        torch_builder,
+        fnml,
+        with_compile=with_compile,
+        flops=flops,
+    )
 
 
 def build_w3(*, with_compile: bool = True, fused: bool = True) -> Workload:
@@ -318,11 +358,23 @@ def build_w3(*, with_compile: bool = True, fused: bool = True) -> Workload:
     interop.load_state_dict(model, initial, flatten_nhwc={"7": (64, 5, 5)})
     xs_nhwc = jnp.asarray(xs.numpy().transpose(0, 1, 3, 4, 2))  # (B, N, C, H, W) -> (B, N, H, W, C)
     fnml = _fnml_runners(
-        model, optim.sgd(lr=0.01, momentum=0.9), losses.CrossEntropyLoss(), xs_nhwc,
-        jnp.asarray(ys.numpy().astype(np.int32)), fused=fused, donate=True, k_fused=k,
-    )  # fmt: skip
-    return _finish("W3", "CNN conv32-pool-conv64-pool-linear, CE, SGD m=0.9, batch 64", k, torch_builder, fnml,
-                   with_compile=with_compile)  # fmt: skip
+        model,
+        optim.sgd(lr=0.01, momentum=0.9),
+        losses.CrossEntropyLoss(),
+        xs_nhwc,
+        jnp.asarray(ys.numpy().astype(np.int32)),
+        fused=fused,
+        donate=True,
+        k_fused=k,
+    )
+    return _finish(
+        "W3",
+        "CNN conv32-pool-conv64-pool-linear, CE, SGD m=0.9, batch 64",
+        k,
+        torch_builder,
+        fnml,
+        with_compile=with_compile,
+    )
 
 
 def build_w4(*, with_compile: bool = True, fused: bool = True, donate: bool = False) -> Workload:
@@ -342,11 +394,23 @@ def build_w4(*, with_compile: bool = True, fused: bool = True, donate: bool = Fa
     model = FnmlLSTMHead(rngs=nnx.Rngs(0))
     interop.load_state_dict(model, initial)
     fnml = _fnml_runners(
-        model, optim.adam(lr=1e-3), losses.CrossEntropyLoss(), jnp.asarray(xs.numpy()),
-        jnp.asarray(ys.numpy().astype(np.int32)), fused=fused, donate=donate, k_fused=k,
-    )  # fmt: skip
-    return _finish("W4", "LSTM(32, 128) T=50 + Linear head, CE, Adam, batch 32", k, torch_builder, fnml,
-                   with_compile=with_compile)  # fmt: skip
+        model,
+        optim.adam(lr=1e-3),
+        losses.CrossEntropyLoss(),
+        jnp.asarray(xs.numpy()),
+        jnp.asarray(ys.numpy().astype(np.int32)),
+        fused=fused,
+        donate=donate,
+        k_fused=k,
+    )
+    return _finish(
+        "W4",
+        "LSTM(32, 128) T=50 + Linear head, CE, Adam, batch 32",
+        k,
+        torch_builder,
+        fnml,
+        with_compile=with_compile,
+    )
 
 
 BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3, "W4": build_w4}
