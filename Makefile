@@ -38,6 +38,10 @@ demo: $(STAMP_DEMO)
 test: $(STAMP_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## bench: fnml vs PyTorch benchmarks (W1-W5, import overhead); writes benchmarks/results/.
+bench: $(STAMP_BENCH)
+	$(PY) benchmarks/run.py
+
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
