@@ -185,7 +185,8 @@ def verify_checkpoint(directory: Any, *, step: int) -> bool:
         with open(manifest_path) as handle:
             expected = json.load(handle)["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CorruptCheckpointError(f"checkpoint {step_dir!r}: unreadable manifest {MANIFEST} ({error})") from None
+        message = f"checkpoint {step_dir!r}: unreadable manifest {MANIFEST} ({error})"
+        raise CorruptCheckpointError(message) from None
     actual = _file_digests(step_dir)
     for rel, (size, digest) in sorted(expected.items()):
         if rel not in actual:
@@ -196,10 +197,14 @@ def verify_checkpoint(directory: Any, *, step: int) -> bool:
                 f"(truncated or altered)"
             )
         if actual[rel][1] != digest:
-            raise CorruptCheckpointError(f"checkpoint {step_dir!r}: file {rel!r} was altered (sha256 mismatch)")
+            raise CorruptCheckpointError(
+                f"checkpoint {step_dir!r}: file {rel!r} was altered (sha256 mismatch)"
+            )
     extra = sorted(set(actual) - set(expected))
     if extra:
-        raise CorruptCheckpointError(f"checkpoint {step_dir!r}: unexpected files {extra[:5]} not in the manifest")
+        raise CorruptCheckpointError(
+            f"checkpoint {step_dir!r}: unexpected files {extra[:5]} not in the manifest"
+        )
     return True
 
 
@@ -212,7 +217,9 @@ def latest_valid_step(directory: Any) -> int:
     path = _check_directory(directory, where="latest_valid_step")
     steps = all_steps(path)
     if not steps:
-        raise ValueError(f"latest_valid_step: {path!r} is not a checkpoint directory (no completed checkpoint steps)")
+        raise ValueError(
+            f"latest_valid_step: {path!r} is not a checkpoint directory (no completed checkpoint steps)"
+        )
     problems = []
     for candidate in reversed(steps):
         try:
@@ -288,6 +295,17 @@ def _resolve_step(path: str, step: int | None, *, where: str) -> int:
     return int(step)
 
 
+def _read(read: Any, path: str, step: int) -> Any:
+    """Run an orbax read; its low-level failures (undecodable / truncated files) name the step."""
+    try:
+        return read()
+    except (ValueError, OSError, KeyError, TypeError, UnicodeError) as error:
+        raise CorruptCheckpointError(
+            f"checkpoint {os.path.join(path, str(step))!r} cannot be read ({type(error).__name__}: "
+            f"{str(error)[:200]}); it has no manifest to say which file is damaged"
+        ) from error
+
+
 def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None) -> Any:
     """Restore the state saved at ``step`` (default: the latest) into the structure of ``template``.
 
@@ -311,7 +329,7 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
     names, leaves, treedef = _flat(template)
     storable = {n: _to_storable(leaf) for n, leaf in zip(names, leaves) if np.size(leaf) > 0 or _is_key(leaf)}
     with _manager(path) as manager:
-        saved = manager.item_metadata(chosen)["state"]
+        saved = _read(lambda: manager.item_metadata(chosen)["state"], path, chosen)
         try:
             saved_names, _, _ = _flat(saved)
         except Exception:  # pragma: no cover - metadata format of a foreign checkpoint
@@ -324,7 +342,10 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
                 f"missing in checkpoint: {missing}, not in template: {extra}"
             )
         target = _nest(list(storable), list(storable.values()))
-        restored = manager.restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        restored = _read(
+            lambda: manager.restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))),
+            path, chosen,
+        )
     values = restored["state"]
     out = []
     for name, leaf in zip(names, leaves):
@@ -350,5 +371,7 @@ def checkpoint_metadata(directory: Any, *, step: int | None = None) -> dict[str,
     chosen = _resolve_step(path, step, where="checkpoint_metadata")
     ocp = _ocp()
     with _manager(path) as manager:
-        restored = manager.restore(chosen, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+        restored = _read(
+            lambda: manager.restore(chosen, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())), path, chosen
+        )
     return dict(restored["metadata"] or {})

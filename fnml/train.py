@@ -749,7 +749,8 @@ def fit(
         chunk_epochs = log_every if verbose else epochs
         if checkpoint_every is not None:
             chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
-    use_fused = mesh is None and not check_finite and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
+    use_fused = (mesh is None and not check_finite
+                 and _choose_fused(fused, model, chunk_epochs * steps_per_epoch))
 
     train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh, check_finite=check_finite)
     fused_run = (
