@@ -46,7 +46,8 @@ TRAINER = textwrap.dedent(
 
     def build():
         return layers.Sequential(layers.Linear(4, 16, rngs=nnx.Rngs(0)), layers.ReLU(),
-                                 layers.Dropout(0.2, rngs=nnx.Rngs(dropout=1)), layers.Linear(16, 1, rngs=nnx.Rngs(2)))
+                                 layers.Dropout(0.2, rngs=nnx.Rngs(dropout=1)),
+                                 layers.Linear(16, 1, rngs=nnx.Rngs(2)))
 
     TX, LOSS = optim.adam(lr=1e-2), losses.MSELoss()
     rng = np.random.default_rng(0)
@@ -60,7 +61,8 @@ TRAINER = textwrap.dedent(
         try:
             result = train.fit(build(), TX, LOSS, X, Y, epochs=epochs, batch_size=16, shuffle=True,
                                key=jax.random.key(3), checkpoint_dir=ckpt if ckpt != "-" else None,
-                               checkpoint_every=1 if ckpt != "-" else None, checkpoint_keep=2, resume_from=resume, verbose=False)
+                               checkpoint_every=1 if ckpt != "-" else None, checkpoint_keep=2,
+                               resume_from=resume, verbose=False)
         except KeyboardInterrupt:
             print("KeyboardInterrupt re-raised by fit", flush=True)
             sys.exit(3)
@@ -81,8 +83,14 @@ def trainer(tmp_path_factory):
 def _spawn(trainer, ckpt, out, epochs=EPOCHS):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env.pop("JAX_ENABLE_X64", None)  # the trainer runs with jax defaults (float32)
-    return subprocess.Popen([sys.executable, trainer, str(ckpt), str(out), str(epochs)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, trainer, str(ckpt), str(out), str(epochs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _wait_for(process, word, timeout):
@@ -164,7 +172,9 @@ def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer
             assert int(restored.step) == good
             meta = checkpoint.checkpoint_metadata(ckpt, step=good)
             assert len(meta["losses"]) == good
-        outcomes.append(f"kill {kill}: steps {steps}" + (f", partial write left {leftovers}" if leftovers else ""))
+        outcomes.append(
+            f"kill {kill}: steps {steps}" + (f", partial write left {leftovers}" if leftovers else "")
+        )
     # finally let it run to the end (resuming from whatever the kills left)
     process = _spawn(trainer, ckpt, out)
     log = _finish(process, timeout=120)
@@ -182,10 +192,22 @@ def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer
 def _fit_in_process(ckpt, epochs, resume=False):
     namespace = {"__name__": "trainer_module"}
     exec(compile(TRAINER, "trainer.py", "exec"), namespace)
-    return train.fit(namespace["build"](), namespace["TX"], namespace["LOSS"], namespace["X"], namespace["Y"],
-                     epochs=epochs, batch_size=16, shuffle=True, key=jax.random.key(3), checkpoint_dir=str(ckpt),
-                     checkpoint_every=1, checkpoint_keep=3, resume_from=str(ckpt) if resume else None,
-                     verbose=False)
+    return train.fit(
+        namespace["build"](),
+        namespace["TX"],
+        namespace["LOSS"],
+        namespace["X"],
+        namespace["Y"],
+        epochs=epochs,
+        batch_size=16,
+        shuffle=True,
+        key=jax.random.key(3),
+        checkpoint_dir=str(ckpt),
+        checkpoint_every=1,
+        checkpoint_keep=3,
+        resume_from=str(ckpt) if resume else None,
+        verbose=False,
+    )
 
 
 def _largest_file(step_dir):
@@ -212,8 +234,12 @@ def test_a_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
         os.remove(victim)
     else:
         (newest / checkpoint.MANIFEST).write_text("{not json")
-    expected = {"truncate": "truncated or altered", "flip-byte": "altered", "delete": "is missing",
-                "manifest": "unreadable manifest"}[damage]
+    expected = {
+        "truncate": "truncated or altered",
+        "flip-byte": "altered",
+        "delete": "is missing",
+        "manifest": "unreadable manifest",
+    }[damage]
     with pytest.raises(checkpoint.CorruptCheckpointError, match=expected):
         checkpoint.verify_checkpoint(tmp_path / "ck", step=int(newest.name))
     with pytest.warns(checkpoint.CorruptCheckpointWarning, match=expected):
@@ -234,8 +260,10 @@ def test_every_step_corrupt_raises_naming_the_directory(tmp_path):
     victim = _largest_file(tmp_path / "1")
     with open(victim, "r+b") as handle:
         handle.truncate(1)
-    with pytest.warns(checkpoint.CorruptCheckpointWarning), \
-            pytest.raises(checkpoint.CorruptCheckpointError, match="every checkpoint step in .* is corrupt"):
+    with (
+        pytest.warns(checkpoint.CorruptCheckpointWarning),
+        pytest.raises(checkpoint.CorruptCheckpointError, match="every checkpoint step in .* is corrupt"),
+    ):
         checkpoint.restore_checkpoint(tmp_path, template=state)
 
 
@@ -283,8 +311,18 @@ def test_keyboard_interrupt_in_process_saves_the_chunk_boundary(tmp_path):
     namespace = {"__name__": "trainer_module"}
     exec(compile(TRAINER, "trainer.py", "exec"), namespace)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(namespace["build"](), namespace["TX"], namespace["LOSS"], namespace["X"], namespace["Y"],
-                  epochs=5, batch_size=16, checkpoint_dir=str(tmp_path), callbacks=[CtrlC()], verbose=False)
+        train.fit(
+            namespace["build"](),
+            namespace["TX"],
+            namespace["LOSS"],
+            namespace["X"],
+            namespace["Y"],
+            epochs=5,
+            batch_size=16,
+            checkpoint_dir=str(tmp_path),
+            callbacks=[CtrlC()],
+            verbose=False,
+        )
     assert checkpoint.all_steps(tmp_path) == [8]
     assert checkpoint.checkpoint_metadata(tmp_path)["epoch"] == 2
 
@@ -313,12 +351,13 @@ def test_weight_files_never_unpickle(tmp_path, suffix):
     marker = tmp_path / "pwned"
     path = tmp_path / f"evil{suffix}"
     path.write_bytes(_pickle_bytes(marker))
-    with pytest.raises(Exception) as info:
+    expected = "could not read safetensors file" if suffix == ".safetensors" else "refusing to load"
+    with pytest.raises((ValueError, interop.StateDictError), match=expected) as info:
         interop.load_state_dict(layers.Linear(1, 1, rngs=nnx.Rngs(0)), str(path))
     assert not marker.exists(), f"{suffix}: a pickle was executed"
-    assert str(path) in str(info.value) or "safetensors" in str(info.value).lower() or "refusing" in str(info.value)
+    assert str(path) in str(info.value)
     if suffix == ".safetensors":
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="the file is truncated or corrupted"):
             interop.load_safetensors(path)
         assert not marker.exists()
 
@@ -337,9 +376,11 @@ def test_checkpoint_restore_never_unpickles(tmp_path, with_manifest):
                     handle.write(_pickle_bytes(marker))
     if not with_manifest:
         os.remove(step_dir / checkpoint.MANIFEST)
-    for read in (lambda: checkpoint.restore_checkpoint(tmp_path / "ck", template=state, step=1),
-                 lambda: checkpoint.checkpoint_metadata(tmp_path / "ck", step=1)):
-        with pytest.raises(Exception):
+    for read in (
+        lambda: checkpoint.restore_checkpoint(tmp_path / "ck", template=state, step=1),
+        lambda: checkpoint.checkpoint_metadata(tmp_path / "ck", step=1),
+    ):
+        with pytest.raises(checkpoint.CorruptCheckpointError, match="altered|cannot be read"):
             read()
         assert not marker.exists(), "a pickle inside a checkpoint was executed"
 
@@ -365,22 +406,34 @@ def test_check_finite_names_the_first_nonfinite_gradient_and_the_step():
     good_y = model(x) + 1.0
     state, _ = step(state, x, good_y)  # finite
     target = train.TrainState.model(state)(x)  # output == target exactly: sqrt'(0) = inf
-    with pytest.raises(train.NonFiniteError, match=r"step 2: the gradient of 'fc2\.bias' is non-finite") as info:
+    with pytest.raises(
+        train.NonFiniteError, match=r"step 2: the gradient of 'fc2\.bias' is non-finite"
+    ) as info:
         step(state, x, target)
     assert info.value.step == 2 and info.value.kind == "gradient" and info.value.name == "fc2.bias"
     assert int(info.value.state.step) == 1  # the state before the bad step
-    # the default step does not check: it returns non-finite parameters silently, like torch without anomaly mode
+    # the default step does not check: non-finite parameters come back silently (torch without anomaly mode)
     plain = train.make_train_step(SQRT_LOSS)
     new_state, loss = plain(state, x, target)
-    assert np.isfinite(float(loss)) and not np.isfinite(np.asarray(new_state.params["fc2"]["bias"][...])).all()
+    assert (
+        np.isfinite(float(loss)) and not np.isfinite(np.asarray(new_state.params["fc2"]["bias"][...])).all()
+    )
 
 
 def test_check_finite_names_a_parameter_that_overflows_and_fit_passes_it_through():
     X = np.full((4, 2), 1e19, np.float32)
     Y = np.zeros((4, 1), np.float32)
     with pytest.raises(train.NonFiniteError, match=r"step 1: .*'fc\d\.(weight|bias)'") as info:
-        train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=1e30), losses.MSELoss(), X, Y, epochs=3,
-                  check_finite=True, verbose=False)
+        train.fit(
+            layers.SimpleNN(rngs=nnx.Rngs(0)),
+            optim.sgd(lr=1e30),
+            losses.MSELoss(),
+            X,
+            Y,
+            epochs=3,
+            check_finite=True,
+            verbose=False,
+        )
     assert info.value.step == 1 and info.value.kind in ("gradient", "parameter", "loss")
     with pytest.raises(TypeError, match="check_finite must be a bool, got check_finite='yes'"):
         train.make_train_step(losses.MSELoss(), check_finite="yes")

@@ -119,8 +119,18 @@ def _torch_tree(tree):
     return torch.tensor(tree)
 
 
-def check_layer(torch_layer, fnml_layer, x: np.ndarray, dtype: str, *, layout="plain", seed=0, scale=1.0,
-                diff_x=True, args=()):
+def check_layer(
+    torch_layer,
+    fnml_layer,
+    x: np.ndarray,
+    dtype: str,
+    *,
+    layout="plain",
+    seed=0,
+    scale=1.0,
+    diff_x=True,
+    args=(),
+):
     """Forward + vjp parity of one layer against torch (both in the same mode), incl. running stats.
 
     ``args``: extra positional arguments (numpy trees, e.g. a recurrent initial state) for both sides.
@@ -139,11 +149,14 @@ def check_layer(torch_layer, fnml_layer, x: np.ndarray, dtype: str, *, layout="p
     graphdef, params, rest = nnx.split(fnml_layer, nnx.Param, ...)
     jargs = jax.tree.map(jnp.asarray, tuple(args))
     out_shape = jax.eval_shape(
-        lambda p, xx: nnx.merge(graphdef, p, rest, copy=True)(_to_fnml(xx, layout), *jargs), params, jnp.asarray(x)
+        lambda p, xx: nnx.merge(graphdef, p, rest, copy=True)(_to_fnml(xx, layout), *jargs),
+        params,
+        jnp.asarray(x),
     )
     cot_tree = jax.tree.unflatten(jax.tree.structure(out_shape), [jnp.asarray(c) for c in cots])
-    out, new_rest, grad_params, grad_x = _apply(graphdef, params, rest, jnp.asarray(x), jargs, cot_tree, layout,
-                                                diff_x)
+    out, new_rest, grad_params, grad_x = _apply(
+        graphdef, params, rest, jnp.asarray(x), jargs, cot_tree, layout, diff_x
+    )
     for i, (a, e) in enumerate(zip(jax.tree.leaves(out), leaves_t, strict=True)):
         _close(a, e.detach().numpy(), dtype, f"output[{i}]", scale)
     if diff_x:
@@ -174,15 +187,24 @@ def _randomize(torch_layer, seed: int, positive=("running_var",)) -> None:
 
 
 @examples(20)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, in_features=st.sampled_from([1, 3, 8]),
-       out_features=st.sampled_from([1, 4]), bias=st.booleans(),
-       batch=st.sampled_from([(), (1,), (5,), (2, 3)]))
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    in_features=st.sampled_from([1, 3, 8]),
+    out_features=st.sampled_from([1, 4]),
+    bias=st.booleans(),
+    batch=st.sampled_from([(), (1,), (5,), (2, 3)]),
+)
 def test_linear(dtype, regime, seed, in_features, out_features, bias, batch):
     torch_layer = torch.nn.Linear(in_features, out_features, bias=bias)
-    fnml_layer = layers.Linear(in_features, out_features, bias=bias, param_dtype=JAX_DTYPES[dtype],
-                               rngs=nnx.Rngs(0))
+    fnml_layer = layers.Linear(
+        in_features, out_features, bias=bias, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0)
+    )
     x = values((*batch, in_features), dtype, regime, seed)
-    check_layer(torch_layer, fnml_layer, x, dtype, seed=seed, scale=float(np.abs(x).max(initial=1)) * in_features)
+    check_layer(
+        torch_layer, fnml_layer, x, dtype, seed=seed, scale=float(np.abs(x).max(initial=1)) * in_features
+    )
 
 
 @st.composite
@@ -197,41 +219,86 @@ def conv_configs(draw):
     paddings = [0, 1, (1, 0)] + (["same", "valid"] if stride == 1 else ["valid"])
     padding = draw(st.sampled_from(paddings))
     bias = draw(st.booleans())
-    return dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
-                padding=padding, dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode)
+    return dict(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+        padding_mode=padding_mode,
+    )
 
 
 @examples(20)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, config=conv_configs(), n=st.sampled_from([None, 1, 2]),
-       hw=st.sampled_from([(5, 5), (6, 7)]))
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    config=conv_configs(),
+    n=st.sampled_from([None, 1, 2]),
+    hw=st.sampled_from([(5, 5), (6, 7)]),
+)
 def test_conv2d(dtype, regime, seed, config, n, hw):
     torch_layer = torch.nn.Conv2d(**config)
     fnml_layer = layers.Conv2d(**config, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
     shape = (config["in_channels"], *hw) if n is None else (n, config["in_channels"], *hw)
     x = values(shape, dtype, regime, seed)
-    check_layer(torch_layer, fnml_layer, x, dtype, layout="image", seed=seed,
-                scale=float(np.abs(x).max(initial=1)) * 9)
+    check_layer(
+        torch_layer,
+        fnml_layer,
+        x,
+        dtype,
+        layout="image",
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)) * 9,
+    )
 
 
 @examples(30)
-@given(dtype=DTYPE, regime=st.sampled_from(["normal", "large", "tiny", "ties"]), seed=SEED,
-       two_d=st.booleans(), channels=st.sampled_from([1, 3]), shape=st.sampled_from([(2,), (4,), (1, 3), (2, 5)]),
-       momentum=st.sampled_from([0.1, None, 0.5]), affine=st.booleans(), track=st.booleans(),
-       training=st.booleans(), eps=st.sampled_from([1e-5, 1e-3]))
+@given(
+    dtype=DTYPE,
+    regime=st.sampled_from(["normal", "large", "tiny", "ties"]),
+    seed=SEED,
+    two_d=st.booleans(),
+    channels=st.sampled_from([1, 3]),
+    shape=st.sampled_from([(2,), (4,), (1, 3), (2, 5)]),
+    momentum=st.sampled_from([0.1, None, 0.5]),
+    affine=st.booleans(),
+    track=st.booleans(),
+    training=st.booleans(),
+    eps=st.sampled_from([1e-5, 1e-3]),
+)
 def test_batchnorm(dtype, regime, seed, two_d, channels, shape, momentum, affine, track, training, eps):
     """BatchNorm1d on (N, C) / (N, C, L), BatchNorm2d on (N, C, H, W); train and eval mode."""
     if two_d:
-        torch_layer = torch.nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
-                                           track_running_stats=track)
-        fnml_layer = layers.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine,
-                                        track_running_stats=track, param_dtype=JAX_DTYPES[dtype])
+        torch_layer = torch.nn.BatchNorm2d(
+            channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=track
+        )
+        fnml_layer = layers.BatchNorm2d(
+            channels,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track,
+            param_dtype=JAX_DTYPES[dtype],
+        )
         n, rest = shape[0], (3, 2)
         layout = "image"
     else:
-        torch_layer = torch.nn.BatchNorm1d(channels, eps=eps, momentum=momentum, affine=affine,
-                                           track_running_stats=track)
-        fnml_layer = layers.BatchNorm1d(channels, eps=eps, momentum=momentum, affine=affine,
-                                        track_running_stats=track, param_dtype=JAX_DTYPES[dtype])
+        torch_layer = torch.nn.BatchNorm1d(
+            channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=track
+        )
+        fnml_layer = layers.BatchNorm1d(
+            channels,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track,
+            param_dtype=JAX_DTYPES[dtype],
+        )
         n, rest = shape[0], shape[1:]
         layout = "seq1d"
     if training and n * int(np.prod(rest)) == 1:
@@ -248,15 +315,23 @@ def test_batchnorm(dtype, regime, seed, two_d, channels, shape, momentum, affine
 
 
 @examples(25)
-@given(dtype=DTYPE, regime=st.sampled_from(["normal", "large", "tiny", "ties"]), seed=SEED,
-       shape=st.sampled_from([(1, 4), (3, 4), (2, 3, 4), (5,)]), last_two=st.booleans(),
-       elementwise_affine=st.booleans(), bias=st.booleans(), eps=st.sampled_from([1e-5, 1e-2]),
-       offset=st.sampled_from([0.0, 300.0]))
+@given(
+    dtype=DTYPE,
+    regime=st.sampled_from(["normal", "large", "tiny", "ties"]),
+    seed=SEED,
+    shape=st.sampled_from([(1, 4), (3, 4), (2, 3, 4), (5,)]),
+    last_two=st.booleans(),
+    elementwise_affine=st.booleans(),
+    bias=st.booleans(),
+    eps=st.sampled_from([1e-5, 1e-2]),
+    offset=st.sampled_from([0.0, 300.0]),
+)
 def test_layernorm(dtype, regime, seed, shape, last_two, elementwise_affine, bias, eps, offset):
     normalized = shape[-2:] if last_two and len(shape) >= 2 else shape[-1:]
     torch_layer = torch.nn.LayerNorm(normalized, eps=eps, elementwise_affine=elementwise_affine, bias=bias)
-    fnml_layer = layers.LayerNorm(normalized, eps=eps, elementwise_affine=elementwise_affine, bias=bias,
-                                  param_dtype=JAX_DTYPES[dtype])
+    fnml_layer = layers.LayerNorm(
+        normalized, eps=eps, elementwise_affine=elementwise_affine, bias=bias, param_dtype=JAX_DTYPES[dtype]
+    )
     _randomize(torch_layer, seed)
     x = values(shape, dtype, regime, seed) + np.asarray(offset, dtype)  # large mean: fast variance loses it
     scale = float(np.abs(x).max(initial=1)) / np.sqrt(eps)
@@ -264,12 +339,19 @@ def test_layernorm(dtype, regime, seed, shape, last_two, elementwise_affine, bia
 
 
 @examples(20)
-@given(dtype=DTYPE, seed=SEED, num=st.sampled_from([3, 7]), dim=st.sampled_from([2, 4]),
-       padding_idx=st.sampled_from([None, 0, -1, 2]), shape=st.sampled_from([(1,), (4,), (2, 3)]))
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    num=st.sampled_from([3, 7]),
+    dim=st.sampled_from([2, 4]),
+    padding_idx=st.sampled_from([None, 0, -1, 2]),
+    shape=st.sampled_from([(1,), (4,), (2, 3)]),
+)
 def test_embedding(dtype, seed, num, dim, padding_idx, shape):
     torch_layer = torch.nn.Embedding(num, dim, padding_idx=padding_idx)
-    fnml_layer = layers.Embedding(num, dim, padding_idx=padding_idx, param_dtype=JAX_DTYPES[dtype],
-                                  rngs=nnx.Rngs(0))
+    fnml_layer = layers.Embedding(
+        num, dim, padding_idx=padding_idx, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0)
+    )
     idx = np.random.default_rng(seed).integers(0, num, size=shape)
     if padding_idx is not None:
         idx.flat[0] = padding_idx % num  # the padding row always appears: its gradient must stay 0
@@ -293,31 +375,70 @@ def pool_configs(draw, kind):
 
 
 @examples(40)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, config=pool_configs("max"), n=st.sampled_from([None, 1, 2]),
-       hw=st.sampled_from([(5, 5), (6, 7)]))
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    config=pool_configs("max"),
+    n=st.sampled_from([None, 1, 2]),
+    hw=st.sampled_from([(5, 5), (6, 7)]),
+)
 def test_maxpool2d(dtype, regime, seed, config, n, hw):
     """Includes ties in windows (regime 'ties'): the gradient goes to ONE element (torch: the first max)."""
     x = values((2, *hw) if n is None else (n, 2, *hw), dtype, regime, seed)
-    check_layer(torch.nn.MaxPool2d(**config), layers.MaxPool2d(**config), x, dtype, layout="image", seed=seed,
-                scale=float(np.abs(x).max(initial=1)))
+    check_layer(
+        torch.nn.MaxPool2d(**config),
+        layers.MaxPool2d(**config),
+        x,
+        dtype,
+        layout="image",
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)),
+    )
 
 
 @examples(30)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, config=pool_configs("avg"), n=st.sampled_from([None, 1, 2]),
-       hw=st.sampled_from([(5, 5), (6, 7)]))
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    config=pool_configs("avg"),
+    n=st.sampled_from([None, 1, 2]),
+    hw=st.sampled_from([(5, 5), (6, 7)]),
+)
 def test_avgpool2d(dtype, regime, seed, config, n, hw):
     x = values((2, *hw) if n is None else (n, 2, *hw), dtype, regime, seed)
-    check_layer(torch.nn.AvgPool2d(**config), layers.AvgPool2d(**config), x, dtype, layout="image", seed=seed,
-                scale=float(np.abs(x).max(initial=1)))
+    check_layer(
+        torch.nn.AvgPool2d(**config),
+        layers.AvgPool2d(**config),
+        x,
+        dtype,
+        layout="image",
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)),
+    )
 
 
 @examples(20)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, output_size=st.sampled_from([1, 2, 3, (2, None), (None, 4), (5, 3)]),
-       n=st.sampled_from([None, 1, 2]), hw=st.sampled_from([(5, 5), (6, 7)]))
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    output_size=st.sampled_from([1, 2, 3, (2, None), (None, 4), (5, 3)]),
+    n=st.sampled_from([None, 1, 2]),
+    hw=st.sampled_from([(5, 5), (6, 7)]),
+)
 def test_adaptive_avgpool2d(dtype, regime, seed, output_size, n, hw):
     x = values((2, *hw) if n is None else (n, 2, *hw), dtype, regime, seed)
-    check_layer(torch.nn.AdaptiveAvgPool2d(output_size), layers.AdaptiveAvgPool2d(output_size), x, dtype,
-                layout="image", seed=seed, scale=float(np.abs(x).max(initial=1)))
+    check_layer(
+        torch.nn.AdaptiveAvgPool2d(output_size),
+        layers.AdaptiveAvgPool2d(output_size),
+        x,
+        dtype,
+        layout="image",
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)),
+    )
 
 
 ACTIVATIONS = {
@@ -338,8 +459,13 @@ ACTIVATIONS = {
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=st.sampled_from(["normal", "large", "tiny", "zeros", "ties", "huge"]), seed=SEED,
-       name=st.sampled_from(sorted(ACTIVATIONS)), shape=st.sampled_from([(1, 3), (4, 5), (2, 3, 4)]))
+@given(
+    dtype=DTYPE,
+    regime=st.sampled_from(["normal", "large", "tiny", "zeros", "ties", "huge"]),
+    seed=SEED,
+    name=st.sampled_from(sorted(ACTIVATIONS)),
+    shape=st.sampled_from([(1, 3), (4, 5), (2, 3, 4)]),
+)
 def test_activations(dtype, regime, seed, name, shape):
     """Kinks at exact zeros, saturation (|x| ~ 1e3), softmax of huge logits (|x| ~ 1e30 in float64)."""
     x = values(shape, dtype, "large" if regime == "huge" else regime, seed)
@@ -348,7 +474,11 @@ def test_activations(dtype, regime, seed, name, shape):
         if not name.startswith(("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "ReLU", "Identity", "Flatten")):
             return  # GELU / LeakyReLU of 1e30: both overflow identically, nothing to learn
     make_torch, make_fnml = ACTIVATIONS[name]
-    scale = float(np.abs(x).max(initial=1)) if name.startswith(("LogSoftmax", "ReLU", "Leaky", "GELU", "Ident", "Flat")) else 1.0
+    scale = (
+        float(np.abs(x).max(initial=1))
+        if name.startswith(("LogSoftmax", "ReLU", "Leaky", "GELU", "Ident", "Flat"))
+        else 1.0
+    )
     check_layer(make_torch(), make_fnml(), x, dtype, seed=seed, scale=scale)
 
 
@@ -374,18 +504,29 @@ def test_dropout_scaling(seed, p, training, dtype):
 @st.composite
 def recurrent_configs(draw):
     kind = draw(st.sampled_from(["RNN-tanh", "RNN-relu", "LSTM", "GRU"]))
-    config = dict(input_size=draw(st.sampled_from([1, 3])), hidden_size=draw(st.sampled_from([2, 4])),
-                  num_layers=draw(st.sampled_from([1, 2])), bias=draw(st.booleans()),
-                  batch_first=draw(st.booleans()), bidirectional=draw(st.booleans()))
+    config = dict(
+        input_size=draw(st.sampled_from([1, 3])),
+        hidden_size=draw(st.sampled_from([2, 4])),
+        num_layers=draw(st.sampled_from([1, 2])),
+        bias=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        bidirectional=draw(st.booleans()),
+    )
     if kind.startswith("RNN"):
         config["nonlinearity"] = kind.split("-")[1]
     return kind.split("-")[0], config
 
 
 @examples(24)
-@given(dtype=DTYPE, regime=st.sampled_from(["normal", "large", "zeros", "tiny"]), seed=SEED,
-       spec=recurrent_configs(), t=st.sampled_from([1, 3]), n=st.sampled_from([None, 1, 2]),
-       with_h0=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=st.sampled_from(["normal", "large", "zeros", "tiny"]),
+    seed=SEED,
+    spec=recurrent_configs(),
+    t=st.sampled_from([1, 3]),
+    n=st.sampled_from([None, 1, 2]),
+    with_h0=st.booleans(),
+)
 def test_recurrent(dtype, regime, seed, spec, t, n, with_h0):
     """RNN (tanh/relu) / LSTM / GRU: layers, directions, batch_first, unbatched, initial state."""
     kind, config = spec
@@ -422,6 +563,11 @@ def test_apply_cache_is_shared_across_examples(dtype):
     check_layer(torch.nn.Linear(3, 2), layers.Linear(3, 2, **layer_args), x, dtype)
     before = _apply._cache_size()
     for seed in range(3):
-        check_layer(torch.nn.Linear(3, 2), layers.Linear(3, 2, **layer_args), values((2, 3), dtype, "normal", seed),
-                    dtype, seed=seed)
+        check_layer(
+            torch.nn.Linear(3, 2),
+            layers.Linear(3, 2, **layer_args),
+            values((2, 3), dtype, "normal", seed),
+            dtype,
+            seed=seed,
+        )
     assert _apply._cache_size() == before

@@ -38,7 +38,7 @@ SEED = st.integers(0, 2**16)
 REDUCTION = st.sampled_from(["mean", "sum", "none"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(name: str, options: tuple, n_diff: int):
     """jit(value and vjp) of ``losses.<name>(input, target, **arrays, **options)``, cached per options."""
     fn = getattr(losses, name)
@@ -47,7 +47,7 @@ def _jitted(name: str, options: tuple, n_diff: int):
         primal = (input, target)[:n_diff]
 
         def f(*diff):
-            args = (*diff, *(input, target)[len(diff):])
+            args = (*diff, *(input, target)[len(diff) :])
             return fn(*args, **arrays, **dict(options))
 
         value, vjp = jax.vjp(f, *primal)
@@ -56,8 +56,19 @@ def _jitted(name: str, options: tuple, n_diff: int):
     return jax.jit(value_and_vjp)
 
 
-def check_loss(name: str, torch_fn, input, target, dtype: str, *, arrays=None, options=(), diff_target=False,
-               seed=0, scale=1.0):
+def check_loss(
+    name: str,
+    torch_fn,
+    input,
+    target,
+    dtype: str,
+    *,
+    arrays=None,
+    options=(),
+    diff_target=False,
+    seed=0,
+    scale=1.0,
+):
     """Value and gradients of fnml ``losses.<name>`` against ``torch_fn(input, target, **arrays)``."""
     arrays = dict(arrays or {})
     ti = torch.tensor(input, requires_grad=True)
@@ -68,8 +79,9 @@ def check_loss(name: str, torch_fn, input, target, dtype: str, *, arrays=None, o
     wrt = [ti, tt] if diff_target else [ti]
     expected_grads = torch.autograd.grad(expected, wrt, grad_outputs=torch.tensor(cot), allow_unused=True)
     jarrays = {k: (None if v is None else jnp.asarray(v)) for k, v in arrays.items()}
-    value, grads = _jitted(name, tuple(options), len(wrt))(jnp.asarray(input), jnp.asarray(target), jarrays,
-                                                           jnp.asarray(cot))
+    value, grads = _jitted(name, tuple(options), len(wrt))(
+        jnp.asarray(input), jnp.asarray(target), jarrays, jnp.asarray(cot)
+    )
     tol = tolerance(dtype)
     for what, a, e in [("value", value, expected)] + [
         (f"grad {w}", g, eg) for w, g, eg in zip(("input", "target"), grads, expected_grads)
@@ -79,8 +91,9 @@ def check_loss(name: str, torch_fn, input, target, dtype: str, *, arrays=None, o
         assert a.shape == e.shape, f"{name} {what}: shape {a.shape} (fnml) != {e.shape} (torch)"
         finite = np.isfinite(e)
         magnitude = max(1.0, scale, float(np.max(np.abs(e[finite]), initial=0.0)))
-        np.testing.assert_allclose(a, e, atol=tol["atol"] * magnitude, rtol=tol["rtol"],
-                                   err_msg=f"{name} {what} options={options}")
+        np.testing.assert_allclose(
+            a, e, atol=tol["atol"] * magnitude, rtol=tol["rtol"], err_msg=f"{name} {what} options={options}"
+        )
 
 
 def values(shape, dtype: str, regime: str, seed: int) -> np.ndarray:
@@ -98,10 +111,15 @@ def values(shape, dtype: str, regime: str, seed: int) -> np.ndarray:
 
 
 @examples(40)
-@given(dtype=DTYPE, seed=SEED, reduction=REDUCTION, shape=st.sampled_from([(1,), (4,), (1, 3), (3, 2, 2)]),
-       regime=st.sampled_from(["normal", "large", "tiny", "kinks"]),
-       loss=st.sampled_from(["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"]),
-       param=st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    reduction=REDUCTION,
+    shape=st.sampled_from([(1,), (4,), (1, 3), (3, 2, 2)]),
+    regime=st.sampled_from(["normal", "large", "tiny", "kinks"]),
+    loss=st.sampled_from(["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"]),
+    param=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+)
 def test_regression_losses(dtype, seed, reduction, shape, regime, loss, param):
     """MSE / L1 / SmoothL1(beta) / Huber(delta); kinks: |input - target| in {0, beta, delta} exactly."""
     x = values(shape, dtype, "normal" if regime == "kinks" else regime, seed)
@@ -118,8 +136,17 @@ def test_regression_losses(dtype, seed, reduction, shape, regime, loss, param):
         if param == 0.0:
             return  # torch requires delta > 0 (a bad-input row)
         options.append(("delta", param))
-    check_loss(loss, getattr(F, loss), x, y, dtype, options=tuple(options), diff_target=True, seed=seed,
-               scale=float(np.abs(x).max(initial=1)))
+    check_loss(
+        loss,
+        getattr(F, loss),
+        x,
+        y,
+        dtype,
+        options=tuple(options),
+        diff_target=True,
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,16 +165,26 @@ def classification_inputs(draw, dtype):
 
 
 @examples(60)
-@given(dtype=DTYPE, seed=SEED, data=st.data(), reduction=REDUCTION,
-       regime=st.sampled_from(["normal", "large", "tiny", "ties", "extreme"]),
-       weighted=st.booleans(), ignore=st.sampled_from([None, -100, 1]),
-       label_smoothing=st.sampled_from([0.0, 0.1, 1.0]), probabilities=st.booleans())
-def test_cross_entropy(dtype, seed, data, reduction, regime, weighted, ignore, label_smoothing, probabilities):
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    data=st.data(),
+    reduction=REDUCTION,
+    regime=st.sampled_from(["normal", "large", "tiny", "ties", "extreme"]),
+    weighted=st.booleans(),
+    ignore=st.sampled_from([None, -100, 1]),
+    label_smoothing=st.sampled_from([0.0, 0.1, 1.0]),
+    probabilities=st.booleans(),
+)
+def test_cross_entropy(
+    dtype, seed, data, reduction, regime, weighted, ignore, label_smoothing, probabilities
+):
     """Class indices (with ignored entries, possibly ALL ignored) or probability targets; logits up to 1e3."""
     shape, target_shape, c = data.draw(classification_inputs(dtype))
     rng = np.random.default_rng(seed)
-    logits = values(shape, dtype, "large" if regime == "extreme" else ("normal" if regime == "ties" else regime),
-                    seed)
+    logits = values(
+        shape, dtype, "large" if regime == "extreme" else ("normal" if regime == "ties" else regime), seed
+    )
     if regime == "ties":
         logits = np.zeros(shape, dtype)  # every class equally likely
     weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None
@@ -162,14 +199,30 @@ def test_cross_entropy(dtype, seed, data, reduction, regime, weighted, ignore, l
             options.append(("ignore_index", ignore))
             target = np.where(rng.random(target_shape) < 0.3, ignore, target)
         diff_target = False
-    check_loss("cross_entropy", F.cross_entropy, logits, target, dtype, arrays={"weight": weight},
-               options=tuple(options), diff_target=diff_target, seed=seed,
-               scale=float(np.abs(logits).max(initial=1)))
+    check_loss(
+        "cross_entropy",
+        F.cross_entropy,
+        logits,
+        target,
+        dtype,
+        arrays={"weight": weight},
+        options=tuple(options),
+        diff_target=diff_target,
+        seed=seed,
+        scale=float(np.abs(logits).max(initial=1)),
+    )
 
 
 @examples(40)
-@given(dtype=DTYPE, seed=SEED, data=st.data(), reduction=REDUCTION, weighted=st.booleans(),
-       ignore=st.sampled_from([None, -100, 0]), regime=st.sampled_from(["normal", "large"]))
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    data=st.data(),
+    reduction=REDUCTION,
+    weighted=st.booleans(),
+    ignore=st.sampled_from([None, -100, 0]),
+    regime=st.sampled_from(["normal", "large"]),
+)
 def test_nll_loss(dtype, seed, data, reduction, weighted, ignore, regime):
     shape, target_shape, c = data.draw(classification_inputs(dtype))
     rng = np.random.default_rng(seed)
@@ -181,14 +234,29 @@ def test_nll_loss(dtype, seed, data, reduction, weighted, ignore, regime):
         options.append(("ignore_index", ignore))
         target = np.where(rng.random(target_shape) < 0.3, ignore, target)
     weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None
-    check_loss("nll_loss", F.nll_loss, log_probs, target, dtype, arrays={"weight": weight},
-               options=tuple(options), seed=seed, scale=float(np.abs(log_probs).max(initial=1)))
+    check_loss(
+        "nll_loss",
+        F.nll_loss,
+        log_probs,
+        target,
+        dtype,
+        arrays={"weight": weight},
+        options=tuple(options),
+        seed=seed,
+        scale=float(np.abs(log_probs).max(initial=1)),
+    )
 
 
 @examples(40)
-@given(dtype=DTYPE, seed=SEED, reduction=REDUCTION, shape=st.sampled_from([(1,), (4,), (2, 3)]),
-       regime=st.sampled_from(["normal", "edges", "near-edges"]), weighted=st.booleans(),
-       hard_targets=st.booleans())
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    reduction=REDUCTION,
+    shape=st.sampled_from([(1,), (4,), (2, 3)]),
+    regime=st.sampled_from(["normal", "edges", "near-edges"]),
+    weighted=st.booleans(),
+    hard_targets=st.booleans(),
+)
 def test_binary_cross_entropy(dtype, seed, reduction, shape, regime, weighted, hard_targets):
     """Probabilities at exactly 0 and 1 (the -100 clamp) and within 1e-30 of them."""
     rng = np.random.default_rng(seed)
@@ -200,16 +268,32 @@ def test_binary_cross_entropy(dtype, seed, reduction, shape, regime, weighted, h
     p = p.astype(dtype)
     y = (rng.integers(0, 2, size=shape) if hard_targets else rng.random(shape)).astype(dtype)
     weight = (rng.random(shape) + 0.1).astype(dtype) if weighted else None
-    # the target gradient is -w*logit(p): infinite at p in {0, 1} (torch too); compare only the input grad there
+    # the target gradient is -w*logit(p): infinite at p in {0, 1} (torch too): only the input grad there
     diff_target = regime == "normal"
-    check_loss("binary_cross_entropy", F.binary_cross_entropy, p, y, dtype, arrays={"weight": weight},
-               options=(("reduction", reduction),), diff_target=diff_target, seed=seed, scale=100.0)
+    check_loss(
+        "binary_cross_entropy",
+        F.binary_cross_entropy,
+        p,
+        y,
+        dtype,
+        arrays={"weight": weight},
+        options=(("reduction", reduction),),
+        diff_target=diff_target,
+        seed=seed,
+        scale=100.0,
+    )
 
 
 @examples(40)
-@given(dtype=DTYPE, seed=SEED, reduction=REDUCTION, shape=st.sampled_from([(1,), (4,), (2, 3)]),
-       regime=st.sampled_from(["normal", "large", "extreme", "zeros"]), weighted=st.booleans(),
-       pos_weighted=st.booleans())
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    reduction=REDUCTION,
+    shape=st.sampled_from([(1,), (4,), (2, 3)]),
+    regime=st.sampled_from(["normal", "large", "extreme", "zeros"]),
+    weighted=st.booleans(),
+    pos_weighted=st.booleans(),
+)
 def test_binary_cross_entropy_with_logits(dtype, seed, reduction, shape, regime, weighted, pos_weighted):
     """Logits of +-1e3 and +-1e30 (float64): log-sum-exp must not overflow; pos_weight per class."""
     rng = np.random.default_rng(seed)
@@ -219,15 +303,29 @@ def test_binary_cross_entropy_with_logits(dtype, seed, reduction, shape, regime,
     y = rng.random(shape).astype(dtype)
     weight = (rng.random(shape) + 0.1).astype(dtype) if weighted else None
     pos_weight = (rng.random(shape[-1:]) * 3).astype(dtype) if pos_weighted else None
-    check_loss("binary_cross_entropy_with_logits", F.binary_cross_entropy_with_logits, x, y, dtype,
-               arrays={"weight": weight, "pos_weight": pos_weight}, options=(("reduction", reduction),),
-               diff_target=True, seed=seed, scale=float(np.abs(x).max(initial=1)))
+    check_loss(
+        "binary_cross_entropy_with_logits",
+        F.binary_cross_entropy_with_logits,
+        x,
+        y,
+        dtype,
+        arrays={"weight": weight, "pos_weight": pos_weight},
+        options=(("reduction", reduction),),
+        diff_target=True,
+        seed=seed,
+        scale=float(np.abs(x).max(initial=1)),
+    )
 
 
 @examples(40)
-@given(dtype=DTYPE, seed=SEED, reduction=st.sampled_from(["mean", "batchmean", "sum", "none"]),
-       shape=st.sampled_from([(1, 3), (4, 3), (2, 3, 2)]), log_target=st.booleans(),
-       zero_targets=st.booleans())
+@given(
+    dtype=DTYPE,
+    seed=SEED,
+    reduction=st.sampled_from(["mean", "batchmean", "sum", "none"]),
+    shape=st.sampled_from([(1, 3), (4, 3), (2, 3, 2)]),
+    log_target=st.booleans(),
+    zero_targets=st.booleans(),
+)
 def test_kl_div(dtype, seed, reduction, shape, log_target, zero_targets):
     """Targets with exact zeros (torch's xlogy: 0 * log 0 = 0) and log-space targets."""
     rng = np.random.default_rng(seed)
@@ -240,9 +338,17 @@ def test_kl_div(dtype, seed, reduction, shape, log_target, zero_targets):
     with warnings.catch_warnings():
         # torch warns that reduction="mean" is element-wise (a documented torch quirk, not our concern)
         warnings.filterwarnings("ignore", message="reduction: 'mean' divides", category=UserWarning)
-        check_loss("kl_div", F.kl_div, log_q, target, dtype,
-                   options=(("reduction", reduction), ("log_target", log_target)),
-                   diff_target=not (zero_targets and not log_target), seed=seed, scale=70.0)
+        check_loss(
+            "kl_div",
+            F.kl_div,
+            log_q,
+            target,
+            dtype,
+            options=(("reduction", reduction), ("log_target", log_target)),
+            diff_target=not (zero_targets and not log_target),
+            seed=seed,
+            scale=70.0,
+        )
 
 
 @examples(4)
@@ -257,15 +363,29 @@ def test_criteria_match_functional(dtype, seed):
         (losses.L1Loss(), torch.nn.L1Loss(), x, y),
         (losses.SmoothL1Loss(beta=0.5), torch.nn.SmoothL1Loss(beta=0.5), x, y),
         (losses.HuberLoss(delta=0.5), torch.nn.HuberLoss(delta=0.5), x, y),
-        (losses.CrossEntropyLoss(label_smoothing=0.2), torch.nn.CrossEntropyLoss(label_smoothing=0.2), x, idx),
+        (
+            losses.CrossEntropyLoss(label_smoothing=0.2),
+            torch.nn.CrossEntropyLoss(label_smoothing=0.2),
+            x,
+            idx,
+        ),
         (losses.NLLLoss(), torch.nn.NLLLoss(), x, idx),
         (losses.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss(), x, (y > 0).astype(dtype)),
         (losses.BCELoss(), torch.nn.BCELoss(), 1 / (1 + np.exp(-x)), (y > 0).astype(dtype)),
-        (losses.KLDivLoss(reduction="batchmean"), torch.nn.KLDivLoss(reduction="batchmean"), -np.abs(x),
-         np.abs(y) / np.abs(y).sum()),
+        (
+            losses.KLDivLoss(reduction="batchmean"),
+            torch.nn.KLDivLoss(reduction="batchmean"),
+            -np.abs(x),
+            np.abs(y) / np.abs(y).sum(),
+        ),
     ]
     for ours, theirs, a, b in pairs:
         value = float(ours(jnp.asarray(a), jnp.asarray(b)))
         expected = float(theirs(torch.tensor(a), torch.tensor(b)))
-        np.testing.assert_allclose(value, expected, rtol=tolerance(dtype)["rtol"], atol=tolerance(dtype)["atol"],
-                                   err_msg=type(ours).__name__)
+        np.testing.assert_allclose(
+            value,
+            expected,
+            rtol=tolerance(dtype)["rtol"],
+            atol=tolerance(dtype)["atol"],
+            err_msg=type(ours).__name__,
+        )

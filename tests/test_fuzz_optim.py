@@ -54,8 +54,9 @@ def gradients(dtype: str, regime: str, seed: int) -> list[dict[str, np.ndarray]]
     return out
 
 
-def check_optimizer(fnml_tx: optax.GradientTransformation, torch_class, torch_kwargs: dict, dtype: str,
-                    regime: str, seed: int) -> None:
+def check_optimizer(
+    fnml_tx: optax.GradientTransformation, torch_class, torch_kwargs: dict, dtype: str, regime: str, seed: int
+) -> None:
     """The same gradients into both; parameters compared after every step.
 
     torch keeps scalar optimizer state (``step``, NAdam's ``mu_product``) in its DEFAULT dtype; fnml keeps
@@ -91,8 +92,13 @@ def _run_both(fnml_tx, torch_class, torch_kwargs, dtype, regime, seed) -> None:
             actual = np.asarray(params[name], dtype=np.float64)
             assert actual.dtype == expected.dtype and params[name].dtype == jnp.dtype(dtype)
             magnitude = max(1.0, float(np.abs(expected).max()))
-            np.testing.assert_allclose(actual, expected, atol=tol["atol"] * magnitude, rtol=tol["rtol"],
-                                       err_msg=f"{name} after step {step}, {torch_class.__name__}({torch_kwargs})")
+            np.testing.assert_allclose(
+                actual,
+                expected,
+                atol=tol["atol"] * magnitude,
+                rtol=tol["rtol"],
+                err_msg=f"{name} after step {step}, {torch_class.__name__}({torch_kwargs})",
+            )
 
 
 LR = st.sampled_from([1e-3, 0.1, 1.0])
@@ -100,13 +106,28 @@ WD = st.sampled_from([0.0, 1e-2, 0.5])
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=LR, momentum=st.sampled_from([0.0, 0.5, 0.9]),
-       dampening=st.sampled_from([0.0, 0.3]), weight_decay=WD, nesterov=st.booleans(), maximize=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=LR,
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    dampening=st.sampled_from([0.0, 0.3]),
+    weight_decay=WD,
+    nesterov=st.booleans(),
+    maximize=st.booleans(),
+)
 def test_sgd(dtype, regime, seed, lr, momentum, dampening, weight_decay, nesterov, maximize):
     if nesterov and (momentum == 0 or dampening != 0):
         nesterov = False  # torch: "Nesterov momentum requires a momentum and zero dampening" (bad-input row)
-    kwargs = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                  maximize=maximize)
+    kwargs = dict(
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     check_optimizer(optim.sgd(**kwargs), torch.optim.SGD, kwargs, dtype, regime, seed)
 
 
@@ -115,8 +136,18 @@ EPS = st.sampled_from([1e-8, 1e-3])
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
-       amsgrad=st.booleans(), maximize=st.booleans(), decoupled=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=LR,
+    betas=BETAS,
+    eps=EPS,
+    weight_decay=WD,
+    amsgrad=st.booleans(),
+    maximize=st.booleans(),
+    decoupled=st.booleans(),
+)
 def test_adam_adamw(dtype, regime, seed, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
     kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
     fnml_tx, torch_class = (optim.adamw, torch.optim.AdamW) if decoupled else (optim.adam, torch.optim.Adam)
@@ -124,41 +155,94 @@ def test_adam_adamw(dtype, regime, seed, lr, betas, eps, weight_decay, amsgrad, 
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, maximize=st.booleans(),
-       which=st.sampled_from(["adamax", "nadam", "radam"]), decoupled=st.booleans(),
-       momentum_decay=st.sampled_from([4e-3, 0.1]))
-def test_adamax_nadam_radam(dtype, regime, seed, lr, betas, eps, weight_decay, maximize, which, decoupled,
-                            momentum_decay):
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=LR,
+    betas=BETAS,
+    eps=EPS,
+    weight_decay=WD,
+    maximize=st.booleans(),
+    which=st.sampled_from(["adamax", "nadam", "radam"]),
+    decoupled=st.booleans(),
+    momentum_decay=st.sampled_from([4e-3, 0.1]),
+)
+def test_adamax_nadam_radam(
+    dtype, regime, seed, lr, betas, eps, weight_decay, maximize, which, decoupled, momentum_decay
+):
     kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
     if which != "adamax":
         kwargs["decoupled_weight_decay"] = decoupled
     if which == "nadam":
         kwargs["momentum_decay"] = momentum_decay
-    torch_class = {"adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}[which]
+    torch_class = {"adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}[
+        which
+    ]
     check_optimizer(getattr(optim, which)(**kwargs), torch_class, kwargs, dtype, regime, seed)
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=LR, alpha=st.sampled_from([0.99, 0.5]), eps=EPS,
-       weight_decay=WD, momentum=st.sampled_from([0.0, 0.9]), centered=st.booleans(), maximize=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=LR,
+    alpha=st.sampled_from([0.99, 0.5]),
+    eps=EPS,
+    weight_decay=WD,
+    momentum=st.sampled_from([0.0, 0.9]),
+    centered=st.booleans(),
+    maximize=st.booleans(),
+)
 def test_rmsprop(dtype, regime, seed, lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    kwargs = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-                  maximize=maximize)
+    kwargs = dict(
+        lr=lr,
+        alpha=alpha,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+        maximize=maximize,
+    )
     check_optimizer(optim.rmsprop(**kwargs), torch.optim.RMSprop, kwargs, dtype, regime, seed)
 
 
 @examples(60)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=LR, lr_decay=st.sampled_from([0.0, 0.1]), weight_decay=WD,
-       initial=st.sampled_from([0.0, 0.1]), eps=st.sampled_from([1e-10, 1e-3]), maximize=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=LR,
+    lr_decay=st.sampled_from([0.0, 0.1]),
+    weight_decay=WD,
+    initial=st.sampled_from([0.0, 0.1]),
+    eps=st.sampled_from([1e-10, 1e-3]),
+    maximize=st.booleans(),
+)
 def test_adagrad(dtype, regime, seed, lr, lr_decay, weight_decay, initial, eps, maximize):
-    kwargs = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial, eps=eps,
-                  maximize=maximize)
+    kwargs = dict(
+        lr=lr,
+        lr_decay=lr_decay,
+        weight_decay=weight_decay,
+        initial_accumulator_value=initial,
+        eps=eps,
+        maximize=maximize,
+    )
     check_optimizer(optim.adagrad(**kwargs), torch.optim.Adagrad, kwargs, dtype, regime, seed)
 
 
 @examples(50)
-@given(dtype=DTYPE, regime=REGIME, seed=SEED, lr=st.sampled_from([1.0, 0.1]), rho=st.sampled_from([0.9, 0.0]),
-       eps=st.sampled_from([1e-6, 1e-2]), weight_decay=WD, maximize=st.booleans())
+@given(
+    dtype=DTYPE,
+    regime=REGIME,
+    seed=SEED,
+    lr=st.sampled_from([1.0, 0.1]),
+    rho=st.sampled_from([0.9, 0.0]),
+    eps=st.sampled_from([1e-6, 1e-2]),
+    weight_decay=WD,
+    maximize=st.booleans(),
+)
 def test_adadelta(dtype, regime, seed, lr, rho, eps, weight_decay, maximize):
     kwargs = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
     check_optimizer(optim.adadelta(**kwargs), torch.optim.Adadelta, kwargs, dtype, regime, seed)

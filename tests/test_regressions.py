@@ -51,8 +51,19 @@ def test_nadam_mu_product_follows_the_parameter_dtype():
 
 def _fit(ckpt, epochs, **kw):
     X = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
-    return train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=1e-2), losses.MSELoss(), X, X[:, :1],
-                     epochs=epochs, batch_size=4, checkpoint_dir=str(ckpt), checkpoint_every=1, verbose=False, **kw)
+    return train.fit(
+        layers.SimpleNN(rngs=nnx.Rngs(0)),
+        optim.adam(lr=1e-2),
+        losses.MSELoss(),
+        X,
+        X[:, :1],
+        epochs=epochs,
+        batch_size=4,
+        checkpoint_dir=str(ckpt),
+        checkpoint_every=1,
+        verbose=False,
+        **kw,
+    )
 
 
 def test_resume_skips_a_truncated_newest_checkpoint(tmp_path):
@@ -85,8 +96,17 @@ def test_ctrl_c_during_fit_keeps_the_progress(tmp_path):
 
     X = np.ones((4, 2), np.float32)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1), losses.MSELoss(), X, X[:, :1], epochs=4,
-                  checkpoint_dir=str(tmp_path), callbacks=[Interrupt()], verbose=False)
+        train.fit(
+            layers.SimpleNN(rngs=nnx.Rngs(0)),
+            optim.sgd(lr=0.1),
+            losses.MSELoss(),
+            X,
+            X[:, :1],
+            epochs=4,
+            checkpoint_dir=str(tmp_path),
+            callbacks=[Interrupt()],
+            verbose=False,
+        )
     assert checkpoint.all_steps(tmp_path) == [1]
 
 
