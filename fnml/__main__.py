@@ -45,22 +45,22 @@ def _examples(folder: Path, only: list[str] | None) -> list[Path]:
 def _run_example(path: Path, env: dict[str, str], *, echo: bool) -> tuple[int, list[str], float]:
     """Run one example in its own process, streaming its output; return (rc, lines, seconds)."""
     start = time.perf_counter()
-    process = subprocess.Popen(
+    lines = []
+    with subprocess.Popen(
         [sys.executable, str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
         cwd=str(path.parent.parent),
-    )
-    lines = []
-    assert process.stdout is not None  # for type checkers: PIPE was requested
-    for line in process.stdout:
-        lines.append(line.rstrip("\n"))
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    return process.wait(), lines, time.perf_counter() - start
+    ) as process:
+        for line in process.stdout:  # streamed, so a long example shows progress
+            lines.append(line.rstrip("\n"))
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        rc = process.wait()
+    return rc, lines, time.perf_counter() - start
 
 
 def run_tour(*, only: list[str] | None, output: str, quick: bool, echo: bool, examples_dir: str | None) -> int:
