@@ -168,6 +168,8 @@ def _write_manifest(step_dir: str) -> None:
 def verify_checkpoint(directory: Any, *, step: int) -> bool:
     """Check ``step``'s files against its manifest; True if verified, False if it has no manifest.
 
+    PyTorch equivalent: none (torch has no checkpoint integrity check).
+
     Raises :class:`CorruptCheckpointError` naming the first truncated / altered / missing / extra file.
 
     Example::
@@ -211,6 +213,8 @@ def verify_checkpoint(directory: Any, *, step: int) -> bool:
 def latest_valid_step(directory: Any) -> int:
     """The newest step that passes :func:`verify_checkpoint`; corrupt newer ones are skipped with a warning.
 
+    PyTorch equivalent: none (torch has no checkpoint integrity check).
+
     Raises ``ValueError`` when ``directory`` holds no checkpoint and :class:`CorruptCheckpointError`
     when every step is corrupt.
     """
@@ -233,14 +237,20 @@ def latest_valid_step(directory: Any) -> int:
 
 
 def all_steps(directory: Any) -> list[int]:
-    """The completed checkpoint steps in ``directory``, ascending (temporary/partial saves excluded)."""
+    """The completed checkpoint steps in ``directory``, ascending (temporary/partial saves excluded).
+
+    PyTorch equivalent: none (``torch.save`` files are listed by hand).
+    """
     path = _check_directory(directory, where="all_steps")
     with _manager(path) as manager:
         return sorted(int(s) for s in manager.all_steps())
 
 
 def latest_step(directory: Any) -> int | None:
-    """The newest completed step in ``directory`` or ``None`` when it holds no checkpoint."""
+    """The newest completed step in ``directory`` or ``None`` when it holds no checkpoint.
+
+    PyTorch equivalent: none (``torch.save`` files are listed by hand).
+    """
     steps = all_steps(directory)
     return steps[-1] if steps else None
 
@@ -366,7 +376,10 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
 
 
 def checkpoint_metadata(directory: Any, *, step: int | None = None) -> dict[str, Any]:
-    """The JSON metadata dict saved with ``step`` (default: the latest)."""
+    """The JSON metadata dict saved with ``step`` (default: the latest).
+
+    PyTorch equivalent: the extra entries of a ``torch.save({...})`` checkpoint dict (epoch, losses).
+    """
     path = _check_directory(directory, where="checkpoint_metadata")
     chosen = _resolve_step(path, step, where="checkpoint_metadata")
     ocp = _ocp()

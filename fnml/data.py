@@ -196,12 +196,17 @@ class Standardizer:
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
-    """How many batches one epoch has: ``n // batch_size`` or ``ceil(n / batch_size)``."""
+    """How many batches one epoch has: ``n // batch_size`` or ``ceil(n / batch_size)``.
+
+    PyTorch equivalent: ``len(DataLoader(..., batch_size, drop_last))``.
+    """
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
 def epoch_permutation(key: jax.Array, n: int, epoch: Any) -> jax.Array:
     """The sample order of epoch ``epoch``: ``permutation(fold_in(key, epoch), n)``; works under jit.
+
+    PyTorch equivalent: the permutation ``RandomSampler`` draws for one epoch.
 
     The single definition of the data order shared by :class:`DataLoader`, ``train.fit`` (fused and
     unfused) and resumed runs.
@@ -251,6 +256,8 @@ def epoch_batches(
     arrays: Sequence[jax.Array], order: jax.Array, batch_size: int, *, drop_last: bool = False
 ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...] | None]:
     """Device-resident batches of one epoch for fused training; traceable under ``jit``.
+
+    PyTorch equivalent: iterating ``DataLoader(TensorDataset(...))`` for one epoch, stacked on the device.
 
     Returns ``(stacked, remainder)``: ``stacked[i]`` is ``arrays[i][order[:k * B]]`` reshaped to
     ``(k, B, ...)`` (k full batches of size B), ``remainder[i]`` is the last partial batch

@@ -332,13 +332,19 @@ def _check_mesh(value: Any, *, where: str) -> jax.sharding.Mesh:
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    """``NamedSharding(mesh, P("data"))``: the leading (batch) axis split over the "data" axis."""
+    """``NamedSharding(mesh, P("data"))``: the leading (batch) axis split over the "data" axis.
+
+    PyTorch equivalent: the placement a ``DistributedSampler`` gives (each rank holds its slice of the batch).
+    """
     _check_mesh(mesh, where="batch_sharding")
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
 
 
 def replicated_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    """``NamedSharding(mesh, P())``: a full copy on every device of the mesh."""
+    """``NamedSharding(mesh, P())``: a full copy on every device of the mesh.
+
+    PyTorch equivalent: DDP's parameter broadcast (every rank holds the full tensor).
+    """
     _check_mesh(mesh, where="replicated_sharding")
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -574,12 +580,18 @@ def data_parallel(
 
 
 def process_index() -> int:
-    """This process's rank (0 in a single-process run). PyTorch: ``torch.distributed.get_rank()``."""
+    """This process's rank (0 in a single-process run). PyTorch: ``torch.distributed.get_rank()``.
+
+    PyTorch equivalent: ``torch.distributed.get_rank()``.
+    """
     return jax.process_index()
 
 
 def process_count() -> int:
-    """Number of processes (1 unless :func:`init_distributed`). PyTorch: ``get_world_size()`` per host."""
+    """Number of processes (1 unless :func:`init_distributed`). PyTorch: ``get_world_size()`` per host.
+
+    PyTorch equivalent: ``torch.distributed.get_world_size()``.
+    """
     return jax.process_count()
 
 
@@ -653,7 +665,10 @@ def init_distributed(
 
 
 def shutdown_distributed() -> None:
-    """Leave the multi-process run (``jax.distributed.shutdown``). PyTorch: ``destroy_process_group()``."""
+    """Leave the multi-process run (``jax.distributed.shutdown``). PyTorch: ``destroy_process_group()``.
+
+    PyTorch equivalent: ``torch.distributed.destroy_process_group()``.
+    """
     jax.distributed.shutdown()
 
 

@@ -84,7 +84,11 @@ class UnsupportedTorchOpError(NotImplementedError):
 
 
 class IncompatibleKeys(NamedTuple):
-    """torch's ``load_state_dict(..., strict=False)`` result: keys the model lacks / the dict lacks."""
+    """torch's ``load_state_dict(..., strict=False)`` result: keys the model lacks / the dict lacks.
+
+    PyTorch equivalent: the ``_IncompatibleKeys(missing_keys, unexpected_keys)`` that
+    ``load_state_dict(strict=False)`` returns.
+    """
 
     missing_keys: list[str]
     unexpected_keys: list[str]

@@ -239,7 +239,10 @@ def _decoupled(update: jax.Array, param: jax.Array, factor: jax.Array) -> jax.Ar
 
 
 class SGDState(NamedTuple):
-    """State of :func:`sgd` with dampening or a scheduled momentum (torch ``state['momentum_buffer']``)."""
+    """State of :func:`sgd` with dampening or a scheduled momentum (torch ``state['momentum_buffer']``).
+
+    PyTorch equivalent: ``optimizer.state[p]`` of ``torch.optim.SGD`` (``momentum_buffer``).
+    """
 
     count: jax.Array  # (), int32: updates done so far
     momentum_buffer: optax.Updates  # params' structure, shapes and dtypes
@@ -329,7 +332,11 @@ def sgd(
 
 
 class AdamState(NamedTuple):
-    """State of :func:`adam`, :func:`adamw`, :func:`radam` and scheduled-beta1 :func:`adamax`."""
+    """State of :func:`adam`, :func:`adamw`, :func:`radam` and scheduled-beta1 :func:`adamax`.
+
+    PyTorch equivalent: ``optimizer.state[p]`` of ``torch.optim.Adam`` / ``AdamW`` (``step``, ``exp_avg``,
+    ``exp_avg_sq``, ``max_exp_avg_sq``).
+    """
 
     count: jax.Array  # (), int32: updates done so far (torch's state['step'] before this update)
     exp_avg: optax.Updates  # params' structure and dtypes: first moment m
@@ -527,7 +534,11 @@ def adamax(
 
 
 class NAdamState(NamedTuple):
-    """State of :func:`nadam` (torch's ``state['mu_product']`` included)."""
+    """State of :func:`nadam` (torch's ``state['mu_product']`` included).
+
+    PyTorch equivalent: ``optimizer.state[p]`` of ``torch.optim.NAdam`` (``step``, ``mu_product``,
+    ``exp_avg``, ``exp_avg_sq``).
+    """
 
     count: jax.Array  # (), int32: updates done so far
     mu_product: jax.Array  # (), params' dtype: product of mu_1 .. mu_t
@@ -712,7 +723,11 @@ def radam(
 
 
 class RMSpropState(NamedTuple):
-    """State of :func:`rmsprop` (torch's square_avg, grad_avg, momentum_buffer)."""
+    """State of :func:`rmsprop` (torch's square_avg, grad_avg, momentum_buffer).
+
+    PyTorch equivalent: ``optimizer.state[p]`` of ``torch.optim.RMSprop`` (``square_avg``,
+    ``momentum_buffer``, ``grad_avg``).
+    """
 
     count: jax.Array  # (), int32: updates done so far
     square_avg: optax.Updates  # params' structure and dtypes: running mean of g**2
@@ -799,7 +814,10 @@ def rmsprop(
 
 
 class AdagradState(NamedTuple):
-    """State of :func:`adagrad` (torch's ``state['sum']``)."""
+    """State of :func:`adagrad` (torch's ``state['sum']``).
+
+    PyTorch equivalent: ``optimizer.state[p]`` of ``torch.optim.Adagrad`` (``step``, ``sum``).
+    """
 
     count: jax.Array  # (), int32: updates done so far
     sum: optax.Updates  # params' structure and dtypes: initial_accumulator_value + sum of g**2

@@ -184,7 +184,10 @@ class _Report:
 
 @dataclass
 class ForwardReport(_Report):
-    """Per-output forward differences between a torch model and its fnml twin."""
+    """Per-output forward differences between a torch model and its fnml twin.
+
+    PyTorch equivalent: none (fnml's parity harness).
+    """
 
     outputs: list[DiffRow]
 
@@ -209,7 +212,10 @@ class ForwardReport(_Report):
 
 @dataclass
 class GradientReport(_Report):
-    """Per-parameter gradient differences (torch names and layouts) and the loss difference."""
+    """Per-parameter gradient differences (torch names and layouts) and the loss difference.
+
+    PyTorch equivalent: none (fnml's parity harness).
+    """
 
     torch_loss: float
     fnml_loss: float
@@ -246,7 +252,10 @@ class GradientReport(_Report):
 
 @dataclass
 class TrainingReport(_Report):
-    """Step-by-step training comparison: losses, parameter drift, final differences, first failure."""
+    """Step-by-step training comparison: losses, parameter drift, final differences, first failure.
+
+    PyTorch equivalent: none (fnml's parity harness).
+    """
 
     torch_losses: list[float]
     fnml_losses: list[float]
@@ -358,7 +367,10 @@ class LayerRow:
 
 @dataclass
 class DivergenceReport(_Report):
-    """Layer-by-layer activations in torch's execution order; the first layer past the tolerance."""
+    """Layer-by-layer activations in torch's execution order; the first layer past the tolerance.
+
+    PyTorch equivalent: none (fnml's parity harness).
+    """
 
     layers: list[LayerRow]
     first_divergent: str | None
@@ -425,7 +437,10 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass
 class DefaultsReport(_Report):
-    """Hyperparameter mismatches between a torch model and an fnml model, layer by layer."""
+    """Hyperparameter mismatches between a torch model and an fnml model, layer by layer.
+
+    PyTorch equivalent: none (fnml's parity harness).
+    """
 
     mismatches: list[Mismatch]
     compared_layers: int

@@ -122,7 +122,10 @@ class _Schedule:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StepLR(_Schedule):
-    """``lr * gamma ** (step // step_size)``; built by :func:`step_lr`."""
+    """``lr * gamma ** (step // step_size)``; built by :func:`step_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.StepLR``.
+    """
 
     lr: float
     step_size: int
@@ -164,7 +167,10 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1, *, steps_per_epoch: i
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MultiStepLR(_Schedule):
-    """``lr * gamma ** (number of milestones <= step)``; built by :func:`multistep_lr`."""
+    """``lr * gamma ** (number of milestones <= step)``; built by :func:`multistep_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.MultiStepLR``.
+    """
 
     lr: float
     milestones: tuple[int, ...]
@@ -218,7 +224,10 @@ def multistep_lr(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExponentialLR(_Schedule):
-    """``lr * gamma ** step``; built by :func:`exponential_lr`."""
+    """``lr * gamma ** step``; built by :func:`exponential_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.ExponentialLR``.
+    """
 
     lr: float
     gamma: float
@@ -248,7 +257,10 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int | None = Non
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CosineAnnealingLR(_Schedule):
-    """torch's closed-form cosine, continued past ``T_max``; built by :func:`cosine_annealing_lr`."""
+    """torch's closed-form cosine, continued past ``T_max``; built by :func:`cosine_annealing_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.CosineAnnealingLR``.
+    """
 
     lr: float
     T_max: int  # noqa: N815 - torch's argument name
@@ -297,7 +309,10 @@ def cosine_annealing_lr(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LinearLR(_Schedule):
-    """Linear factor ramp from ``start_factor`` to ``end_factor``; built by :func:`linear_lr`."""
+    """Linear factor ramp from ``start_factor`` to ``end_factor``; built by :func:`linear_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.LinearLR``.
+    """
 
     lr: float
     start_factor: float = 1.0 / 3
@@ -355,7 +370,10 @@ def linear_lr(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConstantLR(_Schedule):
-    """``lr * factor`` for the first ``total_iters`` steps, then ``lr``; built by :func:`constant_lr`."""
+    """``lr * factor`` for the first ``total_iters`` steps, then ``lr``; built by :func:`constant_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.ConstantLR``.
+    """
 
     lr: float
     factor: float = 1.0 / 3
@@ -416,6 +434,8 @@ class _Phase(NamedTuple):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OneCycleLR(_Schedule):
     """torch's 1cycle policy with its phase boundaries; built by :func:`one_cycle_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.OneCycleLR``.
 
     ``total_steps`` is the number of scheduler steps of the cycle; ``steps_per_epoch`` here is the
     per-epoch divisor of the count (set only with ``one_cycle_lr(per_epoch=True)``).
@@ -633,7 +653,11 @@ def one_cycle_lr(
 
 
 class ReduceLROnPlateauState(NamedTuple):
-    """State of :class:`ReduceLROnPlateau`; every field is a scalar array."""
+    """State of :class:`ReduceLROnPlateau`; every field is a scalar array.
+
+    PyTorch equivalent: the attributes of torch's ``ReduceLROnPlateau`` (``best``, ``num_bad_epochs``,
+    ``cooldown_counter``, the group lr).
+    """
 
     lr: jax.Array  # () float: current lr (torch: optimizer.param_groups[0]["lr"])
     best: jax.Array  # () float: best metric so far (torch: scheduler.best; +inf for "min", -inf for "max")
@@ -643,7 +667,10 @@ class ReduceLROnPlateauState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReduceLROnPlateau:
-    """Metric-driven lr reduction, pure and jittable; built by :func:`reduce_lr_on_plateau`."""
+    """Metric-driven lr reduction, pure and jittable; built by :func:`reduce_lr_on_plateau`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
+    """
 
     lr: float
     mode: str = "min"

@@ -51,26 +51,38 @@ _PIPED_WIDTH = 130
 
 
 def make_console() -> Console:
-    """A rich console that reads well both on a terminal and piped to a file."""
+    """A rich console that reads well both on a terminal and piped to a file.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     if sys.stdout.isatty():
         return Console(highlight=False)
     return Console(width=_PIPED_WIDTH, highlight=False, no_color=True, force_terminal=False)
 
 
 def output_dir() -> str:
-    """Folder for files an example writes (plots, checkpoints): ``$FNML_OUTPUT_DIR`` or ./fnml_output."""
+    """Folder for files an example writes (plots, checkpoints): ``$FNML_OUTPUT_DIR`` or ./fnml_output.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     path = os.environ.get("FNML_OUTPUT_DIR", "fnml_output")
     os.makedirs(path, exist_ok=True)
     return path
 
 
 def quick_mode() -> bool:
-    """True when ``$FNML_QUICK=1``: examples shorten long training runs (the test suite sets it)."""
+    """True when ``$FNML_QUICK=1``: examples shorten long training runs (the test suite sets it).
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     return os.environ.get("FNML_QUICK", "0") not in ("", "0", "false", "False")
 
 
 def function_body(fn: Callable[..., Any]) -> str:
-    """Source of ``fn`` without its ``def`` line (and decorators), dedented."""
+    """Source of ``fn`` without its ``def`` line (and decorators), dedented.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     source = textwrap.dedent(inspect.getsource(fn))
     lines = source.splitlines()
     # Skip decorators and a possibly multi-line signature: the body starts after the line ending in ':'.
@@ -89,7 +101,10 @@ def function_body(fn: Callable[..., Any]) -> str:
 
 
 def run_captured(fn: Callable[[], Any]) -> tuple[Any, str]:
-    """Call ``fn()`` and return ``(its result, what it printed)``."""
+    """Call ``fn()`` and return ``(its result, what it printed)``.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         result = fn()
@@ -97,7 +112,10 @@ def run_captured(fn: Callable[[], Any]) -> tuple[Any, str]:
 
 
 def to_numpy_tree(value: Any) -> Any:
-    """Convert torch tensors / jax arrays / numbers inside a pytree-like value to numpy arrays."""
+    """Convert torch tensors / jax arrays / numbers inside a pytree-like value to numpy arrays.
+
+    PyTorch equivalent: ``tensor.detach().cpu().numpy()`` over a tree.
+    """
     if isinstance(value, dict):
         return {k: to_numpy_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -108,7 +126,10 @@ def to_numpy_tree(value: Any) -> Any:
 
 
 def max_abs_diff(expected: Any, actual: Any) -> float:
-    """Largest |expected - actual| over matching leaves (dicts by key, sequences by position)."""
+    """Largest |expected - actual| over matching leaves (dicts by key, sequences by position).
+
+    PyTorch equivalent: ``(a - b).abs().max()`` over matching leaves.
+    """
     expected, actual = to_numpy_tree(expected), to_numpy_tree(actual)
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or set(expected) != set(actual):
@@ -129,7 +150,10 @@ def max_abs_diff(expected: Any, actual: Any) -> float:
 
 @dataclass(frozen=True)
 class ParityCheck:
-    """One measured comparison: a label, the max |difference| and the tolerance it must meet."""
+    """One measured comparison: a label, the max |difference| and the tolerance it must meet.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
 
     label: str
     max_abs_diff: float
@@ -142,7 +166,10 @@ class ParityCheck:
 
 @dataclass
 class SideBySide:
-    """One example of the tour: titled sections of PyTorch next to fnml, and their parity checks."""
+    """One example of the tour: titled sections of PyTorch next to fnml, and their parity checks.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
 
     name: str
     title: str = ""
@@ -214,7 +241,10 @@ class SideBySide:
 
 
 def parse_parity_line(line: str) -> dict[str, Any] | None:
-    """Parse a line written by :meth:`SideBySide.finish`; None if it is not one."""
+    """Parse a line written by :meth:`SideBySide.finish`; None if it is not one.
+
+    PyTorch equivalent: none (the tour's presentation layer).
+    """
     if not line.startswith(PARITY_MARKER + " "):
         return None
     head, _, rest = line[len(PARITY_MARKER) + 1 :].partition(": max|diff| = ")

@@ -48,7 +48,13 @@ def test_compare_prints_both_columns_and_finish_writes_parity_line(capsys):
     out = capsys.readouterr().out
     assert "from torch" in out and "from fnml" in out and "torch.ones(2)" in out
     parsed = parse_parity_line(out.strip().splitlines()[-1])
-    assert parsed == {"name": "00 demo", "max_abs_diff": 0.0, "checks": 1, "detail": "tightest: ones (0 vs tol 0e+00)", "passed": True}
+    assert parsed == {
+        "name": "00 demo",
+        "max_abs_diff": 0.0,
+        "checks": 1,
+        "detail": "tightest: ones (0 vs tol 0e+00)",
+        "passed": True,
+    }
 
 
 def test_finish_exits_on_failure_and_requires_a_check():
