@@ -86,10 +86,16 @@ class TrainState:
     PyTorch equivalent: the pair ``(model, optimizer)`` (``model.state_dict()`` + ``optimizer.state_dict()``).
 
     Fields: ``graphdef`` (static: ``nnx.split``'s graph definition), ``tx`` (static: the
-    ``optax.GradientTransformation``), ``params`` (``nnx.State`` of ``nnx.Param``), ``rest`` (every other
-    variable: BatchNorm statistics, RNG keys and counters of Dropout...), ``opt_state``, ``step``
-    (int32 scalar: optimizer steps taken). Being a pytree it passes through ``jit``/``lax.scan``
-    unchanged in structure, so a step never recompiles.
+    ``optax.GradientTransformation``), ``params`` (the ``nnx.Param`` arrays as plain nested dicts,
+    ``nnx.to_pure_dict`` of the split state: ``state.params["fc1"]["kernel"]`` is a ``jax.Array``),
+    ``rest`` (every other variable, same form: BatchNorm statistics, RNG keys and counters of
+    Dropout...), ``opt_state`` (built over those dicts), ``step`` (int32 scalar: optimizer steps taken).
+    Being a pytree it passes through ``jit``/``lax.scan`` unchanged in structure, so a step never
+    recompiles. Plain dicts rather than ``nnx.State``: jax flattens dicts in C++, ``nnx.State`` and its
+    ``Variable`` leaves in Python, and a jitted call flattens its arguments and unflattens its results
+    every time (measured for the tutorial model, same process: 53 -> 26 us per jitted step). The module is rebuilt
+    (``nnx.merge`` accepts the dicts) only while tracing and in :meth:`model`. States built by hand with
+    ``nnx.State`` fields still work.
 
     Example::
 
@@ -119,6 +125,7 @@ class TrainState:
                 f"got {type(tx).__name__}"
             )
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)  # fast C++ flattening per call
         if copy:
             params, rest = jax.tree.map(jnp.copy, (params, rest))
         return cls(
@@ -149,6 +156,11 @@ def to_module(state: TrainState) -> nnx.Module:
     return state.model()
 
 
+def _like(template: Any, state: nnx.State) -> Any:
+    """``state`` in ``template``'s form: ``nnx.State`` if the template is one, else plain nested dicts."""
+    return state if isinstance(template, nnx.State) else nnx.to_pure_dict(state)
+
+
 def _set_mode(model: nnx.Module, *, training: bool) -> None:
     """``model.train()`` / ``model.eval()``; runs at trace time only, never per step."""
     if training:
@@ -171,7 +183,7 @@ def _pure_train_step(criterion: Callable[[Any, Any], jax.Array], *, report: bool
             _set_mode(model, training=True)
             loss = criterion(model(x), y)
             _, _, rest = nnx.split(model, nnx.Param, ...)
-            return loss, rest
+            return loss, _like(state.rest, rest)
 
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
