@@ -491,10 +491,12 @@ def test_cross_entropy_out_of_range_target_under_jit_is_nan():
     # ignore_index itself is not "out of range": it is skipped.
     jitted = jax.jit(losses.cross_entropy)
     assert np.isfinite(float(jitted(x, jnp.array([0, -100, 2, 1]))))
-    # Recompile guard: new target values (valid or not) reuse the compiled loss.
+    # Recompile guard: new target values (valid or not) reuse the compiled loss. jax shares the cache
+    # of jit(losses.cross_entropy) with other tests that jit the same function, so count the growth.
+    compiled = cache_size(jitted)
     jitted(x, jnp.array([3, 3, 0, 1]))
     jitted(x, target)
-    assert cache_size(jitted) == 1
+    assert cache_size(jitted) == compiled
 
 
 def test_nll_loss_out_of_range_target_under_jit_is_nan():
