@@ -91,9 +91,7 @@ def _summary(samples: list[float]) -> dict:
     }
 
 
-def bench_workloads(
-    names: list[str], *, repeats: int, with_compile: bool, budget_s: float, emit
-) -> list[dict]:
+def bench_workloads(names: list[str], *, repeats: int, with_compile: bool, budget_s: float, emit) -> list[dict]:
     """Build and time every workload; returns the records."""
     import workloads
 
@@ -292,13 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-w5", action="store_true", help="skip W5 and the import check")
     parser.add_argument("--w5-repeats", type=int, default=3)
-    parser.add_argument(
-        "--quick", action="store_true", help="a short smoke run (no torch.compile, 5 repeats)"
-    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (no torch.compile, 5 repeats)")
     parser.add_argument("--out", default=str(RESULTS), help="output folder")
-    parser.add_argument(
-        "--render", metavar="JSONL", help="only re-render the markdown table of a results.jsonl"
-    )
+    parser.add_argument("--render", metavar="JSONL", help="only re-render the markdown table of a results.jsonl")
     args = parser.parse_args(argv)
     if args.render:
         rows = [json.loads(line) for line in Path(args.render).read_text().splitlines() if line.strip()]

@@ -139,9 +139,7 @@ class Workload:
     flops_per_step: float | None = None  # forward + backward matmul FLOPs, for throughput
 
 
-def _torch_loop(
-    model: nn.Module, criterion, optimizer, batches: Callable[[int], tuple]
-) -> Callable[[int], None]:
+def _torch_loop(model: nn.Module, criterion, optimizer, batches: Callable[[int], tuple]) -> Callable[[int], None]:
     """The tutorial loop, k steps; batch i comes from ``batches(i)``."""
 
     def run(k: int) -> None:

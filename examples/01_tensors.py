@@ -203,8 +203,7 @@ tour.check("g.shape", np.asarray(t), np.asarray(f), tol=0.0)
 # ------------------------------------------------------------------------------------- devices
 tour.section(
     "Tensors and devices",
-    "torch moves a tensor with .to('cuda'); fnml returns a new array on the device "
-    "(jax arrays are immutable).",
+    "torch moves a tensor with .to('cuda'); fnml returns a new array on the device (jax arrays are immutable).",
 )
 
 

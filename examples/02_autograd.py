@@ -42,9 +42,7 @@ def fnml_requires_grad():
     return tensor_grad
 
 
-t, f = tour.compare(
-    "tensor([1.0], requires_grad=True) * 2, backward()", torch_requires_grad, fnml_requires_grad
-)
+t, f = tour.compare("tensor([1.0], requires_grad=True) * 2, backward()", torch_requires_grad, fnml_requires_grad)
 tour.check("grad of t * 2", t, f, tol=0.0)
 
 # ------------------------------------------------------------------------------------- forward
@@ -80,9 +78,7 @@ def fnml_forward():
     return out
 
 
-t, f_out = tour.compare(
-    "x = randn(2, 2); y = x + 2; z = y * y * 3; out = z.mean()", torch_forward, fnml_forward
-)
+t, f_out = tour.compare("x = randn(2, 2); y = x + 2; z = y * y * 3; out = z.mean()", torch_forward, fnml_forward)
 tour.check("out", t, f_out, tol=0.0)
 
 

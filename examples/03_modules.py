@@ -92,9 +92,7 @@ def fnml_weights():
     for layer in ("fc1", "fc2"):
         weight = getattr(torch_model, layer).weight
         bias = getattr(torch_model, layer).bias
-        getattr(fnml_model, layer).kernel[...] = tensors.from_torch(
-            weight.detach()
-        ).T  # (out, in) -> (in, out)
+        getattr(fnml_model, layer).kernel[...] = tensors.from_torch(weight.detach()).T  # (out, in) -> (in, out)
         getattr(fnml_model, layer).bias[...] = tensors.from_torch(bias.detach())
     for layer in ("fc1", "fc2"):
         print(f"{layer}.kernel", getattr(fnml_model, layer).kernel[...].shape)

@@ -64,7 +64,7 @@ def torch_loop():
         optimizer.step()
         step_losses.append(loss.item())
         if (epoch + 1) % 10 == 0:
-            print(f"Epoch [{epoch+1}/100], Loss: {loss.item():.4f}")
+            print(f"Epoch [{epoch + 1}/100], Loss: {loss.item():.4f}")
     return np.array(step_losses)
 
 
@@ -142,17 +142,18 @@ def torch_reference():
 def fnml_fused():
     model = layers.SimpleNN(rngs=nnx.Rngs(0))
     interop.load_state_dict(model, INITIAL)
-    unfused = train.fit(model, fnml_optim.adam(lr=0.001), losses.MSELoss(), X.numpy(), Y.numpy(),
-                        epochs=100, fused=False, verbose=False)
-    fused = train.fit(model, fnml_optim.adam(lr=0.001), losses.MSELoss(), X.numpy(), Y.numpy(),
-                      epochs=100, fused=True, verbose=False)
+    unfused = train.fit(
+        model, fnml_optim.adam(lr=0.001), losses.MSELoss(), X.numpy(), Y.numpy(), epochs=100, fused=False, verbose=False
+    )
+    fused = train.fit(
+        model, fnml_optim.adam(lr=0.001), losses.MSELoss(), X.numpy(), Y.numpy(), epochs=100, fused=True, verbose=False
+    )
     print(f"max |fused - unfused| over 100 losses: {np.max(np.abs(fused.losses - unfused.losses)):.2e}")
     print(f"final loss {fused.losses[-1]:.4f}")
     return fused.losses, unfused.losses
 
 
 _, (fused_losses, unfused_losses) = tour.compare("fused vs step-by-step", torch_reference, fnml_fused)
-tour.record("fused == unfused per-step loss (float32)", float(np.max(np.abs(fused_losses - unfused_losses))),
-            tol=1e-6)
+tour.record("fused == unfused per-step loss (float32)", float(np.max(np.abs(fused_losses - unfused_losses))), tol=1e-6)
 tour.check("fused per-step loss vs torch (float32)", torch_losses, fused_losses, tol=1e-5)
 tour.finish()

@@ -21,9 +21,7 @@ from flax import nnx
 from fnml import interop, losses, optim, parity
 from fnml.sidebyside import SideBySide, quick_mode
 
-tour = SideBySide(
-    "05b port a model", "from_torch: a torch CNN and its fnml twin, forward, gradients, training"
-)
+tour = SideBySide("05b port a model", "from_torch: a torch CNN and its fnml twin, forward, gradients, training")
 STEPS = 30 if quick_mode() else 100
 
 
@@ -181,9 +179,7 @@ def fnml_training():
     return history, interop.state_dict(twin)
 
 
-(t_losses, t_state), (f_losses, f_state) = tour.compare(
-    f"{STEPS}-step training loop", torch_training, fnml_training
-)
+(t_losses, t_state), (f_losses, f_state) = tour.compare(f"{STEPS}-step training loop", torch_training, fnml_training)
 tour.check(f"per-step losses ({STEPS} steps)", t_losses, f_losses, tol=1e-4)
 tour.check("final parameters and BatchNorm buffers", t_state, f_state, tol=1e-4)
 
@@ -213,10 +209,6 @@ tour.record(
     tol=0.0,
 )
 divergence = parity.first_divergence(copy.deepcopy(MODEL).eval(), TWIN, X)
-tour.record(
-    "first_divergence: layers that differ (eval)", float(divergence.first_divergent is not None), tol=0.0
-)
-tour.record(
-    "check_defaults: differing settings", float(len(parity.check_defaults(MODEL, TWIN).mismatches)), tol=0.0
-)
+tour.record("first_divergence: layers that differ (eval)", float(divergence.first_divergent is not None), tol=0.0)
+tour.record("check_defaults: differing settings", float(len(parity.check_defaults(MODEL, TWIN).mismatches)), tol=0.0)
 tour.finish()

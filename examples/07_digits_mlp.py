@@ -33,9 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml.sidebyside import SideBySide, output_dir, quick_mode, run_captured
 
-tour = SideBySide(
-    "07 digits MLP", "Real data: an MLP on scikit-learn's digits, the tutorial's 12 training steps"
-)
+tour = SideBySide("07 digits MLP", "Real data: an MLP on scikit-learn's digits, the tutorial's 12 training steps")
 
 QUICK = quick_mode()
 EPOCHS = 6 if QUICK else 60  # an upper bound: early stopping usually ends the full run sooner
@@ -144,9 +142,7 @@ torch.manual_seed(0)
 (T_MODEL, T_CRITERION, T_OPTIMIZER), (F_MODEL, F_CRITERION, F_TX) = tour.compare(
     "nn.Sequential + CrossEntropyLoss + Adam", torch_model, fnml_model
 )
-tour.check(
-    "initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0
-)
+tour.check("initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0)
 
 # ------------------------------------------------------------------------------------- steps 5-8
 tour.section(
@@ -279,9 +275,7 @@ tour.console.print(
 )
 # Measured: ~1e-6 over the full run (float32; summation order and FMA contraction differ).
 tour.record(f"per-step training loss, {COMMON_STEPS} steps (float32)", LOSS_DIFF, tol=2e-5)
-tour.record(
-    "optimizer steps taken (early stopping at the same epoch)", abs(len(T_LOSSES) - len(F_LOSSES)), tol=0
-)
+tour.record("optimizer steps taken (early stopping at the same epoch)", abs(len(T_LOSSES) - len(F_LOSSES)), tol=0)
 PLOT = _digits.plot_losses(
     os.path.join(OUT, "07_digits_mlp_loss.png"),
     "Digits MLP: per-step training loss",
@@ -290,9 +284,7 @@ PLOT = _digits.plot_losses(
 tour.console.print(f"  loss curves overlaid: {PLOT}")
 
 # ------------------------------------------------------------------------------------- step 10
-tour.section(
-    "Step 10 - evaluation on the held-out test split", "Eval mode, no gradients, best-epoch weights."
-)
+tour.section("Step 10 - evaluation on the held-out test split", "Eval mode, no gradients, best-epoch weights.")
 
 
 def torch_test():
@@ -413,18 +405,14 @@ tour.check(
     FRESH["fresh_safetensors"],
     tol=1e-6,
 )
-tour.check(
-    "fnml: fresh process, orbax checkpoint vs in-process", F_IN_PROCESS, F_SERVED["fresh_orbax"], tol=1e-6
-)
+tour.check("fnml: fresh process, orbax checkpoint vs in-process", F_IN_PROCESS, F_SERVED["fresh_orbax"], tol=1e-6)
 tour.check("fnml: fresh process, jax.export vs in-process", F_IN_PROCESS, F_SERVED["fresh_export"], tol=1e-6)
 tour.check("torch.export vs jax.export, both in fresh processes", T_SERVED, FRESH["fresh_export"], tol=1e-4)
 # fnml's safetensors file loads into a plain torch model: the weights travel back to PyTorch.
 BACK = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
 BACK.load_state_dict(load_file(os.path.join(SERVE_DIR, "mlp.safetensors")))
 with torch.no_grad():
-    tour.check(
-        "torch model loaded from fnml's safetensors vs fnml logits", BACK(X_TEST_T), F_IN_PROCESS, tol=1e-5
-    )
+    tour.check("torch model loaded from fnml's safetensors vs fnml logits", BACK(X_TEST_T), F_IN_PROCESS, tol=1e-5)
 
 tour.section("Summary")
 tour.console.print(

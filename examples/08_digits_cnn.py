@@ -86,9 +86,7 @@ def fnml_images():
 TORCH_SPLITS, FNML_SPLITS = tour.compare("Images: NCHW vs NHWC", torch_images, fnml_images)
 # Values reach 35 standard deviations (rare pixels), where one float32 ulp is 3.8e-6.
 FNML_AS_NCHW = [tensors.nhwc_to_nchw(x) for x, _ in FNML_SPLITS]  # (N, H, W, C) -> (N, C, H, W)
-tour.check(
-    "images, all splits (compared in NCHW; float32)", [x for x, _ in TORCH_SPLITS], FNML_AS_NCHW, tol=5e-5
-)
+tour.check("images, all splits (compared in NCHW; float32)", [x for x, _ in TORCH_SPLITS], FNML_AS_NCHW, tol=5e-5)
 (X_TRAIN_T, Y_TRAIN_T), (X_VAL_T, Y_VAL_T), (X_TEST_T, Y_TEST_T) = TORCH_SPLITS
 (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), (X_TEST, Y_TEST) = FNML_SPLITS
 

@@ -80,9 +80,7 @@ def fnml_sequences():
 
 TORCH_SPLITS, FNML_SPLITS = tour.compare("Rows as time steps", torch_sequences, fnml_sequences)
 # Values reach 35 standard deviations (rare pixels), where one float32 ulp is 3.8e-6.
-tour.check(
-    "sequences, all splits (float32)", [x for x, _ in TORCH_SPLITS], [x for x, _ in FNML_SPLITS], tol=5e-5
-)
+tour.check("sequences, all splits (float32)", [x for x, _ in TORCH_SPLITS], [x for x, _ in FNML_SPLITS], tol=5e-5)
 (X_TRAIN_T, Y_TRAIN_T), (X_VAL_T, Y_VAL_T), (X_TEST_T, Y_TEST_T) = TORCH_SPLITS
 (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), (X_TEST, Y_TEST) = FNML_SPLITS
 
@@ -146,9 +144,7 @@ TORCH_INITIAL = copy.deepcopy(run_captured(torch_build)[0][0].state_dict())  # s
 (T_MODEL, T_LOGITS0, T_LOSS0), (F_MODEL, F_LOGITS0, F_LOSS0) = tour.compare(
     "LSTM classifier, forward and loss", torch_build, fnml_build
 )
-tour.check(
-    "initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0
-)
+tour.check("initial weights (state_dict, torch layout)", T_MODEL.state_dict(), interop.state_dict(F_MODEL), tol=0.0)
 tour.check("logits at identical weights (float32)", T_LOGITS0, F_LOGITS0, tol=1e-6)
 tour.check("loss at identical weights (float32)", T_LOSS0, F_LOSS0, tol=1e-6)
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 
 # 4 CPU devices for this process: the flag must be set BEFORE jax is imported (existing flags kept).
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]
-)
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"])
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,9 +27,7 @@ from flax import nnx  # noqa: E402
 from fnml import device, interop, layers, losses, optim, train  # noqa: E402
 from fnml.sidebyside import SideBySide, quick_mode  # noqa: E402
 
-tour = SideBySide(
-    "10 data parallel", "Data parallelism: DDP's result with jax.sharding (4 simulated CPU devices)"
-)
+tour = SideBySide("10 data parallel", "Data parallelism: DDP's result with jax.sharding (4 simulated CPU devices)")
 STEPS = 10 if quick_mode() else 100
 BATCH = 32  # global batch: 8 samples per device
 

@@ -39,9 +39,7 @@ class Digits:
 def load() -> Digits:
     """scikit-learn's bundled digits (no network) and fnml's fixed-key 70/15/15 split."""
     bunch = load_digits()
-    train_idx, val_idx, test_idx = data.random_split(
-        jax.random.key(SPLIT_SEED), len(bunch.data), SPLIT_FRACTIONS
-    )
+    train_idx, val_idx, test_idx = data.random_split(jax.random.key(SPLIT_SEED), len(bunch.data), SPLIT_FRACTIONS)
     return Digits(
         images=np.asarray(bunch.data, dtype=np.float64),
         labels=np.asarray(bunch.target, dtype=np.int64),
@@ -97,9 +95,7 @@ def plot_losses(path: str, title: str, curves: dict[str, np.ndarray]) -> str:
     styles = ["-", "--", ":", "-."]
     for index, (label, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=np.float64)
-        axes.plot(
-            np.arange(1, len(values) + 1), values, styles[index % len(styles)], label=label, linewidth=1.2
-        )
+        axes.plot(np.arange(1, len(values) + 1), values, styles[index % len(styles)], label=label, linewidth=1.2)
     axes.set_yscale("log")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("cross-entropy loss")
@@ -114,13 +110,9 @@ def run_fresh_process(script: str, *args: str) -> str:
     """Run ``python script args...`` in a new interpreter (nothing shared with this one); return stdout."""
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)  # the served model runs with jax's defaults, like the example
-    completed = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    completed = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=300)
     if completed.returncode != 0:
-        raise RuntimeError(
-            f"fresh process {script} failed (rc={completed.returncode}):\n{completed.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"fresh process {script} failed (rc={completed.returncode}):\n{completed.stderr[-3000:]}")
     return completed.stdout.strip()
 
 

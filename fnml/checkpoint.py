@@ -199,14 +199,10 @@ def verify_checkpoint(directory: Any, *, step: int) -> bool:
                 f"(truncated or altered)"
             )
         if actual[rel][1] != digest:
-            raise CorruptCheckpointError(
-                f"checkpoint {step_dir!r}: file {rel!r} was altered (sha256 mismatch)"
-            )
+            raise CorruptCheckpointError(f"checkpoint {step_dir!r}: file {rel!r} was altered (sha256 mismatch)")
     extra = sorted(set(actual) - set(expected))
     if extra:
-        raise CorruptCheckpointError(
-            f"checkpoint {step_dir!r}: unexpected files {extra[:5]} not in the manifest"
-        )
+        raise CorruptCheckpointError(f"checkpoint {step_dir!r}: unexpected files {extra[:5]} not in the manifest")
     return True
 
 
@@ -221,9 +217,7 @@ def latest_valid_step(directory: Any) -> int:
     path = _check_directory(directory, where="latest_valid_step")
     steps = all_steps(path)
     if not steps:
-        raise ValueError(
-            f"latest_valid_step: {path!r} is not a checkpoint directory (no completed checkpoint steps)"
-        )
+        raise ValueError(f"latest_valid_step: {path!r} is not a checkpoint directory (no completed checkpoint steps)")
     problems = []
     for candidate in reversed(steps):
         try:
@@ -354,7 +348,8 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
         target = _nest(list(storable), list(storable.values()))
         restored = _read(
             lambda: manager.restore(chosen, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))),
-            path, chosen,
+            path,
+            chosen,
         )
     values = restored["state"]
     out = []

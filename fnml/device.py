@@ -201,9 +201,7 @@ def device_count(kind: str | None = None) -> int:
     if kind is None:
         return len(jax.local_devices())
     if not isinstance(kind, str) or kind.lower() not in _KINDS:
-        raise ValueError(
-            f"device_count: kind must be one of {', '.join(map(repr, _KINDS))} or None; got {kind!r}"
-        )
+        raise ValueError(f"device_count: kind must be one of {', '.join(map(repr, _KINDS))} or None; got {kind!r}")
     return len(_platform_devices(_KINDS[kind.lower()]))
 
 
@@ -314,8 +312,7 @@ def mesh(data: int | None = None, model: int = 1, *, devices: Any = None) -> jax
         raise ValueError(f"mesh: data must be a positive int or None, got data={data!r}")
     if data * model != len(devs):
         raise ValueError(
-            f"mesh: data * model must equal the number of devices ({len(devs)}); "
-            f"got data={data}, model={model}"
+            f"mesh: data * model must equal the number of devices ({len(devs)}); got data={data}, model={model}"
         )
     auto = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto, devices=devs)
@@ -412,9 +409,7 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             return leaf  # already a global batch with this layout
         shape = np.shape(leaf)
         if len(shape) == 0:
-            raise ValueError(
-                f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
-            )
+            raise ValueError(f"shard_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
         check_batch_size(shape[0], mesh, where="shard_batch")
         if local_only:
             return jax.device_put(leaf, sharding)
@@ -442,9 +437,7 @@ def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
     def put(leaf: Any) -> jax.Array:
         local = np.asarray(leaf)
         if local.ndim == 0:
-            raise ValueError(
-                f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis"
-            )
+            raise ValueError(f"global_batch: got a scalar leaf {leaf!r}; every leaf needs a leading batch axis")
         check_batch_size(local.shape[0], mesh, where="global_batch")
         return jax.make_array_from_process_local_data(sharding, local)
 
@@ -555,9 +548,7 @@ def data_parallel(
     def run(state: Any, *batch_args: Any) -> Any:
         structure = (jax.tree.structure(state), len(batch_args))
         if structure not in compiled:
-            shardings = (
-                rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
-            )
+            shardings = rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
             fn = jax.jit(
                 step,
                 in_shardings=(shardings,) + (batch,) * len(batch_args),
@@ -636,14 +627,10 @@ def init_distributed(
         m = mesh()          # all GPUs of both hosts on the "data" axis
     """
     where = "init_distributed"
-    if not isinstance(coordinator_address, str) or not re.match(
-        r"^\[?[\w.\-:]+\]?:\d+$", coordinator_address
-    ):
+    if not isinstance(coordinator_address, str) or not re.match(r"^\[?[\w.\-:]+\]?:\d+$", coordinator_address):
         raise ValueError(f"{where}: coordinator_address must be 'host:port', got {coordinator_address!r}")
     if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
-        raise ValueError(
-            f"{where}: num_processes must be a positive int, got num_processes={num_processes!r}"
-        )
+        raise ValueError(f"{where}: num_processes must be a positive int, got num_processes={num_processes!r}")
     if not isinstance(process_id, int) or isinstance(process_id, bool) or not 0 <= process_id < num_processes:
         raise ValueError(
             f"{where}: process_id must be an int in 0..{num_processes - 1} (num_processes={num_processes}), "
@@ -651,9 +638,7 @@ def init_distributed(
         )
     if cpu_collectives is not None:
         if cpu_collectives not in ("gloo", "mpi"):
-            raise ValueError(
-                f"{where}: cpu_collectives must be 'gloo', 'mpi' or None, got {cpu_collectives!r}"
-            )
+            raise ValueError(f"{where}: cpu_collectives must be 'gloo', 'mpi' or None, got {cpu_collectives!r}")
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
         coordinator_address=coordinator_address,

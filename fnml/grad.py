@@ -60,9 +60,7 @@ def _check_argnums(argnums: Any, where: str) -> None:
 def _check_callable(f: Any, where: str) -> None:
     """The transform's first argument is the function to differentiate."""
     if not callable(f):
-        raise TypeError(
-            f"{where}: f must be a callable (the function to differentiate), got {type(f).__name__}"
-        )
+        raise TypeError(f"{where}: f must be a callable (the function to differentiate), got {type(f).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,9 +87,7 @@ def grad(f: Callable[..., Any], argnums: Argnums = 0, *, has_aux: bool = False) 
     return jax.grad(f, argnums=argnums, has_aux=has_aux)
 
 
-def value_and_grad(
-    f: Callable[..., Any], argnums: Argnums = 0, *, has_aux: bool = False
-) -> Callable[..., Any]:
+def value_and_grad(f: Callable[..., Any], argnums: Argnums = 0, *, has_aux: bool = False) -> Callable[..., Any]:
     """A function returning ``(f(x), df/dx)`` from one forward and one backward pass.
 
     PyTorch equivalent: ``loss = f(x); loss.backward(); (loss, x.grad)``.
@@ -126,9 +122,7 @@ def jacobian(
         return jax.jacrev(f, argnums=argnums, has_aux=has_aux)
     if strategy == "forward-mode":
         return jax.jacfwd(f, argnums=argnums, has_aux=has_aux)
-    raise ValueError(
-        f"jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy={strategy!r}"
-    )
+    raise ValueError(f"jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy={strategy!r}")
 
 
 def hessian(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[..., Any]:
@@ -146,9 +140,7 @@ def hessian(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[..., Any]:
     return jax.hessian(f, argnums=argnums)
 
 
-def backward(
-    f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnums: Argnums | None = None
-) -> Any:
+def backward(f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnums: Argnums | None = None) -> Any:
     """Gradients of ``f(*args)`` weighted by ``grad_outputs``: the vector-Jacobian product.
 
     PyTorch equivalent: ``out = f(*args); out.backward(gradient=grad_outputs)`` then each
@@ -366,9 +358,7 @@ def _gradcheck64(f, inputs, *, eps, atol, rtol, raise_exception) -> bool:
             for o, (hi, lo) in enumerate(zip(flat_outputs(*args_plus), flat_outputs(*args_minus))):
                 numerical[o][:, k] = (np.asarray(hi) - np.asarray(lo)) / (2 * eps)
         for o in range(len(outputs)):
-            exact = np.asarray(analytical[o][in_pos]).reshape(
-                outputs[o].size, x.size
-            )  # (out, *in) -> (out, in)
+            exact = np.asarray(analytical[o][in_pos]).reshape(outputs[o].size, x.size)  # (out, *in) -> (out, in)
             if not np.all(np.abs(exact - numerical[o]) <= atol + rtol * np.abs(numerical[o])):
                 if not raise_exception:
                     return False

@@ -161,9 +161,7 @@ def _conv2d_slots(module: Any) -> list[_Slot]:
 def _batchnorm_slots(module: Any) -> list[_Slot]:
     # Same names and (C,) shapes on both sides; num_batches_tracked exists in torch only as a counter.
     slots = [_Slot(name, module, name) for name in ("weight", "bias") if _optional(module, name)]
-    slots += [
-        _Slot(name, module, name) for name in ("running_mean", "running_var") if _optional(module, name)
-    ]
+    slots += [_Slot(name, module, name) for name in ("running_mean", "running_var") if _optional(module, name)]
     if _optional(module, "num_batches_tracked"):
         slots.append(_Slot("num_batches_tracked", module, "num_batches_tracked", is_count=True))
     return slots
@@ -372,9 +370,7 @@ def _chw_to_hwc_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.nda
     out_features = weight.shape[0]
     channels, height, width = chw
     # (O, C*H*W) -> (O, C, H, W) -> (O, H, W, C) -> (O, H*W*C)
-    return (
-        weight.reshape(out_features, channels, height, width).transpose(0, 2, 3, 1).reshape(out_features, -1)
-    )
+    return weight.reshape(out_features, channels, height, width).transpose(0, 2, 3, 1).reshape(out_features, -1)
 
 
 def _hwc_to_chw_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
@@ -382,9 +378,7 @@ def _hwc_to_chw_columns(weight: np.ndarray, chw: tuple[int, int, int]) -> np.nda
     out_features = weight.shape[0]
     channels, height, width = chw
     # (O, H*W*C) -> (O, H, W, C) -> (O, C, H, W) -> (O, C*H*W)
-    return (
-        weight.reshape(out_features, height, width, channels).transpose(0, 3, 1, 2).reshape(out_features, -1)
-    )
+    return weight.reshape(out_features, height, width, channels).transpose(0, 3, 1, 2).reshape(out_features, -1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -444,9 +438,7 @@ def _read_source(source: Any) -> Mapping[str, Any]:
             return load_safetensors(path)
         if path.endswith((".pt", ".pth", ".bin")):
             return _load_torch_file(path)
-        raise ValueError(
-            f"state_dict path {path!r} has an unknown extension; expected .safetensors, .pt, .pth or .bin"
-        )
+        raise ValueError(f"state_dict path {path!r} has an unknown extension; expected .safetensors, .pt, .pth or .bin")
     if isinstance(source, nnx.Module):
         return state_dict(source)
     if isinstance(source, Mapping):
@@ -519,9 +511,7 @@ def _load(model, source, *, strict, flatten_nhwc, keep_source_dtype):
     if strict and unexpected:
         problems.append("Unexpected key(s): " + ", ".join(repr(k) for k in unexpected))
     if problems:
-        raise StateDictError(
-            f"Error(s) in loading state_dict for {type(model).__name__}:\n\t" + "\n\t".join(problems)
-        )
+        raise StateDictError(f"Error(s) in loading state_dict for {type(model).__name__}:\n\t" + "\n\t".join(problems))
 
     for name, slot in slots.items():
         if name not in arrays:
@@ -582,16 +572,10 @@ def save_safetensors(obj: Any, path: str | os.PathLike, *, metadata: Mapping[str
     elif isinstance(obj, Mapping):
         tensors = OrderedDict((str(k), np.array(_to_numpy(v, str(k)), order="C")) for k, v in obj.items())
     else:
-        raise TypeError(
-            f"save_safetensors expects an fnml model or a mapping of tensors, got {type(obj).__name__}"
-        )
-    if metadata is not None and not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
+        raise TypeError(f"save_safetensors expects an fnml model or a mapping of tensors, got {type(obj).__name__}")
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError(f"metadata must map str -> str, got {metadata!r}")
-    _atomic_write(
-        path, lambda tmp: save_file(dict(tensors), tmp, metadata=dict(metadata) if metadata else None)
-    )
+    _atomic_write(path, lambda tmp: save_file(dict(tensors), tmp, metadata=dict(metadata) if metadata else None))
     return path
 
 
@@ -640,9 +624,7 @@ def _load_torch_file(path: str) -> Mapping[str, Any]:
             f"Re-save it as a plain state dict or a .safetensors file from a trusted environment."
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"could not read torch checkpoint {path!r}: truncated or corrupted ({error})"
-        ) from error
+        raise ValueError(f"could not read torch checkpoint {path!r}: truncated or corrupted ({error})") from error
     if isinstance(loaded, Mapping):
         if all(isinstance(v, torch.Tensor) for v in loaded.values()):
             return loaded
@@ -806,9 +788,7 @@ def _call_layer(layer: Any, layout: str, args: tuple, kwargs: dict) -> Any:
         out = layer(x, *rest, **kwargs)
         return jnp.transpose(out, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     if layout == "nchw" and x.ndim != 4:
-        raise ValueError(
-            f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}"
-        )
+        raise ValueError(f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}")
     if layout == "ncl" and x.ndim == 3:
         out = layer(jnp.transpose(x, (0, 2, 1)), *rest, **kwargs)  # (N, C, L) -> (N, L, C)
         return jnp.transpose(out, (0, 2, 1))  # (N, L, C) -> (N, C, L)
@@ -900,9 +880,7 @@ def _max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fa
     )
 
 
-def _avg_pool2d(
-    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
+def _avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
     """F.avg_pool2d on (N, C, H, W): zero padding counted in the divisor by default, like torch."""
     if ceil_mode:
         raise UnsupportedTorchOpError("F.avg_pool2d with ceil_mode=True")
@@ -1195,8 +1173,7 @@ def _build_twin_tree(torch_module: Any, path: str, dtype: Any) -> Any:
     is_torch_nn = type(torch_module).__module__.startswith("torch.nn.modules")
     if isinstance(torch_module, torch.nn.Sequential) and type(torch_module) is torch.nn.Sequential:
         children = [
-            _build_twin_tree(child, f"{path}.{i}" if path else str(i), dtype)
-            for i, child in enumerate(torch_module)
+            _build_twin_tree(child, f"{path}.{i}" if path else str(i), dtype) for i, child in enumerate(torch_module)
         ]
         return layers.Sequential(*children)
     if is_torch_nn and name not in ("ModuleList", "ModuleDict", "Sequential"):
@@ -1383,9 +1360,7 @@ def from_torch(torch_module: Any) -> TorchTwin:
     own = [n for n, _ in torch_module.named_parameters(recurse=False)]
     own += [n for n, b in torch_module.named_buffers(recurse=False) if b is not None and n not in own]
     source = torch.fx.GraphModule(torch_module, graph).code
-    twin = TorchTwin(
-        type(torch_module).__name__, tuple(own) + tuple(n for n, _ in twin_children), program, source
-    )
+    twin = TorchTwin(type(torch_module).__name__, tuple(own) + tuple(n for n, _ in twin_children), program, source)
     _fill_container(twin, torch_module, twin_children, "", dtype)
 
     # Weights: through the same torch-name machinery as load_state_dict, in the torch dtype.

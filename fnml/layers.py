@@ -351,8 +351,9 @@ def _conv2d_im2col(x, kernel, stride, padding, dilation):
     ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
     views = [
         # (N, H, W, C) -> (N, Ho, Wo, C): the input pixels under kernel tap (i, j) for every output pixel.
-        lax.slice(x, (0, i * dh, j * dw, 0), (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, cin),
-                  (1, sh, sw, 1))
+        lax.slice(
+            x, (0, i * dh, j * dw, 0), (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, cin), (1, sh, sw, 1)
+        )
         for i in range(kh)
         for j in range(kw)
     ]
@@ -448,9 +449,7 @@ class Conv2d(Module):
         kh, kw = self.kernel_size
         init = torch_uniform(_fan_in_bound(in_channels // groups * kh * kw))
         # HWIO = torch OIHW transposed (2, 3, 1, 0).
-        self.kernel = nnx.Param(
-            init(rngs.params(), (kh, kw, in_channels // groups, out_channels), param_dtype)
-        )
+        self.kernel = nnx.Param(init(rngs.params(), (kh, kw, in_channels // groups, out_channels), param_dtype))
         self.bias = nnx.Param(init(rngs.params(), (out_channels,), param_dtype)) if bias else nnx.data(None)
 
     def _padding_pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -524,13 +523,10 @@ class Conv2d(Module):
     def _use_im2col(self) -> bool:
         """The lowering rule (see the class docstring); decided at trace time, never per step."""
         kh, kw = self.kernel_size
-        return (self.groups == 1 and self.in_channels * kh * kw >= _IM2COL_MIN_DEPTH
-                and jax.default_backend() == "cpu")
+        return self.groups == 1 and self.in_channels * kh * kw >= _IM2COL_MIN_DEPTH and jax.default_backend() == "cpu"
 
     def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        )
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):
@@ -615,8 +611,7 @@ class _BatchNorm(Module):
         if use_batch_stats:
             if training and count <= 1:
                 raise ValueError(
-                    f"{self._name}: expected more than 1 value per channel when training, got input shape "
-                    f"{x.shape}"
+                    f"{self._name}: expected more than 1 value per channel when training, got input shape {x.shape}"
                 )
             mean = jnp.mean(x, axis=axes)
             # Two-pass variance; torch normalises with the biased one and tracks the unbiased one.
@@ -867,9 +862,7 @@ class Embedding(Module):
         check_positive_int("embedding_dim", embedding_dim, where=where)
         if padding_idx is not None:
             if not isinstance(padding_idx, int) or isinstance(padding_idx, bool):
-                raise TypeError(
-                    f"{where}: padding_idx must be an int or None, got padding_idx={padding_idx!r}"
-                )
+                raise TypeError(f"{where}: padding_idx must be an int or None, got padding_idx={padding_idx!r}")
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(
                     f"{where}: padding_idx must be within num_embeddings={num_embeddings} "
@@ -1128,9 +1121,7 @@ class AvgPool2d(_Pool2d):
             kh, kw = self._kernel
             n, c = x.shape[0], x.shape[3]
             x = x[:, : oh * kh, : ow * kw, :]  # floor mode drops the incomplete last windows
-            sums = x.reshape(n, oh, kh, ow, kw, c).sum(
-                axis=(2, 4)
-            )  # (N, Ho, kh, Wo, kw, C) -> (N, Ho, Wo, C)
+            sums = x.reshape(n, oh, kh, ow, kw, c).sum(axis=(2, 4))  # (N, Ho, kh, Wo, kw, C) -> (N, Ho, Wo, C)
         else:
             windows = _windows(x, self._kernel, self._stride, (1, 1), self._padding, (oh, ow), 0)
             sums = windows.sum(axis=-1)  # (N, Ho, Wo, C, kh*kw) -> (N, Ho, Wo, C)
@@ -1162,9 +1153,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: int | tuple[int | None, int | None]):
         where = "AdaptiveAvgPool2d"
-        items = (
-            (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
-        )
+        items = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
         if len(items) != 2 or not all(
             v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in items
         ):
@@ -1255,8 +1244,7 @@ class Flatten(Module):
         end = _normalize_dim(self.end_dim, ndim, "Flatten")
         if start > end:
             raise ValueError(
-                f"Flatten: start_dim={self.start_dim} must not come after end_dim={self.end_dim} "
-                f"for a {x.ndim}-D input"
+                f"Flatten: start_dim={self.start_dim} must not come after end_dim={self.end_dim} for a {x.ndim}-D input"
             )
         shape = x.shape if x.ndim else (1,)
         # (..., d_start, ..., d_end, ...) -> (..., d_start * ... * d_end, ...)
@@ -1352,9 +1340,7 @@ class _SoftmaxBase(Module):
 
     def __init__(self, dim: int):
         if not isinstance(dim, int) or isinstance(dim, bool):
-            raise TypeError(
-                f"{self._name}: dim must be an int (torch's implicit dim is deprecated), got dim={dim!r}"
-            )
+            raise TypeError(f"{self._name}: dim must be an int (torch's implicit dim is deprecated), got dim={dim!r}")
         self.dim = dim
 
     def _axis(self, x: jax.Array) -> int:

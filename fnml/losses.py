@@ -128,8 +128,7 @@ def _broadcast_weight(name: str, weight: Any, shape: tuple[int, ...], dtype, whe
         broadcast = None
     if broadcast != tuple(shape):
         raise ValueError(
-            f"{where}: {name} of shape {tuple(array.shape)} does not broadcast to the input shape "
-            f"{tuple(shape)}"
+            f"{where}: {name} of shape {tuple(array.shape)} does not broadcast to the input shape {tuple(shape)}"
         )
     return array.astype(dtype)
 
@@ -170,9 +169,7 @@ def _check_class_indices(target: jax.Array, num_classes: int, ignore_index: int,
         )
 
 
-def _class_index_terms(
-    target: jax.Array, num_classes: int, weight: jax.Array | None, ignore_index: int, dtype
-):
+def _class_index_terms(target: jax.Array, num_classes: int, weight: jax.Array | None, ignore_index: int, dtype):
     """Safe gather indices, w[y] (0 where ignored), the ignored mask and the out-of-range mask."""
     ignored = target == ignore_index
     invalid = ~ignored & ((target < 0) | (target >= num_classes))
@@ -455,9 +452,7 @@ def _class_axis_weight(weight: jax.Array, ndim: int) -> jax.Array:
 def _cross_entropy_indices(x, t, weight, ignore_index, reduction, label_smoothing):
     """torch's class-index cross entropy for batched (N, C, d1, ...) logits."""
     num_classes = x.shape[1]
-    safe_t, target_weight, ignored, invalid = _class_index_terms(
-        t, num_classes, weight, ignore_index, x.dtype
-    )
+    safe_t, target_weight, ignored, invalid = _class_index_terms(t, num_classes, weight, ignore_index, x.dtype)
     zero = jnp.zeros((), x.dtype)
     # -log p_y per element, (N, d1, ...)
     neg_log_p = optax.softmax_cross_entropy_with_integer_labels(x, safe_t, axis=1)
@@ -508,9 +503,7 @@ def _binary_cross_entropy_jvp(primals, tangents):
 _binary_cross_entropy_elements.defjvp(_binary_cross_entropy_jvp, symbolic_zeros=True)
 
 
-def binary_cross_entropy(
-    input: Any, target: Any, *, weight: Any = None, reduction: str = "mean"
-) -> jax.Array:
+def binary_cross_entropy(input: Any, target: Any, *, weight: Any = None, reduction: str = "mean") -> jax.Array:
     """Binary cross entropy of probabilities, logarithms clamped at -100 like torch.
 
     PyTorch equivalent: ``torch.nn.functional.binary_cross_entropy(input, target, weight=None,
@@ -810,9 +803,7 @@ class NLLLoss(_Criterion):
         object.__setattr__(self, "weight", _as_optional_array("weight", self.weight, "NLLLoss"))
 
     def __call__(self, input: Any, target: Any) -> jax.Array:
-        return nll_loss(
-            input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction
-        )
+        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)

@@ -376,9 +376,7 @@ def _scale_by_torch_adam(
         bias_correction2_sqrt = jnp.sqrt(_one_minus_pow(b2, t))
         step_size = lr_t / bias_correction1
         exp_avg = jax.tree.map(lambda g, m: _lerp(m, g, 1 - b1), updates, state.exp_avg)
-        exp_avg_sq = jax.tree.map(
-            lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq
-        )
+        exp_avg_sq = jax.tree.map(lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq)
         if amsgrad:
             # torch: max over the raw v, later divided by the *current* sqrt(bias_correction2).
             max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
@@ -527,9 +525,7 @@ def adamax(
     if callable(beta1) or callable(beta2):
         core = _scale_by_torch_adamax(lr, beta1, beta2, eps)
     else:
-        core = optax.chain(
-            optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps), optax.scale_by_learning_rate(lr)
-        )
+        core = optax.chain(optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps), optax.scale_by_learning_rate(lr))
     return optax.chain(*_prepare(maximize, weight_decay), core)
 
 
@@ -578,9 +574,7 @@ def _scale_by_torch_nadam(
         grad_coef = -lr_t * (1.0 - mu) / (1.0 - mu_product_host)
         avg_coef = (-lr_t * mu_next) / (1.0 - mu_product_host * mu_next)
         exp_avg = jax.tree.map(lambda g, m: _lerp(m, g, 1 - b1), updates, state.exp_avg)
-        exp_avg_sq = jax.tree.map(
-            lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq
-        )
+        exp_avg_sq = jax.tree.map(lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq)
 
         def step(g, m, v):
             denom = jnp.sqrt(v / _as(bias_correction2, v)) + _as(jnp.asarray(eps), v)
@@ -656,14 +650,10 @@ def _scale_by_torch_radam(
         rho_t = rho_inf - 2 * t * beta2_pow_t / bias_correction2
         rectify = rho_t > 5.0  # torch: strictly greater than 5 (optax: >= 5)
         safe_rho_t = jnp.where(rectify, rho_t, 6.0)  # keep the unused branch finite
-        rect = jnp.sqrt(
-            (safe_rho_t - 4) * (safe_rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho_t)
-        )
+        rect = jnp.sqrt((safe_rho_t - 4) * (safe_rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho_t))
         bias_correction2_sqrt = jnp.sqrt(bias_correction2)
         exp_avg = jax.tree.map(lambda g, m: _lerp(m, g, 1 - b1), updates, state.exp_avg)
-        exp_avg_sq = jax.tree.map(
-            lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq
-        )
+        exp_avg_sq = jax.tree.map(lambda g, v: v * _as(b2, v) + _as(1 - b2, g) * g * g, updates, state.exp_avg_sq)
 
         def step(m, v):
             corrected = m / _as(bias_correction1, m) * _as(lr_t, m)
@@ -754,9 +744,7 @@ def _scale_by_torch_rmsprop(
         del params
         count = state.count
         lr_t, a = _at(lr, count), _at(alpha, count)
-        square_avg = jax.tree.map(
-            lambda g, s: s * _as(a, s) + _as(1 - a, g) * g * g, updates, state.square_avg
-        )
+        square_avg = jax.tree.map(lambda g, s: s * _as(a, s) + _as(1 - a, g) * g * g, updates, state.square_avg)
         if centered:
             grad_avg = jax.tree.map(lambda g, ga: _lerp(ga, g, 1 - a), updates, state.grad_avg)
             # torch: square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
@@ -838,9 +826,7 @@ def _scale_by_torch_adagrad(
         # torch: clr = lr / (1 + (step - 1) * lr_decay), step counted from 1
         clr = _at(lr, count) / (1 + count.astype(_scalar_dtype()) * lr_decay)
         total = jax.tree.map(lambda g, s: s + g * g, updates, state.sum)
-        out = jax.tree.map(
-            lambda g, s: _as(-clr, g) * g / (jnp.sqrt(s) + _as(jnp.asarray(eps), s)), updates, total
-        )
+        out = jax.tree.map(lambda g, s: _as(-clr, g) * g / (jnp.sqrt(s) + _as(jnp.asarray(eps), s)), updates, total)
         return out, AdagradState(_increment(count), total)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -1020,9 +1006,7 @@ def param_groups(
         )
     """
     if not isinstance(groups, Mapping) or not groups:
-        raise ValueError(
-            f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}"
-        )
+        raise ValueError(f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}")
     for label, transform in groups.items():
         if not isinstance(transform, optax.GradientTransformation):
             raise TypeError(

@@ -244,9 +244,7 @@ class GradientReport(_Report):
         }
 
     def __rich__(self) -> Group:
-        head = Text(
-            f"loss: torch {self.torch_loss:.10g}  fnml {self.fnml_loss:.10g}  |diff| {self.loss_diff:.3g}"
-        )
+        head = Text(f"loss: torch {self.torch_loss:.10g}  fnml {self.fnml_loss:.10g}  |diff| {self.loss_diff:.3g}")
         return Group(head, _diff_table("Gradient parity (fnml vs torch)", self.parameters, "parameter"))
 
 
@@ -399,9 +397,7 @@ class DivergenceReport(_Report):
                 row.status,
             )
         verdict = (
-            "all layers agree"
-            if self.first_divergent is None
-            else f"first divergent layer: {self.first_divergent}"
+            "all layers agree" if self.first_divergent is None else f"first divergent layer: {self.first_divergent}"
         )
         return Group(table, Text(verdict))
 
@@ -495,9 +491,7 @@ def _jitted_forward(fnml_model: nnx.Module, inputs: tuple) -> Any:
     return out
 
 
-def compare_forward(
-    torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None
-) -> ForwardReport:
+def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None) -> ForwardReport:
     """Run both models on the same inputs and measure every output's difference.
 
     PyTorch equivalent: none (``torch.testing.assert_close(fnml_out, torch_out)`` on each output).
@@ -518,14 +512,11 @@ def compare_forward(
     inputs = _as_tuple(inputs)
     with torch.no_grad():
         torch_out = torch_model(*_torch_inputs(inputs))
-    fnml_out = _jitted_forward(
-        fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs)
-    )
+    fnml_out = _jitted_forward(fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
     torch_leaves, fnml_leaves = _leaves(torch_out), _leaves(fnml_out)
     if [p for p, _ in torch_leaves] != [p for p, _ in fnml_leaves]:
         raise ValueError(
-            f"output structures differ: torch {[p for p, _ in torch_leaves]} vs "
-            f"fnml {[p for p, _ in fnml_leaves]}"
+            f"output structures differ: torch {[p for p, _ in torch_leaves]} vs fnml {[p for p, _ in fnml_leaves]}"
         )
     rows = []
     for (path, t), (_, f) in zip(torch_leaves, fnml_leaves):
@@ -582,9 +573,7 @@ def compare_gradients(
     torch_loss = torch_criterion(torch_model(*_torch_inputs(inputs)), _torch_inputs((targets,))[0])
     torch_loss.backward()
     torch_grads = OrderedDict(
-        (name, p.grad.detach().cpu().numpy())
-        for name, p in torch_model.named_parameters()
-        if p.grad is not None
+        (name, p.grad.detach().cpu().numpy()) for name, p in torch_model.named_parameters() if p.grad is not None
     )
 
     graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
@@ -686,9 +675,7 @@ def compare_training(
 
     _check_models(torch_model, fnml_model)
     if not isinstance(torch_optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"torch_optimizer must be a torch.optim.Optimizer, got {type(torch_optimizer).__name__}"
-        )
+        raise TypeError(f"torch_optimizer must be a torch.optim.Optimizer, got {type(torch_optimizer).__name__}")
     if not isinstance(fnml_optimizer, optax.GradientTransformation):
         raise TypeError(
             f"fnml_optimizer must be an optax.GradientTransformation (e.g. fnml.optim.adam(lr=...)), got "
@@ -747,9 +734,7 @@ def compare_training(
                 t = torch_sd[name].detach().cpu().numpy()
                 abs_diff, _ = _diff(fnml_sd[name], t)
                 worst = max(worst, abs_diff)
-                if first_param_name is None and _exceeds(
-                    abs_diff, float(np.max(np.abs(t), initial=0.0)), atol, rtol
-                ):
+                if first_param_name is None and _exceeds(abs_diff, float(np.max(np.abs(t), initial=0.0)), atol, rtol):
                     first_param_name, first_param_step = name, step
             drift.append(worst)
 
@@ -758,18 +743,12 @@ def compare_training(
     final = _param_rows(torch_model.state_dict(), interop.state_dict(fnml_model))
     if first_param_name is None:
         for row in final:
-            scale = float(
-                np.max(np.abs(_numpy(torch_model.state_dict()[row.name]).astype(np.float64)), initial=0.0)
-            )
+            scale = float(np.max(np.abs(_numpy(torch_model.state_dict()[row.name]).astype(np.float64)), initial=0.0))
             if _exceeds(row.max_abs_diff, scale, atol, rtol):
                 first_param_name, first_param_step = row.name, (steps - 1 if track_params else None)
                 break
     first_step = next(
-        (
-            i
-            for i, (t, f) in enumerate(zip(torch_losses, fnml_losses))
-            if _exceeds(abs(t - f), abs(t), atol, rtol)
-        ),
+        (i for i, (t, f) in enumerate(zip(torch_losses, fnml_losses)) if _exceeds(abs(t - f), abs(t), atol, rtol)),
         None,
     )
     return TrainingReport(
@@ -1054,9 +1033,7 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
                 mismatches.append(Mismatch(name, kind, "training", torch_layer.training, fnml_training))
     for name, fnml_layer in fnml_layers.items():
         if name not in torch_layers:
-            mismatches.append(
-                Mismatch(name, type(fnml_layer).__name__, "layer", None, type(fnml_layer).__name__)
-            )
+            mismatches.append(Mismatch(name, type(fnml_layer).__name__, "layer", None, type(fnml_layer).__name__))
     return DefaultsReport(mismatches, compared)
 
 

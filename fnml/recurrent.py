@@ -472,8 +472,7 @@ class _RecurrentBase(nnx.Module):
         check_ndim("input", x.shape, (2, 3), where=name)
         if x.shape[-1] != self.input_size:
             raise ValueError(
-                f"{name}: input_size={x.shape[-1]} of the input does not match "
-                f"{name}(input_size={self.input_size})"
+                f"{name}: input_size={x.shape[-1]} of the input does not match {name}(input_size={self.input_size})"
             )
         batched = x.ndim == 3
         if not batched:

@@ -204,15 +204,11 @@ def multistep_lr(
     where = "multistep_lr"
     check_positive("lr", lr, where=where)
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
-        raise TypeError(
-            f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}"
-        )
+        raise TypeError(f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}")
     for milestone in milestones:
         _check_non_negative_int("each milestone", milestone, where)
     if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
-        raise ValueError(
-            f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}"
-        )
+        raise ValueError(f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}")
     check_positive("gamma", gamma, where=where)
     return MultiStepLR(
         lr=lr,
@@ -597,16 +593,12 @@ def one_cycle_lr(
         raise TypeError(f"{where}: per_epoch must be a bool, got per_epoch={per_epoch!r}")
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise ValueError(
-                f"{where}: total_steps must be a positive integer, got total_steps={total_steps!r}"
-            )
+            raise ValueError(f"{where}: total_steps must be a positive integer, got total_steps={total_steps!r}")
         cycle_steps = total_steps
     elif epochs is not None and (steps_per_epoch is not None or per_epoch):
         check_positive_int("epochs", epochs, where=where)
         cycle_steps = (
-            epochs
-            if per_epoch
-            else epochs * check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
+            epochs if per_epoch else epochs * check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
         )
     else:
         raise ValueError(
@@ -616,8 +608,7 @@ def one_cycle_lr(
     if per_epoch:
         if steps_per_epoch is None:
             raise ValueError(
-                f"{where}: per_epoch=True needs steps_per_epoch (optimizer updates per epoch), "
-                "got steps_per_epoch=None"
+                f"{where}: per_epoch=True needs steps_per_epoch (optimizer updates per epoch), got steps_per_epoch=None"
             )
         check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
     check_in_interval("pct_start", pct_start, 0.0, 1.0, closed_high=True, where=where)
@@ -755,9 +746,7 @@ class ReduceLROnPlateau:
         def visit(node):
             return self.step(node, metric) if isinstance(node, ReduceLROnPlateauState) else node
 
-        return jax.tree_util.tree_map(
-            visit, opt_state, is_leaf=lambda node: isinstance(node, ReduceLROnPlateauState)
-        )
+        return jax.tree_util.tree_map(visit, opt_state, is_leaf=lambda node: isinstance(node, ReduceLROnPlateauState))
 
     def state_in(self, opt_state) -> ReduceLROnPlateauState:
         """The (first) :class:`ReduceLROnPlateauState` inside an optax state, e.g. to log ``.lr``."""

@@ -198,9 +198,7 @@ class SideBySide:
         table.add_row(Text(torch_output or "(no output)"), Text(fnml_output or "(no output)"))
         self.console.print(table)
 
-    def compare(
-        self, heading: str, torch_fn: Callable[[], Any], fnml_fn: Callable[[], Any]
-    ) -> tuple[Any, Any]:
+    def compare(self, heading: str, torch_fn: Callable[[], Any], fnml_fn: Callable[[], Any]) -> tuple[Any, Any]:
         """Run both functions, print their code and output side by side, return both results."""
         torch_result, torch_output = run_captured(torch_fn)
         fnml_result, fnml_output = run_captured(fnml_fn)

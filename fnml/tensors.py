@@ -143,8 +143,7 @@ def jax_dtype(dtype: Any) -> np.dtype:
     name = _dtype_name(dtype)
     if name not in _NUMPY_DTYPES:
         raise TypeError(
-            f"unsupported dtype {dtype!r}; fnml maps these dtypes between torch and jax: "
-            f"{', '.join(SUPPORTED_DTYPES)}"
+            f"unsupported dtype {dtype!r}; fnml maps these dtypes between torch and jax: {', '.join(SUPPORTED_DTYPES)}"
         )
     return _NUMPY_DTYPES[name]
 
@@ -418,9 +417,7 @@ def to_numpy(array: Any, *, copy: bool = False) -> np.ndarray:
         to_numpy(ones(2))    # array([1., 1.], dtype=float32)
     """
     if isinstance(array, jax.core.Tracer):
-        raise TypeError(
-            "to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform"
-        )
+        raise TypeError("to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform")
     if type(array).__module__.startswith("torch"):
         values = _torch_to_numpy(array)
     else:
@@ -498,9 +495,7 @@ def to_torch(array: Any, *, copy: bool = False, requires_grad: bool = False):
     import torch
 
     if isinstance(array, jax.core.Tracer):
-        raise TypeError(
-            "to_torch: got a traced value; it cannot leave jit/grad. Call it outside the transform"
-        )
+        raise TypeError("to_torch: got a traced value; it cannot leave jit/grad. Call it outside the transform")
     if isinstance(array, (np.ndarray, np.generic, int, float, bool)):
         array = jnp.asarray(array)
     if not isinstance(array, jax.Array):

@@ -152,7 +152,10 @@ jax.tree_util.register_dataclass(
 
 
 def to_module(state: TrainState) -> nnx.Module:
-    """``state.model()``: the NNX module of a :class:`TrainState`."""
+    """``state.model()``: the NNX module of a :class:`TrainState`.
+
+    PyTorch equivalent: the trained ``model`` itself (torch trains it in place).
+    """
     return state.model()
 
 
@@ -241,16 +244,26 @@ def _nonfinite_error(before: Any, after: TrainState, flags: np.ndarray, loss: An
     else:
         kind = "gradient" if first <= len(names) else "parameter"
         name = names[(first - 1) % len(names)]
-        what = (f"the gradient of {name!r} is non-finite" if kind == "gradient"
-                else f"parameter {name!r} became non-finite in the update")
+        what = (
+            f"the gradient of {name!r} is non-finite"
+            if kind == "gradient"
+            else f"parameter {name!r} became non-finite in the update"
+        )
     return NonFiniteError(
         f"check_finite: step {step}: {what} (first non-finite value of the step, in the order loss, "
-        f"gradients, updated parameters)", step=step, kind=kind, name=name, state=before,
+        f"gradients, updated parameters)",
+        step=step,
+        kind=kind,
+        name=name,
+        state=before,
     )
 
 
 def make_train_step(
-    criterion: Callable[[Any, Any], jax.Array], *, donate: bool = False, mesh: Any = None,
+    criterion: Callable[[Any, Any], jax.Array],
+    *,
+    donate: bool = False,
+    mesh: Any = None,
     check_finite: bool = False,
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, jax.Array]]:
     """A jitted pure training step ``step(state, x, y) -> (new_state, loss)``.
@@ -383,7 +396,10 @@ def _make_fused_epochs(
 
 @dataclasses.dataclass(frozen=True)
 class Stop:
-    """Returned by a callback to end training; ``state`` (optional) replaces the final state."""
+    """Returned by a callback to end training; ``state`` (optional) replaces the final state.
+
+    PyTorch equivalent: ``break`` out of a hand-written training loop.
+    """
 
     reason: str = "stopped by a callback"
     state: TrainState | None = None
@@ -420,8 +436,9 @@ class EarlyStopping(Callback):
         fit(..., validation=(X_val, Y_val), callbacks=[EarlyStopping(patience=5)])
     """
 
-    def __init__(self, *, patience: int = 5, min_delta: float = 0.0, monitor: str = "val_loss",
-                 restore_best: bool = True) -> None:
+    def __init__(
+        self, *, patience: int = 5, min_delta: float = 0.0, monitor: str = "val_loss", restore_best: bool = True
+    ) -> None:
         check_positive_int("patience", patience, where="EarlyStopping")
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise ValueError(f"EarlyStopping: min_delta must be a number >= 0, got min_delta={min_delta!r}")
@@ -447,8 +464,10 @@ class EarlyStopping(Callback):
             return None
         self.wait += 1
         if self.wait >= self.patience:
-            reason = f"early stopping at epoch {epoch}: {key} did not improve for {self.patience} epochs " \
-                     f"(best {self.best:.4f} at epoch {self.best_epoch})"
+            reason = (
+                f"early stopping at epoch {epoch}: {key} did not improve for {self.patience} epochs "
+                f"(best {self.best:.4f} at epoch {self.best_epoch})"
+            )
             return Stop(reason=reason, state=self.best_state if self.restore_best else None)
         return None
 
@@ -461,6 +480,8 @@ class EarlyStopping(Callback):
 @dataclasses.dataclass(frozen=True)
 class FitResult:
     """What :func:`fit` returns.
+
+    PyTorch equivalent: none: what a hand-written training loop leaves behind (the trained model, the list of losses).
 
     ``model``: the trained module (a new object; the input module is not modified). ``losses``:
     ``np.ndarray`` with the loss of every optimizer step, in order. ``history``: per-epoch arrays
@@ -487,8 +508,12 @@ class FitResult:
         axes.plot(np.arange(1, len(self.losses) + 1), self.losses, label="train loss (per step)")
         if "val_loss" in self.history and len(self.history["epoch"]):
             steps_per_epoch = len(self.losses) / max(len(self.history["epoch"]), 1)
-            axes.plot(self.history["epoch"] * steps_per_epoch, self.history["val_loss"], "o-",
-                      label="validation loss (per epoch)")
+            axes.plot(
+                self.history["epoch"] * steps_per_epoch,
+                self.history["val_loss"],
+                "o-",
+                label="validation loss (per epoch)",
+            )
         axes.set_xlabel("optimizer step")
         axes.set_ylabel("loss")
         axes.set_title(title)
@@ -736,8 +761,10 @@ def fit(
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "mean_loss": []}
     if resume_from is not None:
         if not os.path.isdir(os.fspath(resume_from)):
-            raise FileNotFoundError(f"fit: resume_from={os.fspath(resume_from)!r} does not exist (expected a "
-                                    f"checkpoint directory written by fit or save_checkpoint)")
+            raise FileNotFoundError(
+                f"fit: resume_from={os.fspath(resume_from)!r} does not exist (expected a "
+                f"checkpoint directory written by fit or save_checkpoint)"
+            )
         chosen = latest_valid_step(resume_from)  # corrupt newer steps are skipped with a warning
         state = restore_checkpoint(resume_from, template=state, step=chosen)
         meta = checkpoint_metadata(resume_from, step=chosen)
@@ -762,13 +789,13 @@ def fit(
         chunk_epochs = log_every if verbose else epochs
         if checkpoint_every is not None:
             chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
-    use_fused = (mesh is None and not check_finite
-                 and _choose_fused(fused, model, chunk_epochs * steps_per_epoch))
+    use_fused = mesh is None and not check_finite and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
 
     train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh, check_finite=check_finite)
     fused_run = (
-        _cached(_make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
-                donate=donate)
+        _cached(
+            _make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last, donate=donate
+        )
         if use_fused
         else None
     )
@@ -793,12 +820,18 @@ def fit(
 
     def result_for(state, losses, stop_reason=None):
         hist = {k: np.asarray(v) for k, v in history.items()}
-        return FitResult(model=state.model(), losses=np.asarray(losses, dtype=np.float64).reshape(-1),
-                         history=hist, state=state, stop_reason=stop_reason)
+        return FitResult(
+            model=state.model(),
+            losses=np.asarray(losses, dtype=np.float64).reshape(-1),
+            history=hist,
+            state=state,
+            stop_reason=stop_reason,
+        )
 
     total_steps = epochs * steps_per_epoch
-    show_bar = progress if progress is not None else (verbose and sys.stdout.isatty()
-                                                      and total_steps >= _PROGRESS_MIN_STEPS)
+    show_bar = (
+        progress if progress is not None else (verbose and sys.stdout.isatty() and total_steps >= _PROGRESS_MIN_STEPS)
+    )
     bar = _Progress(bool(show_bar), total_steps, start_epoch * steps_per_epoch)
     for cb in callbacks:
         if hasattr(cb, "on_train_begin"):
@@ -831,8 +864,9 @@ def fit(
                 # Replay the chunk step by step up to the bad step: the last finite state, exactly.
                 replay, taken = start_state, 0
                 for e in epoch_list:
-                    for index in _data.batch_indices(n, batch, shuffle=shuffle, drop_last=drop_last,
-                                                      key=data_key, epoch=e):
+                    for index in _data.batch_indices(
+                        n, batch, shuffle=shuffle, drop_last=drop_last, key=data_key, epoch=e
+                    ):
                         if taken == bad:
                             break
                         replay, _ = train_step(replay, X[index], Y[index])
@@ -846,8 +880,13 @@ def fit(
                 )
                 result = result_for(replay, good_losses, stop_reason=message)
                 if on_nonfinite == "raise":
-                    raise NonFiniteLossError(message + " in error.state / error.result",
-                                             step=bad_step, epoch=bad_epoch, loss=float(flat[bad]), result=result)
+                    raise NonFiniteLossError(
+                        message + " in error.state / error.result",
+                        step=bad_step,
+                        epoch=bad_epoch,
+                        loss=float(flat[bad]),
+                        result=result,
+                    )
                 if verbose:
                     bar.print(message)
                 return result
@@ -882,11 +921,14 @@ def fit(
         if checkpoint_dir is not None and interrupted_at is not None:
             safe_state, safe_epoch, n_losses, lengths = interrupted_at
             kept = {k: v[: lengths.get(k, 0)] for k, v in history.items()}
-            _save_fit_checkpoint(checkpoint_dir, safe_state, safe_epoch, key, losses_all[:n_losses], kept,
-                                 checkpoint_keep)
+            _save_fit_checkpoint(
+                checkpoint_dir, safe_state, safe_epoch, key, losses_all[:n_losses], kept, checkpoint_keep
+            )
             if verbose:
-                bar.print(f"fit: interrupted; saved the state after epoch {safe_epoch} "
-                          f"(step {int(safe_state.step)}) to {checkpoint_dir!r}")
+                bar.print(
+                    f"fit: interrupted; saved the state after epoch {safe_epoch} "
+                    f"(step {int(safe_state.step)}) to {checkpoint_dir!r}"
+                )
         raise
     finally:
         bar.close()

@@ -31,9 +31,7 @@ def _fit(**kw):
     args = dict(epochs=1, verbose=False)
     args.update(kw)
     X, Y = args.pop("X", X4), args.pop("Y", Y4)
-    return train.fit(
-        layers.SimpleNN(rngs=R), args.pop("tx", optim.sgd(lr=0.1)), losses.MSELoss(), X, Y, **args
-    )
+    return train.fit(layers.SimpleNN(rngs=R), args.pop("tx", optim.sgd(lr=0.1)), losses.MSELoss(), X, Y, **args)
 
 
 def _not_a_checkpoint():
@@ -411,9 +409,7 @@ ROWS = [
         "pos_weight not broadcastable",
         ValueError,
         r"pos_weight of shape \(4,\) does not broadcast to the input shape \(2, 3\)",
-        lambda: losses.binary_cross_entropy_with_logits(
-            jnp.ones((2, 3)), jnp.ones((2, 3)), pos_weight=jnp.ones(4)
-        ),
+        lambda: losses.binary_cross_entropy_with_logits(jnp.ones((2, 3)), jnp.ones((2, 3)), pos_weight=jnp.ones(4)),
         "eager",
     ),
     (
@@ -722,9 +718,7 @@ ROWS = [
         "transposed weight",
         interop.StateDictError,
         r"size mismatch for weight: shape \(2, 3\) in the state dict, \(3, 2\) in the model",
-        lambda: interop.load_state_dict(
-            layers.Linear(2, 3, rngs=R), {"weight": np.ones((2, 3)), "bias": np.ones(3)}
-        ),
+        lambda: interop.load_state_dict(layers.Linear(2, 3, rngs=R), {"weight": np.ones((2, 3)), "bias": np.ones(3)}),
         "eager",
     ),
     (

@@ -69,8 +69,9 @@ def test_round_trip_of_the_full_state_is_bitwise(tmp_path):
 def test_keep_last_n_and_step_selection(tmp_path):
     state = _trained_state(1)
     for s in (1, 2, 3, 4):
-        checkpoint.save_checkpoint(tmp_path, state.replace(step=jnp.asarray(s, jnp.int32)), step=s, keep=2,
-                                   metadata={"s": s})
+        checkpoint.save_checkpoint(
+            tmp_path, state.replace(step=jnp.asarray(s, jnp.int32)), step=s, keep=2, metadata={"s": s}
+        )
     assert checkpoint.all_steps(tmp_path) == [3, 4] and checkpoint.latest_step(tmp_path) == 4
     restored = checkpoint.restore_checkpoint(tmp_path, template=state, step=3)
     assert int(restored.step) == 3 and checkpoint.checkpoint_metadata(tmp_path, step=3) == {"s": 3}
@@ -98,8 +99,21 @@ def test_orbax_is_imported_lazily():
 def test_fit_writes_periodic_checkpoints_with_resume_metadata(tmp_path):
     X, Y = np.ones((6, 3), np.float32), np.zeros((6, 1), np.float32)
     model = Net(rngs=nnx.Rngs(0, dropout=1))
-    train.fit(model, ADAM, MSE, X, Y, epochs=4, batch_size=3, shuffle=True, key=jax.random.key(2),
-              checkpoint_dir=str(tmp_path), checkpoint_every=2, checkpoint_keep=5, verbose=False)
+    train.fit(
+        model,
+        ADAM,
+        MSE,
+        X,
+        Y,
+        epochs=4,
+        batch_size=3,
+        shuffle=True,
+        key=jax.random.key(2),
+        checkpoint_dir=str(tmp_path),
+        checkpoint_every=2,
+        checkpoint_keep=5,
+        verbose=False,
+    )
     assert checkpoint.all_steps(tmp_path) == [4, 8]
     meta = checkpoint.checkpoint_metadata(tmp_path)
     assert meta["epoch"] == 4 and len(meta["losses"]) == 8

@@ -66,9 +66,7 @@ def test_clip_grad_norm_matches_torch(case, dtype):
     # The coefficient torch applies: min(max_norm / (total + 1e-6), 1).
     coefficient = min(max_norm / (float(torch_total) + 1e-6), 1.0)
     fires = coefficient < 1.0
-    assert fires == (case[0].endswith("-fires")), (
-        f"case {case[0]!r} is mislabelled: coefficient {coefficient}"
-    )
+    assert fires == (case[0].endswith("-fires")), f"case {case[0]!r} is mislabelled: coefficient {coefficient}"
     tx = optim.clip_grad_norm(max_norm, norm_type)
     clipped, _ = jax.jit(tx.update)(fnml_grads, tx.init(fnml_grads))
     assert_trees_close(clipped, torch_clipped, dtype=dtype)
@@ -201,9 +199,7 @@ def test_bad_clipping_arguments_raise(make, error, match):
 def test_minus_inf_norm_and_empty_tree():
     grads = {"w": jnp.asarray([0.5, -2.0]), "b": jnp.asarray([1.0])}
     torch_norm = torch.linalg.vector_norm(
-        torch.stack(
-            [torch.linalg.vector_norm(torch.tensor(np.asarray(g)), -math.inf) for g in grads.values()]
-        ),
+        torch.stack([torch.linalg.vector_norm(torch.tensor(np.asarray(g)), -math.inf) for g in grads.values()]),
         -math.inf,
     )
     assert float(optim.get_total_norm(grads, -math.inf)) == float(torch_norm)

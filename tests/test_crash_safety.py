@@ -186,9 +186,7 @@ def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer
             assert int(restored.step) == good
             meta = checkpoint.checkpoint_metadata(ckpt, step=good)
             assert len(meta["losses"]) == good
-        outcomes.append(
-            f"kill {kill}: steps {steps}" + (f", partial write left {leftovers}" if leftovers else "")
-        )
+        outcomes.append(f"kill {kill}: steps {steps}" + (f", partial write left {leftovers}" if leftovers else ""))
     # finally let it run to the end (resuming from whatever the kills left)
     process = _spawn(trainer, ckpt, out, epochs)
     log = _finish(process, timeout=120)
@@ -421,18 +419,14 @@ def test_check_finite_names_the_first_nonfinite_gradient_and_the_step():
     good_y = model(x) + 1.0
     state, _ = step(state, x, good_y)  # finite
     target = train.TrainState.model(state)(x)  # output == target exactly: sqrt'(0) = inf
-    with pytest.raises(
-        train.NonFiniteError, match=r"step 2: the gradient of 'fc2\.bias' is non-finite"
-    ) as info:
+    with pytest.raises(train.NonFiniteError, match=r"step 2: the gradient of 'fc2\.bias' is non-finite") as info:
         step(state, x, target)
     assert info.value.step == 2 and info.value.kind == "gradient" and info.value.name == "fc2.bias"
     assert int(info.value.state.step) == 1  # the state before the bad step
     # the default step does not check: non-finite parameters come back silently (torch without anomaly mode)
     plain = train.make_train_step(SQRT_LOSS)
     new_state, loss = plain(state, x, target)
-    assert (
-        np.isfinite(float(loss)) and not np.isfinite(np.asarray(new_state.params["fc2"]["bias"][...])).all()
-    )
+    assert np.isfinite(float(loss)) and not np.isfinite(np.asarray(new_state.params["fc2"]["bias"][...])).all()
 
 
 def test_check_finite_names_a_parameter_that_overflows_and_fit_passes_it_through():

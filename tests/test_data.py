@@ -60,8 +60,15 @@ def test_random_split_of_arrays_and_tuples_is_keyed():
         ((np.zeros((3, 2)), np.zeros(4)), [0.5, 0.5], ValueError, "same number of samples.*\\[3, 4\\]"),
         (np.zeros((0, 2)), [0.5, 0.5], ValueError, "the dataset is empty"),
     ],
-    ids=["sum-mismatch", "fraction-range", "empty-lengths", "non-integer-counts", "empty-n", "xy-mismatch",
-         "empty-array"],
+    ids=[
+        "sum-mismatch",
+        "fraction-range",
+        "empty-lengths",
+        "non-integer-counts",
+        "empty-n",
+        "xy-mismatch",
+        "empty-array",
+    ],
 )
 def test_random_split_errors(dataset, lengths, error, match):
     with pytest.raises(error, match=match):
@@ -104,8 +111,9 @@ def test_sequential_loader_matches_torch(batch_size, drop_last):
     n = 10
     X = np.arange(2.0 * n).reshape(n, 2)
     Y = np.arange(float(n))
-    reference = TorchDataLoader(TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=batch_size,
-                                shuffle=False, drop_last=drop_last)
+    reference = TorchDataLoader(
+        TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=batch_size, shuffle=False, drop_last=drop_last
+    )
     loader = data.DataLoader(X, Y, batch_size=batch_size, drop_last=drop_last)
     assert len(loader) == len(reference)
     ours = list(loader)
@@ -135,9 +143,9 @@ def test_epoch_batches_are_the_iterator_batches(drop_last):
     Y = jnp.arange(11)
     key = jax.random.key(2)
     order = data.epoch_permutation(key, 11, 5)
-    (xs, ys), remainder = jax.jit(
-        lambda X, Y, order: data.epoch_batches((X, Y), order, 3, drop_last=drop_last)
-    )(X, Y, order)
+    (xs, ys), remainder = jax.jit(lambda X, Y, order: data.epoch_batches((X, Y), order, 3, drop_last=drop_last))(
+        X, Y, order
+    )
     assert xs.shape == (3, 3, 2) and ys.shape == (3, 3)
     batches = data.batch_indices(11, 3, shuffle=True, drop_last=drop_last, key=key, epoch=5)
     for i in range(3):
@@ -153,8 +161,12 @@ def test_epoch_batches_are_the_iterator_batches(drop_last):
     [
         ({"batch_size": 0}, (np.zeros(5),), ValueError, "batch_size must be a positive integer, got batch_size=0"),
         ({"batch_size": -2}, (np.zeros(5),), ValueError, "batch_size must be a positive integer"),
-        ({"batch_size": 6, "drop_last": True}, (np.zeros(5),), ValueError,
-         "batch_size=6 is larger than the dataset \\(5 samples\\) with drop_last=True"),
+        (
+            {"batch_size": 6, "drop_last": True},
+            (np.zeros(5),),
+            ValueError,
+            "batch_size=6 is larger than the dataset \\(5 samples\\) with drop_last=True",
+        ),
         ({"batch_size": 2, "shuffle": True}, (np.zeros(5),), ValueError, "shuffle=True needs key"),
         ({"batch_size": 2}, (np.zeros(5), np.zeros(4)), ValueError, "same number of samples"),
         ({"batch_size": 2}, (np.zeros((0, 3)),), ValueError, "the dataset is empty"),
@@ -162,8 +174,17 @@ def test_epoch_batches_are_the_iterator_batches(drop_last):
         ({"batch_size": 2}, (np.float32(1.0),), ValueError, "leading sample axis"),
         ({"batch_size": 2, "shuffle": True, "key": 3}, (np.zeros(5),), TypeError, "key must be a jax.random key"),
     ],
-    ids=["bs0", "bs-negative", "bs-too-large-drop-last", "shuffle-no-key", "mismatch", "empty", "no-arrays",
-         "scalar", "bad-key"],
+    ids=[
+        "bs0",
+        "bs-negative",
+        "bs-too-large-drop-last",
+        "shuffle-no-key",
+        "mismatch",
+        "empty",
+        "no-arrays",
+        "scalar",
+        "bad-key",
+    ],
 )
 def test_loader_errors(kwargs, arrays, error, match):
     with pytest.raises(error, match=match):

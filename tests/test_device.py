@@ -47,17 +47,13 @@ def test_cuda_and_gpu_mean_jax_gpu(spec):
 
 @pytest.mark.parametrize("spec", ["cuda:99", "cpu:99", "tpu:99"])
 def test_absent_index_names_what_exists(spec):
-    with pytest.raises(
-        fdevice.DeviceNotFoundError, match=r"(does not exist|is not available).*Available: .*cpu:0"
-    ):
+    with pytest.raises(fdevice.DeviceNotFoundError, match=r"(does not exist|is not available).*Available: .*cpu:0"):
         fdevice.device(spec)
 
 
 @pytest.mark.parametrize("spec", ["mps", "cuda0", "cuda:-1", "gpu:x", "", "cuda:0:1"])
 def test_unknown_device_string(spec):
-    with pytest.raises(
-        ValueError, match=rf"device: unknown device string '{spec}'; expected \"cpu\", \"cuda\""
-    ):
+    with pytest.raises(ValueError, match=rf"device: unknown device string '{spec}'; expected \"cpu\", \"cuda\""):
         fdevice.device(spec)
 
 

@@ -393,9 +393,7 @@ def test_data_parallel_fit_matches_torch_global_batch(multi, name, dtype):
     tol = tolerance(dtype if dtype == "float64" else "float32_trajectory")
     np.testing.assert_allclose(dp["losses"], ref["losses"], **tol)
     for key in ref:
-        np.testing.assert_allclose(
-            dp[key].astype(np.float64), ref[key].astype(np.float64), err_msg=key, **tol
-        )
+        np.testing.assert_allclose(dp[key].astype(np.float64), ref[key].astype(np.float64), err_msg=key, **tol)
 
 
 def test_batchnorm_statistics_are_global_not_per_device(multi):
@@ -415,9 +413,7 @@ def test_batchnorm_statistics_are_global_not_per_device(multi):
 def test_uneven_global_batch_is_a_clear_error(multi):
     n, results = multi
     message = str(results["uneven_error"])
-    assert re.search(
-        rf"the global batch size 10 is not divisible by the mesh's 'data' axis size {n}", message
-    )
+    assert re.search(rf"the global batch size 10 is not divisible by the mesh's 'data' axis size {n}", message)
     assert f"use a batch size that is a multiple of {n} (e.g. 8 or {8 + n})" in message
     assert "the global batch size 10 is not divisible" in str(results["uneven_shard_error"])
 
@@ -451,12 +447,8 @@ def test_checkpoint_single_to_multi_to_single(multi, workdir):
     assert max_abs_diff(jax.tree.leaves(restored.opt_state), jax.tree.leaves(expected.opt_state)) <= 1e-12
     assert max_abs_diff(jax.tree.leaves(restored.rest), jax.tree.leaves(expected.rest)) <= 1e-12
     if n == 8:  # parameters split along "model" on a (4, 2) mesh: same numbers, restorable on 1 device
-        assert str(results["model_sharded_spec"]) == str(
-            jax.sharding.PartitionSpec(None, None, None, "model")
-        )
-        sharded = checkpoint.restore_checkpoint(
-            os.path.join(workdir, "ckpt_model_sharded"), template=template
-        )
+        assert str(results["model_sharded_spec"]) == str(jax.sharding.PartitionSpec(None, None, None, "model"))
+        sharded = checkpoint.restore_checkpoint(os.path.join(workdir, "ckpt_model_sharded"), template=template)
         assert max_abs_diff(jax.tree.leaves(sharded.params), jax.tree.leaves(expected.params)) <= 1e-12
 
 
@@ -473,16 +465,12 @@ def _free_port() -> int:
 
 def test_two_processes_match_single_process(workdir, launched):
     _wait(launched["processes"], "two-process run")
-    per_process = [
-        dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)
-    ]
+    per_process = [dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)]
     # The reference: one process, one device, the whole batch (each process fed half of it).
     model = fnml_model("mlp", "float64")
     interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
     X, Y = dataset("mlp", "float64")
-    ref = train.fit(
-        model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, epochs=20, verbose=False
-    )
+    ref = train.fit(model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, epochs=20, verbose=False)
     expected = {f"param_{k}": v for k, v in interop.state_dict(ref.model).items()}
     for pid, got in enumerate(per_process):
         assert got["devices"].tolist() == [2, 1, 2]  # 2 global devices, 1 local, 2 processes
@@ -490,10 +478,7 @@ def test_two_processes_match_single_process(workdir, launched):
         assert max_abs_diff(got["losses"], ref.losses) <= 1e-12
         assert max_abs_diff({k: got[k] for k in expected}, expected) <= 1e-12
     # Both processes end with bitwise-identical parameters.
-    assert (
-        max_abs_diff({k: per_process[0][k] for k in expected}, {k: per_process[1][k] for k in expected})
-        == 0.0
-    )
+    assert max_abs_diff({k: per_process[0][k] for k in expected}, {k: per_process[1][k] for k in expected}) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -503,9 +488,7 @@ def test_two_processes_match_single_process(workdir, launched):
 
 def test_mesh_over_one_device_and_shardings():
     m = fdevice.mesh()
-    assert (
-        m.axis_names == ("data", "model") and m.shape["data"] == len(jax.devices()) and m.shape["model"] == 1
-    )
+    assert m.axis_names == ("data", "model") and m.shape["data"] == len(jax.devices()) and m.shape["model"] == 1
     assert fdevice.batch_sharding(m).spec == jax.sharding.PartitionSpec("data")
     assert fdevice.replicated_sharding(m).spec == jax.sharding.PartitionSpec()
     x = fdevice.shard_batch({"x": np.ones((4, 3))}, m)["x"]
@@ -563,15 +546,11 @@ def test_mesh_errors():
 def test_sharding_helper_errors():
     m = fdevice.mesh()
     for fn in (fdevice.batch_sharding, fdevice.replicated_sharding):
-        with pytest.raises(
-            TypeError, match=r"mesh must be a jax.sharding.Mesh with a 'data' axis .* got str"
-        ):
+        with pytest.raises(TypeError, match=r"mesh must be a jax.sharding.Mesh with a 'data' axis .* got str"):
             fn("data")
     with pytest.raises(TypeError, match=r"shard_batch: mesh must be a jax.sharding.Mesh"):
         fdevice.shard_batch(np.ones(2), None)
-    with pytest.raises(
-        ValueError, match="shard_batch: got a scalar leaf 3.0; every leaf needs a leading batch axis"
-    ):
+    with pytest.raises(ValueError, match="shard_batch: got a scalar leaf 3.0; every leaf needs a leading batch axis"):
         fdevice.shard_batch(3.0, m)
     with pytest.raises(ValueError, match="global_batch: got a scalar leaf 3.0"):
         fdevice.global_batch(3.0, m)

@@ -154,9 +154,7 @@ def check_layer(
         jnp.asarray(x),
     )
     cot_tree = jax.tree.unflatten(jax.tree.structure(out_shape), [jnp.asarray(c) for c in cots])
-    out, new_rest, grad_params, grad_x = _apply(
-        graphdef, params, rest, jnp.asarray(x), jargs, cot_tree, layout, diff_x
-    )
+    out, new_rest, grad_params, grad_x = _apply(graphdef, params, rest, jnp.asarray(x), jargs, cot_tree, layout, diff_x)
     for i, (a, e) in enumerate(zip(jax.tree.leaves(out), leaves_t, strict=True)):
         _close(a, e.detach().numpy(), dtype, f"output[{i}]", scale)
     if diff_x:
@@ -198,13 +196,9 @@ def _randomize(torch_layer, seed: int, positive=("running_var",)) -> None:
 )
 def test_linear(dtype, regime, seed, in_features, out_features, bias, batch):
     torch_layer = torch.nn.Linear(in_features, out_features, bias=bias)
-    fnml_layer = layers.Linear(
-        in_features, out_features, bias=bias, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0)
-    )
+    fnml_layer = layers.Linear(in_features, out_features, bias=bias, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
     x = values((*batch, in_features), dtype, regime, seed)
-    check_layer(
-        torch_layer, fnml_layer, x, dtype, seed=seed, scale=float(np.abs(x).max(initial=1)) * in_features
-    )
+    check_layer(torch_layer, fnml_layer, x, dtype, seed=seed, scale=float(np.abs(x).max(initial=1)) * in_features)
 
 
 @st.composite
@@ -349,9 +343,7 @@ def test_layernorm(dtype, regime, seed, shape, last_two, elementwise_affine, bia
 )
 def test_embedding(dtype, seed, num, dim, padding_idx, shape):
     torch_layer = torch.nn.Embedding(num, dim, padding_idx=padding_idx)
-    fnml_layer = layers.Embedding(
-        num, dim, padding_idx=padding_idx, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0)
-    )
+    fnml_layer = layers.Embedding(num, dim, padding_idx=padding_idx, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
     idx = np.random.default_rng(seed).integers(0, num, size=shape)
     if padding_idx is not None:
         idx.flat[0] = padding_idx % num  # the padding row always appears: its gradient must stay 0

@@ -176,15 +176,11 @@ def classification_inputs(draw, dtype):
     label_smoothing=st.sampled_from([0.0, 0.1, 1.0]),
     probabilities=st.booleans(),
 )
-def test_cross_entropy(
-    dtype, seed, data, reduction, regime, weighted, ignore, label_smoothing, probabilities
-):
+def test_cross_entropy(dtype, seed, data, reduction, regime, weighted, ignore, label_smoothing, probabilities):
     """Class indices (with ignored entries, possibly ALL ignored) or probability targets; logits up to 1e3."""
     shape, target_shape, c = data.draw(classification_inputs(dtype))
     rng = np.random.default_rng(seed)
-    logits = values(
-        shape, dtype, "large" if regime == "extreme" else ("normal" if regime == "ties" else regime), seed
-    )
+    logits = values(shape, dtype, "large" if regime == "extreme" else ("normal" if regime == "ties" else regime), seed)
     if regime == "ties":
         logits = np.zeros(shape, dtype)  # every class equally likely
     weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None

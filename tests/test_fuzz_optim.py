@@ -176,9 +176,7 @@ def test_adamax_nadam_radam(
         kwargs["decoupled_weight_decay"] = decoupled
     if which == "nadam":
         kwargs["momentum_decay"] = momentum_decay
-    torch_class = {"adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}[
-        which
-    ]
+    torch_class = {"adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}[which]
     check_optimizer(getattr(optim, which)(**kwargs), torch_class, kwargs, dtype, regime, seed)
 
 

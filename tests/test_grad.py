@@ -90,9 +90,7 @@ def test_jacobian_matches_torch(dtype, torch_dtype, strategy):
     def f(x):
         return jnp.stack([jnp.sin(x).sum(), (x * x).prod(), x[0] * x[1]]) * x[:3]
 
-    expected = torch.autograd.functional.jacobian(
-        f_torch, t, strategy=strategy, vectorize=strategy == "forward-mode"
-    )
+    expected = torch.autograd.functional.jacobian(f_torch, t, strategy=strategy, vectorize=strategy == "forward-mode")
     ours = fgrad.jacobian(f, strategy=strategy)(tensors.from_torch(t))
     assert ours.shape == (3, 4)
     assert_trees_close(ours, expected, dtype=dtype)
@@ -120,9 +118,7 @@ def test_backward_vector_jacobian_product(dtype, torch_dtype):
 def test_backward_pytree_output():
     x_t = torch.randn(2, dtype=torch.float64, requires_grad=True)
     a, b = x_t.sin(), x_t.sum()
-    torch.autograd.backward(
-        [a, b], [torch.ones(2, dtype=torch.float64) * 0.5, torch.tensor(2.0, dtype=torch.float64)]
-    )
+    torch.autograd.backward([a, b], [torch.ones(2, dtype=torch.float64) * 0.5, torch.tensor(2.0, dtype=torch.float64)])
     ours = fgrad.backward(
         lambda x: (jnp.sin(x), x.sum()),
         tensors.from_torch(x_t),
@@ -136,9 +132,7 @@ def test_backward_errors_like_torch():
     with pytest.raises(RuntimeError, match="grad can be implicitly created only for scalar outputs"):
         (x_t * 2).backward()
     x = tensors.from_torch(x_t)
-    with pytest.raises(
-        RuntimeError, match=r"grad can be implicitly created only for scalar outputs: .*\(3,\)"
-    ):
+    with pytest.raises(RuntimeError, match=r"grad can be implicitly created only for scalar outputs: .*\(3,\)"):
         fgrad.backward(lambda x: x * 2, x)
     with pytest.raises(
         ValueError,
@@ -155,9 +149,7 @@ def test_backward_errors_like_torch():
 
 def test_accumulate_grad_sums_like_repeated_backward(dtype, torch_dtype):
     model = torch.nn.Linear(3, 2).to(torch_dtype)
-    batches_t = [
-        (torch.randn(4, 3, dtype=torch_dtype), torch.randn(4, 2, dtype=torch_dtype)) for _ in range(3)
-    ]
+    batches_t = [(torch.randn(4, 3, dtype=torch_dtype), torch.randn(4, 2, dtype=torch_dtype)) for _ in range(3)]
     for x, y in batches_t:  # no zero_grad between: .grad accumulates
         torch.nn.functional.mse_loss(model(x), y).backward()
 
@@ -211,9 +203,7 @@ def test_no_grad_on_values_and_as_decorator(dtype, torch_dtype):
 
 
 def test_no_grad_without_argument_explains():
-    with pytest.raises(
-        TypeError, match=r"no_grad\(\) takes a value or a function.*cannot stop gradients in JAX"
-    ):
+    with pytest.raises(TypeError, match=r"no_grad\(\) takes a value or a function.*cannot stop gradients in JAX"):
         fgrad.no_grad()
 
 

@@ -89,9 +89,7 @@ def test_embedding_init_is_standard_normal():
 def test_embedding_padding_row_is_zero_like_torch():
     fnml_layer = layers.Embedding(20, 8, padding_idx=3, rngs=nnx.Rngs(0))
     torch_layer = torch.nn.Embedding(20, 8, padding_idx=3)
-    np.testing.assert_array_equal(
-        np.asarray(fnml_layer.weight[...])[3], torch_layer.weight.detach().numpy()[3]
-    )
+    np.testing.assert_array_equal(np.asarray(fnml_layer.weight[...])[3], torch_layer.weight.detach().numpy()[3])
     assert np.all(np.asarray(fnml_layer.weight[...])[3] == 0)
     assert np.all(np.asarray(fnml_layer.weight[...])[[0, 1, 2, 4]] != 0)
 

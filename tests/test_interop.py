@@ -158,18 +158,14 @@ def test_state_dict_round_trip_is_bit_exact(kind, dtype):
 
 def test_layouts_are_jax_native_after_loading():
     source = nn.Sequential(nn.Conv2d(3, 5, (3, 2)), nn.Linear(4, 6), nn.LSTM(4, 2)).double()
-    model = interop.from_torch(
-        nn.Sequential(nn.Conv2d(3, 5, (3, 2)), nn.Linear(4, 6), nn.LSTM(4, 2)).double()
-    )
+    model = interop.from_torch(nn.Sequential(nn.Conv2d(3, 5, (3, 2)), nn.Linear(4, 6), nn.LSTM(4, 2)).double())
     interop.load_state_dict(model, source.state_dict())
     conv, linear, lstm = (
         model["0"] if False else getattr(model, "0"),
         getattr(model, "1"),
         getattr(model, "2"),
     )
-    np.testing.assert_array_equal(
-        conv.kernel[...], _np(source[0].weight).transpose(2, 3, 1, 0)
-    )  # OIHW -> HWIO
+    np.testing.assert_array_equal(conv.kernel[...], _np(source[0].weight).transpose(2, 3, 1, 0))  # OIHW -> HWIO
     np.testing.assert_array_equal(linear.kernel[...], _np(source[1].weight).T)  # (out, in) -> (in, out)
     np.testing.assert_array_equal(lstm.kernel_ih_l0[...], _np(source[2].weight_ih_l0).T)
 
@@ -195,13 +191,10 @@ def test_numpy_and_jax_values_are_accepted():
     torch_model = SimpleNN()
     model = layers.SimpleNN(rngs=nnx.Rngs(0))
     values = {
-        k: (_np(v) if i % 2 else jnp.asarray(_np(v)))
-        for i, (k, v) in enumerate(torch_model.state_dict().items())
+        k: (_np(v) if i % 2 else jnp.asarray(_np(v))) for i, (k, v) in enumerate(torch_model.state_dict().items())
     }
     interop.load_state_dict(model, values)
-    assert all(
-        np.array_equal(interop.state_dict(model)[k], _np(v)) for k, v in torch_model.state_dict().items()
-    )
+    assert all(np.array_equal(interop.state_dict(model)[k], _np(v)) for k, v in torch_model.state_dict().items())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,9 +219,7 @@ def test_flatten_nhwc_permutes_the_linear_after_a_conv():
     naive = interop.load_state_dict(_nhwc_cnn(jnp.float64), torch_model.state_dict())
     assert max_abs_diff(naive(x_nhwc), torch_model(x)) > 1e-3  # the plain transpose is wrong
 
-    model = interop.load_state_dict(
-        _nhwc_cnn(jnp.float64), torch_model.state_dict(), flatten_nhwc={"2": (4, 5, 6)}
-    )
+    model = interop.load_state_dict(_nhwc_cnn(jnp.float64), torch_model.state_dict(), flatten_nhwc={"2": (4, 5, 6)})
     assert max_abs_diff(model(x_nhwc), torch_model(x)) <= 1e-12
     exported = interop.state_dict(model, flatten_nhwc={"2": (4, 5, 6)})
     assert all(np.array_equal(exported[k], _np(v)) for k, v in torch_model.state_dict().items())
@@ -353,12 +344,8 @@ def test_safetensors_round_trip_with_torch(tmp_path):
     save_file(dict(torch_model.state_dict()), str(tmp_path / "torch.safetensors"))
     fresh = interop.from_torch(CNN())
     interop.load_state_dict(fresh, str(tmp_path / "torch.safetensors"))
-    assert all(
-        np.array_equal(interop.state_dict(fresh)[k], _np(v)) for k, v in torch_model.state_dict().items()
-    )
-    assert list(interop.load_safetensors(path)) and not [
-        p for p in os.listdir(tmp_path) if p.startswith(".tmp-")
-    ]
+    assert all(np.array_equal(interop.state_dict(fresh)[k], _np(v)) for k, v in torch_model.state_dict().items())
+    assert list(interop.load_safetensors(path)) and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
 def test_truncated_and_corrupted_safetensors_give_clear_errors(tmp_path):
@@ -400,9 +387,7 @@ def test_save_safetensors_errors(tmp_path):
     with pytest.raises(TypeError, match="fnml model or a mapping"):
         interop.save_safetensors([1, 2], tmp_path / "x.safetensors")
     with pytest.raises(TypeError, match="metadata must map str -> str"):
-        interop.save_safetensors(
-            layers.SimpleNN(rngs=nnx.Rngs(0)), tmp_path / "x.safetensors", metadata={"a": 1}
-        )
+        interop.save_safetensors(layers.SimpleNN(rngs=nnx.Rngs(0)), tmp_path / "x.safetensors", metadata={"a": 1})
 
 
 def test_pt_checkpoints_load_weights_only(tmp_path):

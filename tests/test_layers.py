@@ -195,9 +195,7 @@ BN_CASES = {
     "2d_momentum0.3": dict(cls="BatchNorm2d", shape=(3, 4, 5, 3), kwargs=dict(momentum=0.3)),
     "2d_momentum_None_cumulative": dict(cls="BatchNorm2d", shape=(2, 3, 3, 3), kwargs=dict(momentum=None)),
     "2d_affine_False": dict(cls="BatchNorm2d", shape=(2, 3, 3, 3), kwargs=dict(affine=False)),
-    "2d_no_running_stats": dict(
-        cls="BatchNorm2d", shape=(2, 3, 3, 3), kwargs=dict(track_running_stats=False)
-    ),
+    "2d_no_running_stats": dict(cls="BatchNorm2d", shape=(2, 3, 3, 3), kwargs=dict(track_running_stats=False)),
     "1d_eps1e-3": dict(cls="BatchNorm1d", shape=(6, 3), kwargs=dict(eps=1e-3)),
 }
 
@@ -333,9 +331,7 @@ def test_embedding_parity_and_padding_gradient(padding_idx, dtype):
 
     grad = nnx.to_pure_dict(jax.grad(objective)(params))["weight"]
     y_fnml = fnml_layer(jnp.asarray(indices))
-    assert_trees_close(
-        {"out": y_fnml, "grad": grad}, {"out": y_torch, "grad": torch_layer.weight.grad}, dtype=dtype
-    )
+    assert_trees_close({"out": y_fnml, "grad": grad}, {"out": y_torch, "grad": torch_layer.weight.grad}, dtype=dtype)
     if padding_idx is not None:
         assert np.all(np.asarray(grad)[padding_idx % 6] == 0)
 
@@ -416,9 +412,7 @@ MAXPOOL_CASES = {
     "k3_s2_pad1_ceil": dict(kwargs=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), size=(8, 7)),
     "k2_s1_overlap": dict(kwargs=dict(kernel_size=2, stride=1), size=(5, 5)),
     "k3_dilation2": dict(kwargs=dict(kernel_size=3, stride=1, dilation=2), size=(8, 7)),
-    "k(2,3)_s(1,2)_pad(1,1)": dict(
-        kwargs=dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)), size=(6, 7)
-    ),
+    "k(2,3)_s(1,2)_pad(1,1)": dict(kwargs=dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)), size=(6, 7)),
 }
 
 
@@ -482,15 +476,11 @@ AVGPOOL_CASES = {
     "k3_s2_pad1_exclude_pad": dict(
         kwargs=dict(kernel_size=3, stride=2, padding=1, count_include_pad=False), size=(8, 7)
     ),
-    "k3_s2_pad1_ceil_include_pad": dict(
-        kwargs=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), size=(8, 6)
-    ),
+    "k3_s2_pad1_ceil_include_pad": dict(kwargs=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), size=(8, 6)),
     "k3_s2_pad1_ceil_exclude_pad": dict(
         kwargs=dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), size=(8, 6)
     ),
-    "k(2,3)_s1_divisor_override5": dict(
-        kwargs=dict(kernel_size=(2, 3), stride=1, divisor_override=5), size=(5, 6)
-    ),
+    "k(2,3)_s1_divisor_override5": dict(kwargs=dict(kernel_size=(2, 3), stride=1, divisor_override=5), size=(5, 6)),
     "k2_tiling_divisor_override3": dict(kwargs=dict(kernel_size=2, divisor_override=3), size=(4, 4)),
 }
 
@@ -527,9 +517,7 @@ def test_adaptive_avgpool_parity(case, dtype):
     _pool_parity(*pools, x, dtype, f"AdaptiveAvgPool2d[{case}]")
 
 
-@pytest.mark.parametrize(
-    "name", ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"], ids=["max", "avg", "adaptive"]
-)
+@pytest.mark.parametrize("name", ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"], ids=["max", "avg", "adaptive"])
 def test_pools_accept_unbatched_hwc(name):
     arg = 2 if name != "AdaptiveAvgPool2d" else (2, 2)
     x = _data((6, 4, 3), "float64")
@@ -598,9 +586,7 @@ def test_simplenn_parity_and_print(dtype):
     x_leaf = torch.from_numpy(x).requires_grad_(True)
     torch_model(x_leaf).sum().backward()
     grads = nnx.to_pure_dict(nnx.grad(lambda m, v: jnp.sum(m(v)))(model, jnp.asarray(x)))
-    actual = {
-        f"{layer}.{attr}": grads[layer][attr] for layer in ("fc1", "fc2") for attr in ("kernel", "bias")
-    }
+    actual = {f"{layer}.{attr}": grads[layer][attr] for layer in ("fc1", "fc2") for attr in ("kernel", "bias")}
     expected = {
         f"{layer}.{attr}": convert(getattr(getattr(torch_model, layer), name).grad.numpy())
         for layer in ("fc1", "fc2")
@@ -646,9 +632,7 @@ def test_sequential_cnn_forward_parity(dtype):
         if isinstance(fnml_layer, layers.Linear) and fnml_layer.in_features == 36:
             # torch flattens (C, H, W), NHWC flattens (H, W, C): permute the weight's input axis.
             weight = torch_layer.weight.detach().numpy()  # (O, C*H*W)
-            fnml_layer.kernel[...] = jnp.asarray(
-                weight.reshape(5, 4, 3, 3).transpose(2, 3, 1, 0).reshape(36, 5)
-            )
+            fnml_layer.kernel[...] = jnp.asarray(weight.reshape(5, 4, 3, 3).transpose(2, 3, 1, 0).reshape(36, 5))
             fnml_layer.bias[...] = jnp.asarray(torch_layer.bias.detach().numpy())
         elif list(torch_layer.parameters()):
             _copy_params(fnml_layer, torch_layer)
@@ -862,9 +846,7 @@ ERROR_CASES = {
         r"padded input size 3 .* smaller than the effective kernel size 5",
     ),
     "conv_reflect_pad_too_big": (
-        lambda: layers.Conv2d(3, 4, 3, padding=3, padding_mode="reflect", rngs=_rngs())(
-            jnp.ones((1, 3, 8, 3))
-        ),
+        lambda: layers.Conv2d(3, 4, 3, padding=3, padding_mode="reflect", rngs=_rngs())(jnp.ones((1, 3, 8, 3))),
         ValueError,
         r"padding_mode='reflect' needs padding <= 2 for an input of size 3",
     ),

@@ -82,10 +82,7 @@ def compare_with_torch(torch_fn, fnml_fn, arrays, differentiable, dtype, *, seed
         # rounding (<= 1e-12). Those entries are covered by the relative tolerance above.
         scale = max(
             [1.0, float(np.nanmax(np.abs(np.nan_to_num(torch_value.detach().numpy(), posinf=0, neginf=0))))]
-            + [
-                float(np.max(np.abs(np.nan_to_num(g.numpy(), posinf=0, neginf=0)), initial=0))
-                for g in torch_grads
-            ]
+            + [float(np.max(np.abs(np.nan_to_num(g.numpy(), posinf=0, neginf=0)), initial=0)) for g in torch_grads]
         )
         assert worst <= 1e-12 * scale, f"float64 max |diff| {worst:.3g} exceeds 1e-12 (scale {scale:.3g})"
     return worst
@@ -234,15 +231,12 @@ CROSS_ENTROPY_CASES = [
     # torch rejects ignore_index >= 0 with probability targets, and they have no ignored entries.
     for ignore in (_ignore_variants(rank) if kind == "indices" else ("no-ignored",))
     for dtype in _option_grid_dtypes(
-        (weighted, smoothing > 0)
-        + ((ignore != "no-ignored",) if kind == "indices" and rank != "unbatched(C)" else ())
+        (weighted, smoothing > 0) + ((ignore != "no-ignored",) if kind == "indices" and rank != "unbatched(C)" else ())
     )
 ]
 
 
-@pytest.mark.parametrize(
-    "reduction, weighted, ignore, label_smoothing, kind, rank, dtype", CROSS_ENTROPY_CASES
-)
+@pytest.mark.parametrize("reduction, weighted, ignore, label_smoothing, kind, rank, dtype", CROSS_ENTROPY_CASES)
 def test_cross_entropy_matches_torch(reduction, weighted, ignore, label_smoothing, kind, rank, dtype):
     rng = rng_for("ce", reduction, weighted, ignore, label_smoothing, kind, rank, dtype)
     input_shape, target_shape = RANK_SHAPES[rank]
@@ -294,9 +288,7 @@ NLL_CASES = [
     )
     for rank, reduction, weighted in itertools.product(RANK_SHAPES, REDUCTIONS, (False, True))
     for ignore in _ignore_variants(rank)
-    for dtype in _option_grid_dtypes(
-        (weighted,) + ((ignore != "no-ignored",) if rank != "unbatched(C)" else ())
-    )
+    for dtype in _option_grid_dtypes((weighted,) + ((ignore != "no-ignored",) if rank != "unbatched(C)" else ()))
 ]
 
 
@@ -311,9 +303,7 @@ def test_nll_loss_matches_torch(reduction, weighted, ignore, rank, dtype):
     arrays = [log_probs.astype(dtype), class_targets(target_shape, rng, ignore_value)]
     arrays += [class_weight(dtype)] if weighted else []
     compare_with_torch(
-        lambda a, b, *w: F.nll_loss(
-            a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction
-        ),
+        lambda a, b, *w: F.nll_loss(a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction),
         lambda a, b, *w: losses.nll_loss(
             a, b, weight=w[0] if w else None, ignore_index=ignore_index, reduction=reduction
         ),
@@ -338,10 +328,7 @@ def test_cross_entropy_all_targets_ignored_is_nan_like_torch(weighted, label_smo
     )
     assert np.isnan(float(fnml_value)) and torch.isnan(torch_value)
     assert (
-        float(
-            losses.cross_entropy(x, target, weight=weight, reduction="sum", label_smoothing=label_smoothing)
-        )
-        == 0.0
+        float(losses.cross_entropy(x, target, weight=weight, reduction="sum", label_smoothing=label_smoothing)) == 0.0
     )
 
 
@@ -483,9 +470,7 @@ def test_cross_entropy_out_of_range_target_under_jit_is_nan():
     expected = F.cross_entropy(torch.tensor(np.asarray(x))[[0, 2]], torch.tensor([0, 2]), reduction="none")
     assert_trees_close(per_element[jnp.array([0, 2])], expected)
     for reduction in ("mean", "sum"):
-        assert np.isnan(
-            float(jax.jit(functools.partial(losses.cross_entropy, reduction=reduction))(x, target))
-        )
+        assert np.isnan(float(jax.jit(functools.partial(losses.cross_entropy, reduction=reduction))(x, target)))
     smoothed = jax.jit(functools.partial(losses.cross_entropy, label_smoothing=0.1))(x, target)
     assert np.isnan(float(smoothed))
     # ignore_index itself is not "out of range": it is skipped.
@@ -954,11 +939,7 @@ def test_criteria_reprs_show_non_default_options():
 
 def test_weight_is_cast_to_the_input_dtype():
     x = np.random.default_rng(10).standard_normal((3, 4)).astype(np.float32)
-    loss = losses.cross_entropy(
-        x, np.array([0, 1, 3]), weight=np.array([1.0, 2.0, 3.0, 4.0])
-    )  # float64 weight
+    loss = losses.cross_entropy(x, np.array([0, 1, 3]), weight=np.array([1.0, 2.0, 3.0, 4.0]))  # float64 weight
     assert loss.dtype == np.float32
-    expected = F.cross_entropy(
-        torch.tensor(x), torch.tensor([0, 1, 3]), weight=torch.tensor([1.0, 2.0, 3.0, 4.0])
-    )
+    expected = F.cross_entropy(torch.tensor(x), torch.tensor([0, 1, 3]), weight=torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert_trees_close(loss, expected, dtype="float32")

@@ -357,9 +357,7 @@ def test_one_cycle_lr_and_momentum_schedule_match_torch(case, dtype):
     assert max(momenta) - min(momenta) > 0.05, "torch did not cycle the momentum: the test would be vacuous"
     schedule = RecordedSchedule(lrs, momenta)
     fnml_kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
-    assert_parity(
-        factory(schedule, **fnml_kwargs), _torch(torch_cls, **kwargs), dtype, scheduler=make_scheduler
-    )
+    assert_parity(factory(schedule, **fnml_kwargs), _torch(torch_cls, **kwargs), dtype, scheduler=make_scheduler)
 
 
 SCHEDULED_LR = [

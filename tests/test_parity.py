@@ -118,9 +118,7 @@ def test_compare_forward_and_gradients(dtype, torch_dtype):
     x, y = _batches(torch_dtype, count=1)[0]
     forward = parity.compare_forward(torch_model, twin, x)
     assert forward.max_abs_diff <= tolerance(dtype)["atol"]
-    grads = parity.compare_gradients(
-        torch_model, twin, x, y, (nn.CrossEntropyLoss(), losses.CrossEntropyLoss())
-    )
+    grads = parity.compare_gradients(torch_model, twin, x, y, (nn.CrossEntropyLoss(), losses.CrossEntropyLoss()))
     assert [row.name for row in grads.parameters] == [n for n, _ in torch_model.named_parameters()]
     assert grads.max_abs_diff <= tolerance(dtype)["atol"] and grads.loss_diff <= tolerance(dtype)["atol"]
     # Both sides advanced BatchNorm statistics once (training mode).

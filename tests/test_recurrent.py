@@ -69,15 +69,11 @@ def run_both(model, torch_model, x_np, hx_np, dtype):
     torch_hx = None
     if hx_np is not None:
         torch_hx = tuple(torch.tensor(h, dtype=TORCH_DTYPES[dtype], requires_grad=True) for h in hx_np)
-    torch_out, torch_state = torch_model(
-        torch_x, (torch_hx if is_lstm else torch_hx[0]) if torch_hx else None
-    )
+    torch_out, torch_state = torch_model(torch_x, (torch_hx if is_lstm else torch_hx[0]) if torch_hx else None)
     torch_states = torch_state if is_lstm else (torch_state,)
     rng = np.random.default_rng(1)
     cotangents = [rng.standard_normal(tuple(v.shape)) for v in (torch_out, *torch_states)]
-    loss = sum(
-        (v * torch.tensor(c, dtype=v.dtype)).sum() for v, c in zip((torch_out, *torch_states), cotangents)
-    )
+    loss = sum((v * torch.tensor(c, dtype=v.dtype)).sum() for v, c in zip((torch_out, *torch_states), cotangents))
     loss.backward()
     torch_tree = {
         "output": torch_out,
@@ -168,14 +164,10 @@ def test_forward_and_gradients_match_torch(kind, kwargs, with_state, unbatched, 
 @pytest.mark.parametrize(
     "kind, kwargs, fused_backward, unroll",
     [
-        pytest.param(
-            "LSTM", {"num_layers": 2, "bidirectional": True}, False, 1, id="autodiff-lstm-2layer-bidir"
-        ),
+        pytest.param("LSTM", {"num_layers": 2, "bidirectional": True}, False, 1, id="autodiff-lstm-2layer-bidir"),
         pytest.param("GRU", {"bidirectional": True}, False, 1, id="autodiff-gru-bidir"),
         pytest.param("RNN", {"nonlinearity": "relu"}, False, 1, id="autodiff-rnn-relu"),
-        pytest.param(
-            "LSTM", {"num_layers": 2, "bidirectional": True}, True, 3, id="fused-unroll3-lstm-2layer-bidir"
-        ),
+        pytest.param("LSTM", {"num_layers": 2, "bidirectional": True}, True, 3, id="fused-unroll3-lstm-2layer-bidir"),
     ],
 )
 def test_backward_variants_match_torch(kind, kwargs, fused_backward, unroll):
@@ -337,9 +329,7 @@ def test_jit_does_not_recompile_for_new_values():
 
 def test_wrong_input_size_names_layer_and_both_numbers():
     model = LSTM(IN, H, rngs=nnx.Rngs(0))
-    with pytest.raises(
-        ValueError, match=r"LSTM: input_size=7 of the input does not match LSTM\(input_size=4\)"
-    ):
+    with pytest.raises(ValueError, match=r"LSTM: input_size=7 of the input does not match LSTM\(input_size=4\)"):
         model(jnp.ones((T, N, 7)))
 
 
@@ -390,9 +380,7 @@ def test_invalid_sizes_and_settings():
         GRU(2.5, H, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"RNN: num_layers must be a positive integer, got num_layers=0"):
         RNN(IN, H, 0, rngs=nnx.Rngs(0))
-    with pytest.raises(
-        ValueError, match=r"RNN: nonlinearity must be one of 'tanh', 'relu'; got nonlinearity='gelu'"
-    ):
+    with pytest.raises(ValueError, match=r"RNN: nonlinearity must be one of 'tanh', 'relu'; got nonlinearity='gelu'"):
         RNN(IN, H, nonlinearity="gelu", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"LSTM: unroll must be a positive integer or a bool, got unroll=0"):
         LSTM(IN, H, unroll=0, rngs=nnx.Rngs(0))

@@ -116,17 +116,13 @@ CASES = [
     (
         "linear_lr-ramp",
         lambda o: lr_scheduler.LinearLR(o, start_factor=0.25, end_factor=0.75, total_iters=8),
-        lambda spe: schedules.linear_lr(
-            0.1, start_factor=0.25, end_factor=0.75, total_iters=8, steps_per_epoch=spe
-        ),
+        lambda spe: schedules.linear_lr(0.1, start_factor=0.25, end_factor=0.75, total_iters=8, steps_per_epoch=spe),
         8,
     ),
     (
         "linear_lr-decay-to-0",
         lambda o: lr_scheduler.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=4),
-        lambda spe: schedules.linear_lr(
-            0.1, start_factor=1.0, end_factor=0.0, total_iters=4, steps_per_epoch=spe
-        ),
+        lambda spe: schedules.linear_lr(0.1, start_factor=1.0, end_factor=0.0, total_iters=4, steps_per_epoch=spe),
         4,
     ),
     (
@@ -157,9 +153,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("steps_per_epoch", [None, 2], ids=["per-update", "per-epoch"])
-@pytest.mark.parametrize(
-    ("make_torch", "make_fnml", "length"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("make_torch", "make_fnml", "length"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_schedule_matches_torch(make_torch, make_fnml, length, steps_per_epoch):
     updates = 3 * length * (steps_per_epoch or 1)
     torch_lr, torch_momentum = _torch_trace(make_torch, updates=updates, steps_per_epoch=steps_per_epoch)
@@ -177,9 +171,7 @@ def test_schedule_matches_torch(make_torch, make_fnml, length, steps_per_epoch):
 
 def test_cosine_keeps_oscillating_past_t_max():
     # Past T_max torch rises again (period 2 * T_max); optax's cosine decay clamps at eta_min.
-    torch_lr, _ = _torch_trace(
-        lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001), updates=30
-    )
+    torch_lr, _ = _torch_trace(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001), updates=30)
     schedule = schedules.cosine_annealing_lr(0.1, T_max=10, eta_min=0.001)
     assert torch_lr[20] == pytest.approx(0.1) and torch_lr[10] == pytest.approx(0.001)
     assert max_abs_diff(np.asarray(schedule(jnp.arange(30))), torch_lr) <= F64["atol"]
@@ -270,9 +262,7 @@ def test_one_cycle_without_momentum_cycling_and_torch_refusal():
 def test_one_cycle_differs_from_optax_onecycle():
     # optax's cosine_onecycle_schedule peaks and ends one step late (SEMANTICS.md): not torch's boundaries.
     torch_lr, _ = _torch_trace(lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=20), updates=20)
-    optax_schedule = optax.cosine_onecycle_schedule(
-        20, 0.1, pct_start=0.3, div_factor=25.0, final_div_factor=1e4
-    )
+    optax_schedule = optax.cosine_onecycle_schedule(20, 0.1, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
     optax_schedule = jax.jit(optax_schedule)  # takes scalar counts only
     optax_lr = np.asarray([optax_schedule(jnp.asarray(count)) for count in range(20)])
     fnml_lr = np.asarray(schedules.one_cycle_lr(0.1, total_steps=20)(jnp.arange(20)))
@@ -374,15 +364,11 @@ def _torch_plateau_trace(kwargs, metrics):
     trace = []
     for metric in metrics:
         scheduler.step(metric)
-        trace.append(
-            (opt.param_groups[0]["lr"], scheduler.best, scheduler.num_bad_epochs, scheduler.cooldown_counter)
-        )
+        trace.append((opt.param_groups[0]["lr"], scheduler.best, scheduler.num_bad_epochs, scheduler.cooldown_counter))
     return np.asarray(trace, dtype=np.float64)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "metrics"), [c[1:] for c in PLATEAU_CASES], ids=[c[0] for c in PLATEAU_CASES]
-)
+@pytest.mark.parametrize(("kwargs", "metrics"), [c[1:] for c in PLATEAU_CASES], ids=[c[0] for c in PLATEAU_CASES])
 def test_reduce_lr_on_plateau_matches_torch(kwargs, metrics):
     torch_trace = _torch_plateau_trace(kwargs, metrics)
     plateau = schedules.reduce_lr_on_plateau(lr=0.1, **kwargs)
@@ -443,9 +429,7 @@ def test_reduce_lr_on_plateau_drives_adam_like_torch(dtype, torch_dtype):
             opt.zero_grad()
             torch.nn.functional.mse_loss(model(xb), yb).backward()
             opt.step()
-            params, opt_state = train_step(
-                params, opt_state, jnp.asarray(xb.numpy()), jnp.asarray(yb.numpy())
-            )
+            params, opt_state = train_step(params, opt_state, jnp.asarray(xb.numpy()), jnp.asarray(yb.numpy()))
         scheduler.step(metric_script[epoch])
         opt_state = step_plateau(opt_state, metric_script[epoch])
         torch_lrs.append(opt.param_groups[0]["lr"])

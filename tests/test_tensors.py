@@ -119,9 +119,7 @@ def test_randn_and_rand_are_keyed(dtype):
     a = tensors.randn(key, 200, 50, dtype=dtype)
     assert a.shape == (200, 50) and a.dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(a, tensors.randn(key, 200, 50, dtype=dtype))  # same key, same numbers
-    assert not np.array_equal(
-        np.asarray(a), np.asarray(tensors.randn(jax.random.key(1), 200, 50, dtype=dtype))
-    )
+    assert not np.array_equal(np.asarray(a), np.asarray(tensors.randn(jax.random.key(1), 200, 50, dtype=dtype)))
     values = np.asarray(a, dtype=np.float64)
     assert abs(values.mean()) < 0.05 and abs(values.std() - 1.0) < 0.05  # torch.randn's distribution
     u = np.asarray(tensors.rand(key, 10000, dtype=dtype), dtype=np.float64)
@@ -241,9 +239,7 @@ def test_round_trip_torch_jax_torch(name, layout):
             source = source.clone().requires_grad_(True)
     array = tensors.from_torch(source)
     assert array.dtype == jnp.dtype(name) and array.shape == tuple(source.shape)
-    np.testing.assert_array_equal(
-        np.asarray(array).astype(np.float64), tensors.to_numpy(source).astype(np.float64)
-    )
+    np.testing.assert_array_equal(np.asarray(array).astype(np.float64), tensors.to_numpy(source).astype(np.float64))
     back = tensors.to_torch(array)
     assert back.dtype == source.dtype and not back.requires_grad
     assert torch.equal(back, source.detach())
@@ -433,9 +429,7 @@ def test_layout_helpers_match_torch_permute(shape):
     assert torch.equal(tensors.to_torch(back), t)
 
 
-@pytest.mark.parametrize(
-    "fn", [tensors.nchw_to_nhwc, tensors.nhwc_to_nchw], ids=["nchw_to_nhwc", "nhwc_to_nchw"]
-)
+@pytest.mark.parametrize("fn", [tensors.nchw_to_nhwc, tensors.nhwc_to_nchw], ids=["nchw_to_nhwc", "nhwc_to_nchw"])
 @pytest.mark.parametrize("shape", [(4,), (2, 3), (1, 2, 3, 4, 5)], ids=["1d", "2d", "5d"])
 def test_layout_helpers_reject_bad_rank(fn, shape):
     with pytest.raises(ValueError, match=rf"{fn.__name__}: x must be 3-D or 4-D, got a {len(shape)}-D array"):

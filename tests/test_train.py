@@ -81,8 +81,16 @@ def _load(model, state_dict):
 
 
 _SIMPLE_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-_BN_NAMES = (*_SIMPLE_NAMES[:2], "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
-             "bn.num_batches_tracked", "fc2.weight", "fc2.bias")
+_BN_NAMES = (
+    *_SIMPLE_NAMES[:2],
+    "bn.weight",
+    "bn.bias",
+    "bn.running_mean",
+    "bn.running_var",
+    "bn.num_batches_tracked",
+    "fc2.weight",
+    "fc2.bias",
+)
 
 
 def _params_sd(model, names=_SIMPLE_NAMES):
@@ -111,8 +119,7 @@ def _torch_sd(model):
 def test_tutorial_loop_matches_torch_per_step(dtype, torch_dtype, fused, capsys):
     initial, X, Y, torch_losses, torch_lines, torch_model = _tutorial_torch(torch_dtype)
     model = _fnml_simple(initial, dtype)
-    result = train.fit(model, optim.adam(lr=0.001), MSE, X.numpy(), Y.numpy(), epochs=100,
-                       fused=fused)
+    result = train.fit(model, optim.adam(lr=0.001), MSE, X.numpy(), Y.numpy(), epochs=100, fused=fused)
     printed = capsys.readouterr().out.splitlines()
     assert result.losses.shape == (100,)
     tol = tolerance(dtype)["atol"]
@@ -131,8 +138,7 @@ def test_fit_does_not_modify_the_input_model():
     initial, X, Y, *_ = _tutorial_torch(torch.float64, epochs=1)
     model = _fnml_simple(initial, "float64")
     before = _params_sd(model)
-    result = train.fit(model, optim.adam(lr=0.1), MSE, X.numpy(), Y.numpy(), epochs=5,
-                       verbose=False, donate=True)
+    result = train.fit(model, optim.adam(lr=0.1), MSE, X.numpy(), Y.numpy(), epochs=5, verbose=False, donate=True)
     assert max_abs_diff(_params_sd(model), before) == 0.0
     assert max_abs_diff(_params_sd(result.model), before) > 0.0
     np.testing.assert_array_equal(np.asarray(model(X.numpy())), np.asarray(_fnml_simple(initial, "float64")(X.numpy())))
@@ -208,9 +214,20 @@ def test_minibatch_shuffle_batchnorm_matches_torch(dtype, torch_dtype, fused):
         with torch.no_grad():
             torch_val.append(criterion(torch_model(X_val), Y_val).item())
 
-    result = train.fit(model, optim.sgd(lr=0.05, momentum=0.9), MSE, X.numpy(), Y.numpy(),
-                       epochs=epochs, batch_size=batch_size, shuffle=True, key=key,
-                       validation=(X_val.numpy(), Y_val.numpy()), fused=fused, verbose=False)
+    result = train.fit(
+        model,
+        optim.sgd(lr=0.05, momentum=0.9),
+        MSE,
+        X.numpy(),
+        Y.numpy(),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        key=key,
+        validation=(X_val.numpy(), Y_val.numpy()),
+        fused=fused,
+        verbose=False,
+    )
     tol = tolerance(dtype)["atol"]
     assert result.losses.shape == (epochs * 4,)
     assert np.max(np.abs(result.losses - np.array(torch_losses))) <= tol
@@ -239,8 +256,7 @@ def test_fused_equals_unfused_float32(case):
     runs = {}
     for fused in (False, True):
         model = BNNet(p=p, rngs=nnx.Rngs(0, dropout=3))
-        runs[fused] = train.fit(model, ADAM, MSE, X, Y, epochs=7, log_every=3,
-                                fused=fused, verbose=False, **kwargs)
+        runs[fused] = train.fit(model, ADAM, MSE, X, Y, epochs=7, log_every=3, fused=fused, verbose=False, **kwargs)
     assert runs[False].losses.shape == runs[True].losses.shape
     assert np.max(np.abs(runs[False].losses - runs[True].losses)) <= 1e-6
     assert max_abs_diff(_params_sd(runs[False].model, _BN_NAMES), _params_sd(runs[True].model, _BN_NAMES)) <= 1e-6
@@ -265,17 +281,18 @@ def test_fused_auto_rule():
 def test_resume_is_bitwise_identical(tmp_path, fused):
     X = jax.random.normal(jax.random.key(1), (18, 3), jnp.float32)
     Y = jax.random.normal(jax.random.key(2), (18, 1), jnp.float32)
-    common = dict(batch_size=4, shuffle=True, drop_last=True, key=jax.random.key(9), fused=fused, verbose=False,
-                  log_every=2)
+    common = dict(
+        batch_size=4, shuffle=True, drop_last=True, key=jax.random.key(9), fused=fused, verbose=False, log_every=2
+    )
 
     def new_model():  # the architecture of test_fused_equals_unfused_float32: compilations are shared
         return BNNet(p=0.3, rngs=nnx.Rngs(0, dropout=1))
 
     straight = train.fit(new_model(), ADAM, MSE, X, Y, epochs=10, **common)
-    train.fit(new_model(), ADAM, MSE, X, Y, epochs=5,
-              checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=5, **common)
-    resumed = train.fit(new_model(), ADAM, MSE, X, Y, epochs=10,
-                        resume_from=str(tmp_path / "ckpt"), **common)
+    train.fit(
+        new_model(), ADAM, MSE, X, Y, epochs=5, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=5, **common
+    )
+    resumed = train.fit(new_model(), ADAM, MSE, X, Y, epochs=10, resume_from=str(tmp_path / "ckpt"), **common)
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
@@ -287,14 +304,17 @@ def test_resume_is_bitwise_identical(tmp_path, fused):
 def test_resume_rejects_a_different_data_key(tmp_path):
     X, Y = np.ones((6, 3), np.float32), np.ones((6, 1), np.float32)
     kw = dict(batch_size=2, shuffle=True, verbose=False)
-    train.fit(BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=1,
-              key=jax.random.key(1), checkpoint_dir=str(tmp_path), **kw)
+    train.fit(
+        BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=1, key=jax.random.key(1), checkpoint_dir=str(tmp_path), **kw
+    )
     with pytest.raises(ValueError, match="differs from the data-order key saved in"):
-        train.fit(BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=2,
-                  key=jax.random.key(2), resume_from=str(tmp_path), **kw)
+        train.fit(
+            BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=2, key=jax.random.key(2), resume_from=str(tmp_path), **kw
+        )
     with pytest.raises(ValueError, match="is at epoch 1 > epochs=0|epochs must be a positive integer"):
-        train.fit(BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=0,
-                  key=jax.random.key(1), resume_from=str(tmp_path), **kw)
+        train.fit(
+            BNNet(rngs=nnx.Rngs(0)), SGD, MSE, X, Y, epochs=0, key=jax.random.key(1), resume_from=str(tmp_path), **kw
+        )
 
 
 # ---- non-finite losses ---------------------------------------------------------------------------
@@ -311,8 +331,7 @@ def test_nonfinite_loss_raises_naming_the_step_and_keeps_the_last_finite_state(f
     X, Y = _nan_data()
     model = layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0))
     with pytest.raises(train.NonFiniteLossError, match="non-finite loss nan at step 4 \\(epoch 1/3\\)") as info:
-        train.fit(model, SGD, MSE, X, Y, epochs=3, batch_size=2, fused=fused,
-                  verbose=False)
+        train.fit(model, SGD, MSE, X, Y, epochs=3, batch_size=2, fused=fused, verbose=False)
     error = info.value
     assert error.step == 4 and error.epoch == 1 and np.isnan(error.loss)
     assert error.result.losses.shape == (3,) and np.all(np.isfinite(error.result.losses))
@@ -344,8 +363,7 @@ def test_validation_metrics_history_and_log_format(capsys, tmp_path):
     Y = jax.random.normal(jax.random.key(2), (12, 1))
     model = layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0))
     mae = lambda out, target: jnp.mean(jnp.abs(out - target))  # noqa: E731
-    result = train.fit(model, ADAM, MSE, X, Y, epochs=4, log_every=2,
-                       validation=(X[:4], Y[:4]), metrics={"mae": mae})
+    result = train.fit(model, ADAM, MSE, X, Y, epochs=4, log_every=2, validation=(X[:4], Y[:4]), metrics={"mae": mae})
     lines = capsys.readouterr().out.splitlines()
     h = result.history
     assert list(h["epoch"]) == [1, 2, 3, 4] and set(h) >= {"loss", "mean_loss", "val_loss", "val_mae"}
@@ -368,8 +386,18 @@ def test_early_stopping_restores_the_best_state(capsys):
     # Validating on the negated targets: as the model fits Y, the validation loss must eventually rise.
     stopper = train.EarlyStopping(patience=3)
     model = layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-    result = train.fit(model, optim.adam(lr=0.05), MSE, X, Y, epochs=200,
-                       validation=(X, -Y), callbacks=[stopper], verbose=True, log_every=1000)
+    result = train.fit(
+        model,
+        optim.adam(lr=0.05),
+        MSE,
+        X,
+        Y,
+        epochs=200,
+        validation=(X, -Y),
+        callbacks=[stopper],
+        verbose=True,
+        log_every=1000,
+    )
     assert result.stop_reason is not None and "early stopping at epoch" in result.stop_reason
     assert "early stopping at epoch" in capsys.readouterr().out
     val = result.history["val_loss"]
@@ -382,8 +410,15 @@ def test_early_stopping_restores_the_best_state(capsys):
 
 def test_progress_bar_runs_and_keeps_the_log_lines(capsys):
     X, Y = np.ones((4, 2)), np.zeros((4, 1))
-    train.fit(layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0)), optim.adam(lr=1e-3),
-              MSE, X, Y, epochs=20, progress=True)
+    train.fit(
+        layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+        optim.adam(lr=1e-3),
+        MSE,
+        X,
+        Y,
+        epochs=20,
+        progress=True,
+    )
     out = capsys.readouterr().out
     assert "Epoch [10/20], Loss:" in out and "Epoch [20/20], Loss:" in out
 
@@ -392,8 +427,17 @@ def test_donation_gives_the_same_losses():
     X = jax.random.normal(jax.random.key(1), (10, 2))
     Y = jax.random.normal(jax.random.key(2), (10, 1))
     runs = [
-        train.fit(layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0)), ADAM,
-                  MSE, X, Y, epochs=6, verbose=False, donate=donate, fused=False)
+        train.fit(
+            layers.SimpleNN(param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+            ADAM,
+            MSE,
+            X,
+            Y,
+            epochs=6,
+            verbose=False,
+            donate=donate,
+            fused=False,
+        )
         for donate in (False, True)
     ]
     np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
@@ -404,12 +448,18 @@ def test_donation_gives_the_same_losses():
 
 def _fit(**overrides):
     kwargs = dict(
-        model=layers.SimpleNN(rngs=nnx.Rngs(0)), tx=optim.adam(lr=1e-3), criterion=MSE,
-        X=np.ones((4, 2), np.float32), Y=np.ones((4, 1), np.float32), epochs=2, verbose=False,
+        model=layers.SimpleNN(rngs=nnx.Rngs(0)),
+        tx=optim.adam(lr=1e-3),
+        criterion=MSE,
+        X=np.ones((4, 2), np.float32),
+        Y=np.ones((4, 1), np.float32),
+        epochs=2,
+        verbose=False,
     )
     kwargs.update(overrides)
-    return train.fit(kwargs.pop("model"), kwargs.pop("tx"), kwargs.pop("criterion"), kwargs.pop("X"),
-                     kwargs.pop("Y"), **kwargs)
+    return train.fit(
+        kwargs.pop("model"), kwargs.pop("tx"), kwargs.pop("criterion"), kwargs.pop("X"), kwargs.pop("Y"), **kwargs
+    )
 
 
 @pytest.mark.parametrize(
@@ -432,9 +482,24 @@ def _fit(**overrides):
         ({"callbacks": [object()]}, TypeError, "callbacks must be fnml.train.Callback objects"),
         ({"resume_from": "/nonexistent/ckpt"}, FileNotFoundError, "'/nonexistent/ckpt' does not exist"),
     ],
-    ids=["model", "criterion", "tx", "epochs", "log_every", "on_nonfinite", "fused", "xy-mismatch", "empty",
-         "batch-size", "drop-last-too-large", "shuffle-no-key", "checkpoint-no-dir", "validation", "callback",
-         "resume-missing"],
+    ids=[
+        "model",
+        "criterion",
+        "tx",
+        "epochs",
+        "log_every",
+        "on_nonfinite",
+        "fused",
+        "xy-mismatch",
+        "empty",
+        "batch-size",
+        "drop-last-too-large",
+        "shuffle-no-key",
+        "checkpoint-no-dir",
+        "validation",
+        "callback",
+        "resume-missing",
+    ],
 )
 def test_fit_errors(overrides, error, match):
     with pytest.raises(error, match=match):
