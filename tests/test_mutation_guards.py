@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import torch
 
-from fnml import optim
+from fnml import interop, layers, optim, schedules
 
 try:
     from conftest import max_abs_diff, tolerance
@@ -118,3 +118,63 @@ def test_adam_bias_correction_is_accurate_with_x64_off():
     relative = np.max(np.abs(fnml_updates - torch_updates) / np.abs(torch_updates))
     print(f"max relative error of Adam's updates (x64 off): {relative:.3g}")
     assert relative <= 5e-6, f"relative error of Adam's updates {relative:.3g} (plain 1 - b2**t gives ~1e-5 and more)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# ReduceLROnPlateau, mode="max" with threshold_mode="rel": best * (1 + threshold), not best + threshold.
+# ----------------------------------------------------------------------------------------------------
+
+
+def _torch_plateau_lrs(kwargs: dict, metrics: list[float]) -> np.ndarray:
+    """torch's (lr, best, num_bad_epochs) after each scheduler.step(metric)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **kwargs)
+    trace = []
+    for metric in metrics:
+        scheduler.step(metric)
+        trace.append((opt.param_groups[0]["lr"], scheduler.best, scheduler.num_bad_epochs))
+    return np.asarray(trace, np.float64)
+
+
+def test_reduce_lr_on_plateau_max_rel_threshold_scales_with_best():
+    """Kills: mode="max", threshold_mode="rel" testing ``metric > best + threshold`` (the "abs" rule).
+
+    The existing mode-max-rel case has metrics near 1, where ``best * 1.1`` and ``best + 0.1``
+    coincide; around 10 they do not (11 vs 10.1), so the two rules reduce the lr at different epochs.
+    """
+    kwargs = dict(mode="max", patience=1, threshold=0.1, threshold_mode="rel")
+    metrics = [10.0, 10.5, 10.8, 11.5, 11.6, 13.0, 13.1, 13.2]
+    expected = _torch_plateau_lrs(kwargs, metrics)
+    absolute = _torch_plateau_lrs({**kwargs, "threshold_mode": "abs"}, metrics)
+    assert not np.array_equal(expected, absolute), "precondition: the rel and abs rules must disagree here"
+    plateau = schedules.reduce_lr_on_plateau(lr=0.1, **kwargs)
+    state = plateau.init()
+    actual = []
+    for metric in metrics:
+        state = plateau.step(state, metric)
+        actual.append((float(state.lr), float(state.best), float(state.num_bad_epochs)))
+    assert max_abs_diff(np.asarray(actual), expected) <= F64
+
+
+# ----------------------------------------------------------------------------------------------------
+# interop.state_dict: num_batches_tracked is int64 like torch's, even when JAX (x64 off) holds int32.
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_state_dict_num_batches_tracked_is_int64_with_x64_off():
+    """Kills: ``_Slot.to_torch`` keeping the fnml dtype for the counter instead of torch's int64.
+
+    With x64 on (the test default) the fnml counter is already int64, so the round-trip tests cannot
+    tell; with x64 off it is int32 and only the explicit cast gives torch's dtype.
+    """
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    torch_bn = torch.nn.BatchNorm1d(3)
+    torch_bn(torch.from_numpy(x))  # training mode: num_batches_tracked -> 1
+    expected = torch_bn.state_dict()["num_batches_tracked"]
+    with jax.enable_x64(False):
+        bn = layers.BatchNorm1d(3)
+        bn(jnp.asarray(x))
+        assert bn.num_batches_tracked[...].dtype == jnp.int32  # precondition: the fnml counter is int32 here
+        exported = interop.state_dict(bn)["num_batches_tracked"]
+    assert exported.dtype == np.int64 and expected.dtype == torch.int64
+    assert exported.shape == tuple(expected.shape) and int(exported) == int(expected) == 1
