@@ -225,7 +225,7 @@ def torch_train():
         if (epoch + 1) % LOG_EVERY == 0:
             print(
                 f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
-                f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}"
+                f"Val Loss: {val_loss:.4f}, Val accuracy: {val_acc:.4f}"
             )
         if val_loss < best:
             best, best_epoch, wait = val_loss, epoch + 1, 0

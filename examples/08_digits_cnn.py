@@ -288,7 +288,7 @@ def torch_train():
         if (epoch + 1) % LOG_EVERY == 0:
             print(
                 f"Epoch [{epoch + 1}/{EPOCHS}], Loss: {loss.item():.4f}, "
-                f"Val accuracy: {val_acc:.4f}, Val Loss: {val_loss:.4f}"
+                f"Val Loss: {val_loss:.4f}, Val accuracy: {val_acc:.4f}"
             )
     return model, step_losses
 

@@ -564,10 +564,11 @@ def _as_array(name: str, value: Any) -> jax.Array:
 def _format_line(epoch: int, epochs: int, logs: Mapping[str, float]) -> str:
     """``Epoch [10/100], Loss: 1.7180`` (+ validation entries), the tutorial's print."""
     line = f"Epoch [{epoch}/{epochs}], Loss: {logs['loss']:.4f}"
+    if "val_loss" in logs:  # the validation loss first, then the metrics (device_get sorts dict keys)
+        line += f", Val Loss: {logs['val_loss']:.4f}"
     for name, value in logs.items():
-        if name.startswith("val_"):
-            label = "Val Loss" if name == "val_loss" else f"Val {name[4:]}"
-            line += f", {label}: {value:.4f}"
+        if name.startswith("val_") and name != "val_loss":
+            line += f", Val {name[4:]}: {value:.4f}"
     return line
 
 

@@ -521,3 +521,10 @@ def test_step_and_callback_errors():
         train.EarlyStopping(min_delta=-1.0)
     with pytest.raises(ValueError, match="monitor='val_acc' is not among the epoch logs"):
         _fit(callbacks=[train.EarlyStopping(monitor="val_acc")])
+
+
+def test_log_line_puts_the_validation_loss_before_metrics():
+    # jax.device_get returns the metrics dict with sorted keys ("accuracy" < "loss"); the line keeps
+    # the loss first, as a hand-written torch loop prints it.
+    logs = {"loss": 0.5, "mean_loss": 0.6, "val_accuracy": 0.9, "val_loss": 0.25}
+    assert train._format_line(3, 10, logs) == "Epoch [3/10], Loss: 0.5000, Val Loss: 0.2500, Val accuracy: 0.9000"
