@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from flax import nnx
 
-from fnml import interop, layers, losses, optim, recurrent, train
+from fnml import interop, layers, losses, optim, train
 
 # --------------------------------------------------------------------------------------------------
 # Models, torch side and fnml side (same architecture, same state_dict names)
@@ -114,7 +114,7 @@ class FnmlLSTMHead(nnx.Module):
     """W4, fnml layers (same attribute names as the torch module, so state_dicts match)."""
 
     def __init__(self, *, rngs: nnx.Rngs):
-        self.lstm = recurrent.LSTM(32, 128, rngs=rngs)
+        self.lstm = layers.LSTM(32, 128, rngs=rngs)
         self.head = layers.Linear(128, 10, rngs=rngs)
 
     def __call__(self, x):

@@ -8,7 +8,7 @@ Submodules (imported lazily, so ``import fnml`` stays cheap and never imports to
 - :mod:`fnml.losses`   torch-semantics losses (``torch.nn.functional``)
 - :mod:`fnml.optim`    torch-semantics optax optimizers, schedules, clipping (``torch.optim``)
 - :mod:`fnml.schedules` the LR schedules (``torch.optim.lr_scheduler``), re-exported by ``optim``
-- :mod:`fnml.recurrent` RNN / LSTM / GRU (re-exported by ``layers``)
+- :mod:`fnml.functional` the one implementation of every op (``torch.nn.functional``)
 - :mod:`fnml.interop`  ``state_dict`` both ways, ``from_torch``, safetensors
 - :mod:`fnml.parity`   side-by-side comparison of a torch model and its fnml twin
 - :mod:`fnml.data`     datasets, splits, keyed batching (``DataLoader``)
@@ -34,13 +34,13 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "data",
     "device",
+    "functional",
     "grad",
     "interop",
     "layers",
     "losses",
     "optim",
     "parity",
-    "recurrent",
     "schedules",
     "sidebyside",
     "tensors",
@@ -53,13 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fnml import (  # noqa: F401
         data,
         device,
+        functional,
         grad,
         interop,
         layers,
         losses,
         optim,
         parity,
-        recurrent,
         schedules,
         sidebyside,
         tensors,

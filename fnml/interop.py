@@ -198,7 +198,7 @@ def _no_slots(module: Any) -> list[_Slot]:
 
 
 def _fnml_layer_class(name: str) -> type | None:
-    """fnml's layer class of a torch.nn name (fnml.layers re-exports RNN/LSTM/GRU from fnml.recurrent)."""
+    """fnml's layer class of a torch.nn name ."""
     cls = getattr(layers, name, None)
     if isinstance(cls, type) and issubclass(cls, nnx.Module):
         return cls

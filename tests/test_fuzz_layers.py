@@ -523,12 +523,7 @@ def test_recurrent(dtype, regime, seed, spec, t, n, with_h0):
     """RNN (tanh/relu) / LSTM / GRU: layers, directions, batch_first, unbatched, initial state."""
     kind, config = spec
     torch_layer = getattr(torch.nn, kind)(**config)
-    fnml_layer = getattr(layers, kind, None)
-    if fnml_layer is None:  # pragma: no cover - recurrent layers are re-exported by fnml.layers
-        from fnml import recurrent
-
-        fnml_layer = getattr(recurrent, kind)
-    fnml_layer = fnml_layer(**config, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
+    fnml_layer = getattr(layers, kind)(**config, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
     if n is None:
         shape = (t, config["input_size"])
     else:

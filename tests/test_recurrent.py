@@ -1,4 +1,4 @@
-"""fnml.recurrent (RNN, LSTM, GRU) against real torch.nn.RNN / LSTM / GRU with the same weights.
+"""fnml.layers.recurrent (RNN, LSTM, GRU) against real torch.nn.RNN / LSTM / GRU with the same weights.
 
 Forward outputs, final states and gradients (w.r.t. input, initial state and every parameter) are
 compared in float64 (exactness, <= 1e-12) and float32 (working tolerance); initialisation is compared
@@ -17,7 +17,7 @@ import scipy.stats
 import torch
 from flax import nnx
 
-from fnml.recurrent import GRU, LSTM, RNN
+from fnml.layers.recurrent import GRU, LSTM, RNN
 
 try:
     from conftest import assert_trees_close

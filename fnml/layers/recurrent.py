@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fnml._validation import check_choice, check_in_interval, check_ndim, check_positive_int
+from fnml.layers.base import Module
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -322,7 +323,7 @@ def _dropout(value: jax.Array, p: float, key: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------
 
 
-class _RecurrentBase(nnx.Module):
+class _RecurrentBase(Module):
     """Shared construction, input checks and the layer / direction loop of RNN, LSTM and GRU."""
 
     _gate_count: int = 1
