@@ -60,20 +60,20 @@ from fnml.layers.tutorial import *  # noqa: F403
 from fnml.layers.upsampling import *  # noqa: F403
 
 # One family file per torch.nn module file; each lists its public names in its own __all__.
-__all__ = sorted(
-    name
-    for family in (
-        activation,
-        base,
-        container,
-        conv,
-        dropout,
-        linear,
-        normalization,
-        pooling,
-        recurrent,
-        sparse,
-        tutorial,
-    )
-    for name in family.__all__
+_FAMILIES = (
+    activation,
+    base,
+    container,
+    conv,
+    dropout,
+    linear,
+    normalization,
+    padding,
+    pooling,
+    recurrent,
+    sparse,
+    transformer,
+    tutorial,
+    upsampling,
 )
+__all__ = sorted(name for family in _FAMILIES for name in family.__all__)
