@@ -10,11 +10,14 @@ PyTorch equivalent: the loop every PyTorch user writes::
         if (epoch + 1) % 10 == 0:
             print(f'Epoch [{epoch+1}/100], Loss: {loss.item():.4f}')
 
-fnml splits the NNX module ONCE into a static graph definition and arrays (:class:`TrainState`), then
-runs a pure jitted ``step(state, x, y) -> (state, loss)``: no NNX graph traversal per call (measured
-on the 2-core CPU machine for the tutorial model: ~42 us per split-once step vs ~390 us for
-``nnx.jit``; torch eager ~150 us). :func:`fit` prints exactly the tutorial's lines and can run whole
-epochs inside one ``lax.scan`` ("fused", ~2 us per step for the tutorial model).
+fnml splits the NNX module ONCE into a static graph definition and arrays (:class:`TrainState`:
+trainable parameters, frozen parameters, other state, optimizer state), then runs a pure jitted
+``step(state, *batch) -> (state, loss)`` with no NNX graph traversal per call. The step has two forms:
+the short one, ``make_train_step(criterion)`` = ``criterion(model(x), y)``, and the general one,
+``make_train_step(loss_fn=f)`` with ``f(model, *batch)``, for several inputs, carried state (truncated
+backpropagation through time), penalties. Both take ``accumulate_steps`` (torch's gradient accumulation)
+and ``autocast`` (torch's ``torch.autocast``). :func:`fit` prints exactly the tutorial's lines and can run
+whole epochs inside one ``lax.scan`` ("fused").
 
 Example::
 
@@ -43,9 +46,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fnml import _step
 from fnml import data as _data
 from fnml import device as _device
-from fnml._validation import check_choice, check_positive_int
+from fnml._validation import check_bool, check_choice, check_int, check_positive_int
 from fnml.checkpoint import (
     checkpoint_metadata,
     latest_step,
@@ -53,6 +57,7 @@ from fnml.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
+from fnml.layers.base import is_frozen, is_trainable
 
 __all__ = [
     "Callback",
@@ -62,6 +67,7 @@ __all__ = [
     "NonFiniteLossError",
     "Stop",
     "TrainState",
+    "accuracy",
     "fit",
     "make_eval_step",
     "make_train_step",
@@ -72,10 +78,11 @@ __all__ = [
 
 # Runs with at least this many optimizer steps get a progress bar (on a terminal only).
 _PROGRESS_MIN_STEPS = 2000
+_AUTOCAST_CHOICES = (None, "bfloat16", "float16")
 
 
 # --------------------------------------------------------------------------------------------------
-# TrainState and the pure steps
+# TrainState
 # --------------------------------------------------------------------------------------------------
 
 
@@ -86,22 +93,23 @@ class TrainState:
     PyTorch equivalent: the pair ``(model, optimizer)`` (``model.state_dict()`` + ``optimizer.state_dict()``).
 
     Fields: ``graphdef`` (static: ``nnx.split``'s graph definition), ``tx`` (static: the
-    ``optax.GradientTransformation``), ``params`` (the ``nnx.Param`` arrays as plain nested dicts,
-    ``nnx.to_pure_dict`` of the split state: ``state.params["fc1"]["kernel"]`` is a ``jax.Array``),
-    ``rest`` (every other variable, same form: BatchNorm statistics, RNG keys and counters of
-    Dropout...), ``opt_state`` (built over those dicts), ``step`` (int32 scalar: optimizer steps taken).
-    Being a pytree it passes through ``jit``/``lax.scan`` unchanged in structure, so a step never
-    recompiles. Plain dicts rather than ``nnx.State``: jax flattens dicts in C++, ``nnx.State`` and its
-    ``Variable`` leaves in Python, and a jitted call flattens its arguments and unflattens its results
-    every time (measured for the tutorial model, same process: 53 -> 26 us per jitted step). The module is rebuilt
-    (``nnx.merge`` accepts the dicts) only while tracing and in :meth:`model`. States built by hand with
-    ``nnx.State`` fields still work.
+    ``optax.GradientTransformation``), ``params`` (the TRAINABLE ``nnx.Param`` arrays as plain nested
+    dicts: ``state.params["fc1"]["kernel"]`` is a ``jax.Array``), ``rest`` (every other variable, same
+    form: BatchNorm statistics, RNG keys and counters of Dropout...), ``opt_state`` (built over
+    ``params``), ``step`` (int32 scalar: optimizer steps taken), ``frozen`` (the parameters marked by
+    ``layers.freeze``, torch's ``requires_grad=False``: no gradient, no optimizer state, no update, no
+    weight decay; ``{}`` when nothing is frozen). A parameter reachable by two paths (tied weights,
+    torch's ``decoder.weight = encoder.weight``) is ONE leaf: one gradient (the sum over both uses), one
+    update. Being a pytree with static graph definition, a state passes through ``jit``/``lax.scan``
+    unchanged in structure, so a step never recompiles. Plain dicts rather than ``nnx.State`` (jax
+    flattens dicts in C++); states built by hand with ``nnx.State`` fields still work.
 
-    Example::
-
-        state = TrainState.create(model, optim.adam(lr=1e-3))
-        state, loss = step(state, x, y)
-        trained = state.model()
+    >>> from flax import nnx
+    >>> from fnml import layers, optim, train
+    >>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+    >>> state = train.TrainState.create(model, optim.adam(lr=1e-3))
+    >>> sorted(state.params), state.frozen, int(state.step)
+    (['fc1', 'fc2'], {}, 0)
     """
 
     graphdef: Any
@@ -110,24 +118,44 @@ class TrainState:
     rest: Any
     opt_state: Any
     step: jax.Array
+    frozen: Any = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def create(cls, model: nnx.Module, tx: optax.GradientTransformation, *, copy: bool = True) -> TrainState:
-        """Split ``model`` once and initialise the optimizer state; ``model`` is not modified.
+    def create(cls, model: nnx.Module, tx: Any, *, copy: bool = True) -> TrainState:
+        """Split ``model`` once into trainable / frozen / other arrays and initialise the optimizer state.
 
-        ``copy=True`` copies the arrays so that a donating step can never invalidate ``model``'s buffers.
+        PyTorch equivalent: ``optimizer = torch.optim.Adam(p for p in model.parameters() if p.requires_grad)``.
+
+        The trainable/frozen partition is decided HERE, once, from the ``requires_grad`` marking of
+        ``layers.freeze``. ``model`` is not modified; ``copy=True`` copies the arrays so that a donating step
+        can never invalidate ``model``'s buffers. ``tx``: an ``optax.GradientTransformation`` (fnml.optim's
+        factories) or an ``optax.MultiSteps`` (its ``gradient_transformation()`` is used: each step call is
+        then one micro-batch; ``make_train_step(accumulate_steps=N)`` is the torch-shaped alternative).
+
+        Unfreezing mid-training (torch: ``p.requires_grad_(True)`` and a new optimizer): unfreeze the
+        module of the state and create a new state, which has FRESH optimizer state for every parameter
+        and ``step`` 0, exactly like a new torch optimizer::
+
+            model = train.to_module(state)            # trained values, frozen marking kept
+            layers.unfreeze(model.backbone)
+            state = train.TrainState.create(model, optim.adamw(lr=1e-4))
+
+        >>> from flax import nnx
+        >>> from fnml import layers, optim, train
+        >>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+        >>> _ = layers.freeze(model.fc1)
+        >>> state = train.TrainState.create(model, optim.adamw(lr=1e-3))
+        >>> sorted(state.params), sorted(state.frozen)
+        (['fc2'], ['fc1'])
         """
         if not isinstance(model, nnx.Module):
             raise TypeError(f"TrainState.create: model must be a flax.nnx.Module, got {type(model).__name__}")
-        if not isinstance(tx, optax.GradientTransformation):
-            raise TypeError(
-                f"TrainState.create: tx must be an optax.GradientTransformation (e.g. fnml.optim.adam(lr=1e-3)), "
-                f"got {type(tx).__name__}"
-            )
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)  # fast C++ flattening per call
+        tx = _as_gradient_transformation(tx, where="TrainState.create")
+        graphdef, params, frozen, rest = nnx.split(model, is_trainable, is_frozen, ...)
+        # plain dicts: fast C++ flattening per call
+        params, frozen, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen), nnx.to_pure_dict(rest)
         if copy:
-            params, rest = jax.tree.map(jnp.copy, (params, rest))
+            params, frozen, rest = jax.tree.map(jnp.copy, (params, frozen, rest))
         return cls(
             graphdef=graphdef,
             tx=tx,
@@ -135,11 +163,13 @@ class TrainState:
             rest=rest,
             opt_state=tx.init(params),
             step=jnp.zeros((), jnp.int32),
+            frozen=frozen,
         )
 
     def model(self) -> nnx.Module:
-        """A new NNX module holding this state's arrays (``nnx.merge``)."""
-        return nnx.merge(self.graphdef, self.params, self.rest)
+        """A new NNX module holding this state's arrays (``nnx.merge``), frozen parameters included."""
+        parts = (self.params, self.rest) if self.frozen is None else (self.params, self.frozen, self.rest)
+        return nnx.merge(self.graphdef, *parts)
 
     def replace(self, **changes: Any) -> TrainState:
         """A copy with some fields replaced."""
@@ -147,57 +177,42 @@ class TrainState:
 
 
 jax.tree_util.register_dataclass(
-    TrainState, data_fields=["params", "rest", "opt_state", "step"], meta_fields=["graphdef", "tx"]
+    TrainState, data_fields=["params", "rest", "opt_state", "step", "frozen"], meta_fields=["graphdef", "tx"]
 )
 
 
+def _as_gradient_transformation(tx: Any, *, where: str) -> optax.GradientTransformation:
+    """``tx`` itself, or an ``optax.MultiSteps``' transformation; a clear error otherwise."""
+    if isinstance(tx, optax.MultiSteps):
+        return tx.gradient_transformation()
+    if not isinstance(tx, optax.GradientTransformation):
+        hint = ""
+        if hasattr(tx, "param_groups") and hasattr(tx, "zero_grad"):
+            hint = " (a torch optimizer; fnml's take no parameters: TrainState.create(model, optim.adam(lr=...)))"
+        raise TypeError(
+            f"{where}: tx must be an optax.GradientTransformation (e.g. fnml.optim.adam(lr=1e-3)) or an "
+            f"optax.MultiSteps, got {type(tx).__name__}{hint}"
+        )
+    return tx
+
+
 def to_module(state: TrainState) -> nnx.Module:
-    """``state.model()``: the NNX module of a :class:`TrainState`.
+    """``state.model()``: the NNX module of a :class:`TrainState` (trainable and frozen parameters).
 
     PyTorch equivalent: the trained ``model`` itself (torch trains it in place).
+
+    >>> from flax import nnx
+    >>> from fnml import layers, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> train.to_module(state).fc1.kernel.shape
+    (2, 2)
     """
     return state.model()
 
 
-def _like(template: Any, state: nnx.State) -> Any:
-    """``state`` in ``template``'s form: ``nnx.State`` if the template is one, else plain nested dicts."""
-    return state if isinstance(template, nnx.State) else nnx.to_pure_dict(state)
-
-
-def _set_mode(model: nnx.Module, *, training: bool) -> None:
-    """``model.train()`` / ``model.eval()``; runs at trace time only, never per step."""
-    if training:
-        model.train()
-    else:
-        model.eval()
-
-
 def _pure_train_step(criterion: Callable[[Any, Any], jax.Array], *, report: bool = False) -> Callable:
-    """The un-jitted step ``(state, x, y) -> (state, loss)``: grads over params, rest threaded through.
-
-    ``report=True`` (the ``check_finite`` debug mode) also returns one bool per checked value:
-    ``[loss, every gradient leaf, every updated parameter leaf]``; the default trace is unchanged.
-    """
-
-    def step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
-        def loss_fn(params):
-            # merge/split happen while tracing: the compiled step is a pure array program.
-            model = nnx.merge(state.graphdef, params, state.rest, copy=True)
-            _set_mode(model, training=True)
-            loss = criterion(model(x), y)
-            _, _, rest = nnx.split(model, nnx.Param, ...)
-            return loss, _like(state.rest, rest)
-
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
-        if report:
-            checked = [loss, *jax.tree.leaves(grads), *jax.tree.leaves(params)]
-            return new_state, loss, jnp.stack([jnp.all(jnp.isfinite(v)) for v in checked])
-        return new_state, loss
-
-    return step
+    """The un-jitted criterion-form step ``(state, x, y) -> (state, loss)`` (``fnml._step``'s one step)."""
+    return _step.pure_train_step(_step.criterion_loss(criterion), report=report)
 
 
 class NonFiniteError(FloatingPointError):
@@ -259,70 +274,149 @@ def _nonfinite_error(before: Any, after: TrainState, flags: np.ndarray, loss: An
     )
 
 
+def _loss_form(where: str, criterion: Any, loss_fn: Any, has_aux: bool) -> Callable[..., Any]:
+    """The general ``f(model, *batch)`` of either form, after checking that exactly one was given."""
+    check_bool("has_aux", has_aux, where=where)
+    if (criterion is None) == (loss_fn is None):
+        raise TypeError(
+            f"{where}: give exactly one of criterion (criterion(output, target), the short form) or "
+            f"loss_fn= (loss_fn(model, *batch), the general form), got "
+            f"{'both' if criterion is not None else 'neither'}"
+        )
+    if criterion is not None:
+        if not callable(criterion):
+            raise TypeError(f"{where}: criterion must be callable(output, target), got {criterion!r}")
+        if has_aux:
+            raise ValueError(f"{where}: has_aux=True needs the general form loss_fn=f returning (loss, aux)")
+        return _step.criterion_loss(criterion)
+    if not callable(loss_fn):
+        raise TypeError(f"{where}: loss_fn must be callable(model, *batch), got {loss_fn!r}")
+    return loss_fn
+
+
+def _check_autocast(autocast: Any, *, where: str) -> Any:
+    """``None`` or ``"bfloat16"``; ``"float16"`` is refused with what to use instead."""
+    check_choice("autocast", autocast, _AUTOCAST_CHOICES, where=where)
+    if autocast == "float16":
+        raise ValueError(
+            f"{where}: autocast='float16' needs a loss scaler (torch.amp.GradScaler), which fnml does not "
+            f"provide yet; use autocast='bfloat16' (torch.autocast('cpu')'s default dtype: same exponent range "
+            f"as float32, no loss scaling needed)"
+        )
+    return autocast
+
+
 def make_train_step(
-    criterion: Callable[[Any, Any], jax.Array],
+    criterion: Callable[[Any, Any], jax.Array] | None = None,
     *,
+    loss_fn: Callable[..., Any] | None = None,
+    has_aux: bool = False,
+    accumulate_steps: int = 1,
+    autocast: str | None = None,
     donate: bool = False,
     mesh: Any = None,
     check_finite: bool = False,
-) -> Callable[[TrainState, Any, Any], tuple[TrainState, jax.Array]]:
-    """A jitted pure training step ``step(state, x, y) -> (new_state, loss)``.
+) -> Callable[..., tuple]:
+    """A jitted pure training step ``step(state, *batch) -> (new_state, loss)`` (``(.., loss, aux)`` with aux).
 
-    PyTorch equivalent: ``optimizer.zero_grad(); loss = criterion(model(x), y); loss.backward();
-    optimizer.step()`` with ``model.train()``.
+    PyTorch equivalent: ``model.train(); optimizer.zero_grad(); loss = criterion(model(x), y);
+    loss.backward(); optimizer.step()``.
 
-    Inside: ``jax.value_and_grad`` of ``criterion(model(x), y)`` over ``state.params`` only; the module
-    runs in train mode (``model.train()``: BatchNorm uses batch statistics, Dropout is active);
-    BatchNorm running statistics and Dropout RNG counters come back in ``new_state.rest``. The state is
-    a pytree with static graph definition: same shapes and dtypes -> one compilation, ever.
+    Two forms of the loss:
 
-    ``donate=True`` donates the input state's buffers to the output (measured ~1.35x faster for an
-    MLP step, ~1.2x slower for an LSTM step): the state passed in must not be used afterwards.
+    - short: ``make_train_step(criterion)``, ``step(state, x, y)`` runs ``criterion(model(x), y)``; ``x`` a
+      tuple/list means ``model(*x)``, a dict ``model(**x)`` (several inputs);
+    - general: ``make_train_step(loss_fn=f)``, ``step(state, *batch)`` runs ``f(model, *batch)`` which
+      returns the loss, or ``(loss, aux)`` with ``has_aux=True`` (then ``step`` returns
+      ``(state, loss, aux)``). Any loss: several inputs, penalties over ``model``'s parameters, carried
+      state. Truncated backpropagation through time (torch's word_language_model) returns the new hidden
+      state as ``aux`` and passes it into the next call: it enters that step as a constant input, so no
+      gradient flows into the previous batch (torch's ``hidden = repackage_hidden(hidden)``, ``.detach()``)::
 
-    ``mesh`` (a ``jax.sharding.Mesh`` from ``fnml.device.mesh()``): data-parallel, like torch's
-    ``DistributedDataParallel``: ``x``/``y`` are the GLOBAL batch, split along the mesh's "data" axis,
-    the state is replicated, XLA inserts the gradient all-reduce (``fnml.device.data_parallel``). Same
-    numbers as one device (float64 <= 1e-12 over 100 steps); BatchNorm statistics are over the global
-    batch (torch ``SyncBatchNorm``). A global batch not divisible by the "data" axis size raises.
+          def lm_loss(model, x, y, hidden):        # x, y: (T, B) token ids; hidden: (h, c)
+              logits, hidden = model(x, hidden)
+              return losses.cross_entropy(logits.reshape(-1, V), y.reshape(-1)), hidden
+          step = train.make_train_step(loss_fn=lm_loss, has_aux=True)
+          for x, y in batches:
+              state, loss, hidden = step(state, x, y, hidden)
 
-    ``check_finite=True`` (debug mode; torch equivalent: ``torch.autograd.set_detect_anomaly(True)``)
-    checks the loss, every gradient and every updated parameter after each step and raises
-    :class:`NonFiniteError` naming the step and the first non-finite value by its torch-style dotted
-    name (``"fc1.weight"``). It syncs with the device every step; the default path is a separate
-    function and does not change (measured: same step time within noise).
+    The module runs in train mode (BatchNorm uses batch statistics, Dropout is active); BatchNorm running
+    statistics and Dropout RNG counters come back in ``new_state.rest``. Gradients are taken over
+    ``state.params`` only: frozen parameters (``layers.freeze``) get none and are not updated. Same
+    shapes and dtypes -> one compilation, ever.
 
-    Example::
+    ``accumulate_steps=N``: torch's gradient accumulation, ``(loss / N).backward()`` on N consecutive
+    micro-batches, then ``optimizer.step(); optimizer.zero_grad()``. Each call gets the N micro-batches
+    concatenated (every batch array ``(N * B, ...)``, micro-batch ``i`` = rows ``i*B:(i+1)*B``) and makes
+    ONE optimizer update (schedules count optimizer steps, ``state.step`` too); BatchNorm statistics are
+    updated once per micro-batch, as torch's forward does. The loss returned is the mean of the N
+    micro-batch losses (the sum of torch's ``loss / N``); ``aux`` is stacked along a leading N axis.
 
-        step = make_train_step(losses.MSELoss())
-        state = TrainState.create(model, optim.adam(lr=1e-3))
-        for epoch in range(100):
-            state, loss = step(state, X, Y)
+    ``autocast="bfloat16"``: torch's ``torch.autocast("cpu", dtype=torch.bfloat16)``. Parameters and
+    optimizer state stay float32 (master weights; gradients arrive in float32 through the casts). Inside
+    the loss, every matmul/convolution layer (``Linear``, ``Conv*``, ``ConvTranspose*``, flax's
+    ``nnx.Linear``/``Conv``/``Einsum``) computes in bfloat16 (inputs, kernel and bias cast to bfloat16,
+    bfloat16 output), as torch's lower-precision list does; elementwise ops then run in the dtype they
+    receive, as in torch; Embedding, recurrent layers and BatchNorm/LayerNorm with float32 parameters
+    compute in float32 (torch: the same math, but a bfloat16 OUTPUT for the norms: one rounding fewer in
+    fnml); the model's outputs are cast to float32 before the criterion (torch's float32 list: the
+    losses). In the general form ``model(...)`` inside ``f`` returns float32. Results differ from float32
+    training by bfloat16 rounding (relative ~4e-3 per op) and from torch's autocast by where roundings
+    happen (torch adds the bias before rounding the matmul; fnml rounds twice). ``"float16"`` is refused
+    (no loss scaler yet). ``autocast`` needs float32 parameters.
+
+    ``donate=True`` donates the input state's buffers to the output: the state passed in must not be
+    used afterwards. ``mesh`` (``fnml.device.mesh()``): data-parallel, torch's
+    ``DistributedDataParallel``: the batch arrays are the GLOBAL batch, split along the mesh's "data"
+    axis; the state is replicated; BatchNorm statistics are over the global batch (``SyncBatchNorm``).
+    ``check_finite=True`` (torch: ``torch.autograd.set_detect_anomaly(True)``) checks the loss, every
+    gradient and every updated parameter after each step and raises :class:`NonFiniteError` naming the
+    step and the parameter (``"fc1.weight"``); the default path is a separate function.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers, losses, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> step = train.make_train_step(losses.MSELoss())
+    >>> state, loss = step(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))
+    >>> int(state.step), loss.shape
+    (1, ())
+    >>> general = train.make_train_step(loss_fn=lambda m, x, y: jnp.mean((m(x) - y) ** 2), accumulate_steps=2)
+    >>> state, loss = general(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # two micro-batches of 2 rows
+    >>> int(state.step)
+    2
     """
-    if not callable(criterion):
-        raise TypeError(f"make_train_step: criterion must be callable(output, target), got {criterion!r}")
-    if not isinstance(check_finite, bool):
-        raise TypeError(f"make_train_step: check_finite must be a bool, got check_finite={check_finite!r}")
+    where = "make_train_step"
+    fn = _loss_form(where, criterion, loss_fn, has_aux)
+    check_bool("check_finite", check_finite, where=where)
+    check_bool("donate", donate, where=where)
+    check_positive_int("accumulate_steps", accumulate_steps, where=where)
+    _check_autocast(autocast, where=where)
+    options = dict(has_aux=has_aux, accumulate_steps=accumulate_steps, autocast=autocast)
     if check_finite:
-        return _checked_step(criterion, donate=donate, mesh=mesh)
+        return _checked_step(fn, donate=donate, mesh=mesh, **options)
+    pure = _step.pure_train_step(fn, **options)
     if mesh is not None:
-        return _device.data_parallel(_pure_train_step(criterion), mesh, donate=donate)
-    return jax.jit(_pure_train_step(criterion), donate_argnums=(0,) if donate else ())
+        return _device.data_parallel(pure, mesh, donate=donate)
+    return jax.jit(pure, donate_argnums=(0,) if donate else ())
 
 
-def _checked_step(criterion: Callable, *, donate: bool, mesh: Any) -> Callable:
+def _checked_step(fn: Callable, *, donate: bool, mesh: Any, **options: Any) -> Callable:
     """make_train_step(check_finite=True): the reporting step plus a host-side check of its flags."""
+    pure = _step.pure_train_step(fn, report=True, **options)
     if mesh is not None:
-        inner = _device.data_parallel(_pure_train_step(criterion, report=True), mesh, donate=donate)
+        inner = _device.data_parallel(pure, mesh, donate=donate)
     else:
-        inner = jax.jit(_pure_train_step(criterion, report=True), donate_argnums=(0,) if donate else ())
+        inner = jax.jit(pure, donate_argnums=(0,) if donate else ())
 
-    def step(state: TrainState, x: Any, y: Any) -> tuple[TrainState, jax.Array]:
-        new_state, loss, flags = inner(state, x, y)
+    def step(state: TrainState, *batch: Any) -> tuple:
+        *out, flags = inner(state, *batch)
         flags = np.asarray(flags)
         if not flags.all():
-            raise _nonfinite_error(None if donate else state, new_state, flags, loss)
-        return new_state, loss
+            raise _nonfinite_error(None if donate else state, out[0], flags, out[1])
+        return tuple(out)
 
+    step._cache_size = lambda: inner._cache_size()  # the recompile guard reads it
     return step
 
 
@@ -330,60 +424,118 @@ def make_eval_step(
     criterion: Callable[[Any, Any], jax.Array] | None = None,
     *,
     metrics: Mapping[str, Callable[[Any, Any], jax.Array]] | None = None,
-) -> Callable[[TrainState, Any, Any], dict[str, jax.Array]]:
-    """A jitted evaluation ``evaluate(state, x, y) -> {"loss": ..., name: metric(output, y), ...}``.
+    loss_fn: Callable[..., Any] | None = None,
+    has_aux: bool = False,
+    autocast: str | None = None,
+) -> Callable[..., dict[str, jax.Array]]:
+    """A jitted evaluation ``evaluate(state, *batch) -> {"loss": ..., name: metric(output, y), ...}``.
 
     PyTorch equivalent: ``model.eval(); with torch.no_grad(): out = model(x); loss = criterion(out, y)``.
 
-    The module runs in eval mode (BatchNorm uses running statistics, Dropout is off); the state is
-    not changed. ``metrics`` maps names to ``fn(output, target) -> scalar``.
+    The module runs in eval mode (BatchNorm uses running statistics, Dropout is off); the state is not
+    changed. Short form: ``evaluate(state, x, y)`` (``x`` a tuple -> ``model(*x)``, a dict ->
+    ``model(**x)``), ``metrics`` maps names to ``fn(output, target) -> scalar`` (e.g.
+    :func:`accuracy`). General form: ``make_eval_step(loss_fn=f)``, ``evaluate(state, *batch)`` returns
+    ``{"loss": f(model, *batch)}`` (and ``"aux"`` with ``has_aux=True``). ``autocast`` as in
+    :func:`make_train_step`.
 
-    Example::
-
-        evaluate = make_eval_step(losses.CrossEntropyLoss(), metrics={"accuracy": accuracy})
-        evaluate(state, X_val, Y_val)["accuracy"]
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers, losses, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> evaluate = train.make_eval_step(losses.MSELoss(), metrics={"mae": lambda o, y: jnp.mean(jnp.abs(o - y))})
+    >>> sorted(evaluate(state, jnp.ones((4, 2)), jnp.zeros((4, 1))))
+    ['loss', 'mae']
     """
+    where = "make_eval_step"
     metrics = dict(metrics or {})
+    check_bool("has_aux", has_aux, where=where)
+    _check_autocast(autocast, where=where)
+    if loss_fn is not None:
+        if criterion is not None or metrics:
+            raise TypeError(f"{where}: loss_fn= (the general form) takes no criterion or metrics")
+        if not callable(loss_fn):
+            raise TypeError(f"{where}: loss_fn must be callable(model, *batch), got {loss_fn!r}")
+        return jax.jit(_step.pure_eval_step(loss_fn, has_aux=has_aux, autocast=autocast))
     if criterion is None and not metrics:
-        raise ValueError("make_eval_step: give a criterion or at least one metric, got neither")
+        raise ValueError(f"{where}: give a criterion or at least one metric (or loss_fn=), got neither")
     for name, fn in ([("criterion", criterion)] if criterion is not None else []) + list(metrics.items()):
         if not callable(fn):
-            raise TypeError(f"make_eval_step: {name} must be callable(output, target), got {fn!r}")
+            raise TypeError(f"{where}: {name} must be callable(output, target), got {fn!r}")
+    return jax.jit(_step.pure_eval_step(None, criterion=criterion, metrics=metrics, autocast=autocast))
 
-    def evaluate(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(state.graphdef, state.params, state.rest, copy=True)
-        _set_mode(model, training=False)
-        output = model(x)
-        values = {"loss": criterion(output, y)} if criterion is not None else {}
-        values.update({name: fn(output, y) for name, fn in metrics.items()})
-        return values
 
-    return jax.jit(evaluate)
+def accuracy(output: Any, target: Any, *, ignore_index: int = -100) -> jax.Array:
+    """Top-1 accuracy of class logits (or probabilities) against class indices, in ``[0, 1]``.
+
+    PyTorch equivalent: ``(output.argmax(1) == target).float().mean()`` (``torchmetrics``' multiclass
+    ``Accuracy(top_k=1, ignore_index=...)``).
+
+    Shapes follow ``losses.cross_entropy``: ``output`` ``(N, C)`` or ``(N, C, d1, ...)`` (classes in dim 1)
+    or ``(C,)``; ``target`` integer ``(N,)`` / ``(N, d1, ...)`` / ``()``. Targets equal to ``ignore_index``
+    are left out of both counts (all ignored: NaN, as 0/0). Ties go to the lowest class index, like torch's
+    ``argmax``. Use it as ``fit(..., metrics={"accuracy": train.accuracy})``.
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import train
+    >>> logits = jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    >>> float(train.accuracy(logits, jnp.array([0, 1, 1])))
+    0.6666666666666666
+    >>> float(train.accuracy(logits, jnp.array([0, 1, -100])))
+    1.0
+    """
+    check_int("ignore_index", ignore_index, where="accuracy")
+    output, target = jnp.asarray(output), jnp.asarray(target)
+    class_axis = 0 if output.ndim == 1 else 1
+    if output.ndim < 1 or target.shape != output.shape[:class_axis] + output.shape[class_axis + 1 :]:
+        raise ValueError(
+            f"accuracy: output (N, C, ...) and target (N, ...) shapes do not match: output {output.shape}, "
+            f"target {target.shape}"
+        )
+    if not jnp.issubdtype(target.dtype, jnp.integer):
+        raise TypeError(f"accuracy: target must hold integer class indices, got dtype {target.dtype}")
+    kept = target != ignore_index
+    correct = (jnp.argmax(output, axis=class_axis) == target) & kept
+    dtype = jnp.result_type(float)
+    return jnp.sum(correct, dtype=dtype) / jnp.sum(kept, dtype=dtype)
 
 
 def _make_fused_epochs(
-    criterion: Callable, *, n: int, batch_size: int, shuffle: bool, drop_last: bool, donate: bool
+    fn: Callable,
+    *,
+    treedef: Any,
+    n: int,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    donate: bool,
+    accumulate_steps: int = 1,
+    autocast: str | None = None,
 ) -> Callable:
-    """Jitted ``run(state, X, Y, key, epochs) -> (state, losses (E, steps_per_epoch))`` in one lax.scan.
+    """Jitted ``run(state, leaves, key, epochs) -> (state, losses (E, steps_per_epoch))`` in one lax.scan.
 
-    Epoch ``e``'s batches are :func:`fnml.data.epoch_batches` of :func:`fnml.data.epoch_permutation`,
-    i.e. exactly the batches of the unfused loop.
+    ``leaves``: the flat training arrays; ``treedef`` rebuilds the step's ``*batch`` from them. Epoch
+    ``e``'s batches are :func:`fnml.data.epoch_batches` of :func:`fnml.data.epoch_permutation`, i.e.
+    exactly the batches of the unfused loop.
     """
-    step = _pure_train_step(criterion)
+    step = _step.pure_train_step(fn, accumulate_steps=accumulate_steps, autocast=autocast)
+
+    def one_step(state, leaves):
+        return step(state, *jax.tree.unflatten(treedef, leaves))
 
     def one_epoch(carry, epoch):
-        state, X, Y, key = carry
+        state, leaves, key = carry
         order = _data.epoch_permutation(key, n, epoch) if shuffle else jnp.arange(n)
-        (xb, yb), remainder = _data.epoch_batches((X, Y), order, batch_size, drop_last=drop_last)
-        # scan over the leading (num_batches,) axis of xb: (k, B, ...) -> k steps on (B, ...) batches.
-        state, losses = jax.lax.scan(lambda s, b: step(s, b[0], b[1]), state, (xb, yb))
+        stacked, remainder = _data.epoch_batches(leaves, order, batch_size, drop_last=drop_last)
+        # scan over the leading (num_batches,) axis: (k, B, ...) -> k steps on (B, ...) batches.
+        state, losses = jax.lax.scan(one_step, state, tuple(stacked))
         if remainder is not None:
-            state, last = step(state, remainder[0], remainder[1])
+            state, last = one_step(state, tuple(remainder))
             losses = jnp.concatenate([losses, last[None]])
-        return (state, X, Y, key), losses
+        return (state, leaves, key), losses
 
-    def run(state, X, Y, key, epochs):
-        (state, _, _, _), losses = jax.lax.scan(one_epoch, (state, X, Y, key), epochs)
+    def run(state, leaves, key, epochs):
+        (state, _, _), losses = jax.lax.scan(one_epoch, (state, tuple(leaves), key), epochs)
         return state, losses
 
     return jax.jit(run, donate_argnums=(0,) if donate else ())
@@ -600,22 +752,26 @@ class _Progress:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_build(builder: Callable, criterion: Any, options: tuple) -> Callable:
-    """Memoised jitted functions: repeated ``fit`` calls with the same criterion reuse compilations."""
+def _cached_build(builder: Callable, options: tuple) -> Callable:
+    """Memoised jitted functions: repeated ``fit`` calls with the same loss and options reuse compilations."""
     kwargs = dict(options)
-    if "metrics" in kwargs and kwargs["metrics"] is not None:
+    if kwargs.get("metrics") is not None:
         kwargs["metrics"] = dict(kwargs["metrics"])
-    return builder(criterion, **kwargs)
+    return builder(**kwargs)
 
 
-def _cached(builder: Callable, criterion: Any, **options: Any) -> Callable:
-    """``builder(criterion, **options)``, memoised when the criterion and options are hashable."""
+def _cached(builder: Callable, **options: Any) -> Callable:
+    """``builder(**options)``, memoised when every option is hashable (``metrics`` as sorted pairs)."""
     key = tuple(sorted(options.items()))
     try:
-        hash((criterion, key))
+        hash(key)
     except TypeError:
-        return builder(criterion, **{k: (dict(v) if k == "metrics" and v else v) for k, v in options.items()})
-    return _cached_build(builder, criterion, key)
+        return _cached_build.__wrapped__(builder, key)
+    return _cached_build(builder, key)
+
+
+def _build_fused(*, criterion: Any, loss_fn: Any, **options: Any) -> Callable:
+    return _make_fused_epochs(_loss_form("fit", criterion, loss_fn, False), **options)
 
 
 def _key_data(key: jax.Array | None) -> list[int] | None:
@@ -627,20 +783,448 @@ def _key_data(key: jax.Array | None) -> list[int] | None:
     return [int(v) for v in np.asarray(key).ravel()]
 
 
+# ---- fit, step 1: validate the arguments into a plan ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arrays:
+    """Training (or validation) arrays as flat leaves, and how to rebuild the step's ``*batch`` from them."""
+
+    leaves: tuple
+    treedef: Any
+    n: int
+
+    def batch(self, index: Any = None) -> tuple:
+        """The step's ``*batch`` for rows ``index`` (all rows when None)."""
+        leaves = self.leaves if index is None else tuple(leaf[index] for leaf in self.leaves)
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checkpointing:
+    """fit's checkpoint options, grouped: where, how often (epochs), how many kept, what to resume."""
+
+    directory: str | None
+    every: int | None
+    keep: int | None
+    resume_from: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitPlan:
+    """Every fit option, checked; derived sizes (rows per optimizer step, steps per epoch)."""
+
+    criterion: Any
+    loss_fn: Any
+    train: _Arrays
+    validation: _Arrays | None
+    metrics: tuple | None
+    epochs: int
+    batch: int  # rows per optimizer step (micro-batch size * accumulate_steps)
+    full_batch: bool
+    shuffle: bool
+    drop_last: bool
+    key: Any
+    accumulate_steps: int
+    autocast: str | None
+    log_every: int
+    verbose: bool
+    progress: bool | None
+    fused: Any
+    donate: bool
+    mesh: Any
+    check_finite: bool
+    on_nonfinite: str
+    callbacks: tuple
+    checkpoints: _Checkpointing
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return _data.num_batches(self.train.n, self.batch, drop_last=self.drop_last)
+
+    @property
+    def data_key(self) -> jax.Array:
+        return self.key if self.key is not None else jax.random.key(0)  # unused without shuffle
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return _data.batch_indices(
+            self.train.n, self.batch, shuffle=self.shuffle, drop_last=self.drop_last, key=self.data_key, epoch=epoch
+        )
+
+
+def _as_arrays(name: str, value: Any) -> Any:
+    """A tuple / dict of array-likes (several inputs) or one array-like -> the same structure of jax arrays."""
+    if isinstance(value, tuple):
+        return tuple(_as_arrays(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if isinstance(value, Mapping):
+        return {k: _as_arrays(f"{name}[{k!r}]", v) for k, v in value.items()}
+    return _as_array(name, value)
+
+
+def _arrays(tree: tuple, *, where: str) -> _Arrays:
+    leaves, treedef = jax.tree.flatten(tree)
+    return _Arrays(tuple(leaves), treedef, _data._length(leaves, where=where))
+
+
+def _training_arrays(criterion: Any, X: Any, Y: Any, loss_fn: Any, data: Any) -> _Arrays:
+    """``(X, Y)`` (short form) or ``data`` (general form) as flat arrays, all of one length."""
+    if loss_fn is not None:
+        if X is not None or Y is not None:
+            raise TypeError("fit: with loss_fn=, pass the arrays as data=(arrays...), not X, Y")
+        if not isinstance(data, (tuple, list)) or not data:
+            raise TypeError(f"fit: loss_fn= needs data=(array, ...), a non-empty tuple, got {type(data).__name__}")
+        return _arrays(tuple(_as_arrays(f"data[{i}]", v) for i, v in enumerate(data)), where="fit")
+    if data is not None:
+        raise TypeError("fit: data= goes with loss_fn=; with a criterion pass X, Y")
+    if X is None or Y is None:
+        raise TypeError("fit: the short form needs X and Y: fit(model, tx, criterion, X, Y, epochs=...)")
+    return _arrays((_as_arrays("X", X), _as_arrays("Y", Y)), where="fit")
+
+
+def _validation_arrays(validation: Any, general: bool) -> _Arrays | None:
+    if validation is None:
+        return None
+    if general:
+        if not isinstance(validation, (tuple, list)) or not validation:
+            raise ValueError(f"fit: validation must be a tuple like data=, got {type(validation).__name__}")
+        tree = tuple(_as_arrays(f"validation[{i}]", v) for i, v in enumerate(validation))
+    else:
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise ValueError(f"fit: validation must be a pair (X_val, Y_val), got {type(validation).__name__}")
+        tree = (_as_arrays("X_val", validation[0]), _as_arrays("Y_val", validation[1]))
+    return _arrays(tree, where="fit: validation")
+
+
+def _rows_per_step(n: int, batch_size: Any, drop_last: bool, accumulate_steps: int) -> int:
+    """Rows of one optimizer step; with accumulation every step must get N full micro-batches."""
+    if batch_size is None:
+        if n % accumulate_steps:
+            raise ValueError(
+                f"fit: accumulate_steps={accumulate_steps} splits the full batch into equal micro-batches: "
+                f"{n} samples are not divisible by {accumulate_steps}"
+            )
+        return n
+    _data._check_batching(n, batch_size, drop_last, where="fit")
+    used = n - n % batch_size if drop_last else n
+    if accumulate_steps > 1 and used % (batch_size * accumulate_steps):
+        raise ValueError(
+            f"fit: accumulate_steps={accumulate_steps} needs every optimizer step to see {accumulate_steps} full "
+            f"micro-batches of batch_size={batch_size}, but the {used} samples used per epoch are not a "
+            f"multiple of {batch_size * accumulate_steps} (torch's loop would carry the leftover micro-batches' "
+            f"gradients into the next epoch); change batch_size, accumulate_steps or drop_last"
+        )
+    return batch_size * accumulate_steps
+
+
+def _validate_fit(model: Any, tx: Any, criterion: Any, X: Any, Y: Any, **o: Any) -> _FitPlan:
+    """Every eager check of fit's arguments; returns the plan the other pieces follow."""
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"fit: model must be a flax.nnx.Module, got {type(model).__name__}")
+    _as_gradient_transformation(tx, where="fit")
+    loss_fn = o["loss_fn"]
+    if criterion is not None and loss_fn is not None:
+        raise TypeError("fit: give a criterion (short form) or loss_fn= (general form), not both")
+    if criterion is None and loss_fn is None:
+        raise TypeError("fit: give a criterion(output, target) or loss_fn=f(model, *batch)")
+    if criterion is not None and not callable(criterion):
+        raise TypeError(f"fit: criterion must be callable(output, target), got {criterion!r}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"fit: loss_fn must be callable(model, *batch), got {loss_fn!r}")
+    epochs = check_positive_int("epochs", o["epochs"], where="fit")
+    check_positive_int("log_every", o["log_every"], where="fit")
+    check_positive_int("accumulate_steps", o["accumulate_steps"], where="fit")
+    check_choice("on_nonfinite", o["on_nonfinite"], ("raise", "stop", "ignore"), where="fit")
+    check_choice("fused", o["fused"], ("auto", True, False), where="fit")
+    check_bool("check_finite", o["check_finite"], where="fit")
+    _check_autocast(o["autocast"], where="fit")
+    train_arrays = _training_arrays(criterion, X, Y, loss_fn, o["data"])
+    n = train_arrays.n
+    batch = _rows_per_step(n, o["batch_size"], o["drop_last"], o["accumulate_steps"])
+    mesh = o["mesh"]
+    if mesh is not None:
+        _device._check_mesh(mesh, where="fit")
+        if o["fused"] is True:
+            raise ValueError(
+                "fit: fused=True cannot run with mesh=...: data-parallel training runs one jitted step per "
+                "batch; use fused='auto' or fused=False"
+            )
+        for size in {min(batch, n), n % batch if not o["drop_last"] else 0} - {0}:
+            _device.check_batch_size(size // o["accumulate_steps"], mesh, where="fit")
+    if o["shuffle"]:
+        if o["key"] is None:
+            raise ValueError("fit: shuffle=True needs key=jax.random.key(seed), got key=None")
+        _data._check_key("key", o["key"], where="fit")
+    checkpoints = _Checkpointing(o["checkpoint_dir"], o["checkpoint_every"], o["checkpoint_keep"], o["resume_from"])
+    if checkpoints.every is not None:
+        check_positive_int("checkpoint_every", checkpoints.every, where="fit")
+        if checkpoints.directory is None:
+            raise ValueError(f"fit: checkpoint_every={checkpoints.every} needs checkpoint_dir, got None")
+    metrics = tuple(sorted((o["metrics"] or {}).items())) or None
+    if metrics is not None and loss_fn is not None:
+        raise TypeError("fit: metrics= need the short form (criterion, X, Y): metric(output, target)")
+    callbacks = tuple(o["callbacks"])
+    for cb in callbacks:
+        if not hasattr(cb, "on_epoch_end"):
+            raise TypeError(f"fit: callbacks must be fnml.train.Callback objects, got {cb!r}")
+    return _FitPlan(
+        criterion=criterion,
+        loss_fn=loss_fn,
+        train=train_arrays,
+        validation=_validation_arrays(o["validation"], loss_fn is not None),
+        metrics=metrics,
+        epochs=epochs,
+        batch=batch,
+        full_batch=o["batch_size"] is None,
+        shuffle=o["shuffle"],
+        drop_last=o["drop_last"],
+        key=o["key"],
+        accumulate_steps=o["accumulate_steps"],
+        autocast=o["autocast"],
+        log_every=o["log_every"],
+        verbose=o["verbose"],
+        progress=o["progress"],
+        fused=o["fused"],
+        donate=o["donate"],
+        mesh=mesh,
+        check_finite=o["check_finite"],
+        on_nonfinite=o["on_nonfinite"],
+        callbacks=callbacks,
+        checkpoints=checkpoints,
+    )
+
+
+# ---- fit, step 2: the state to start from (fresh or resumed) -------------------------------------
+
+
+@dataclasses.dataclass
+class _Record:
+    """What fit has recorded so far: per-step losses and per-epoch history."""
+
+    losses: list[float]
+    history: dict[str, list[float]]
+
+    def lengths(self) -> tuple[int, dict[str, int]]:
+        return len(self.losses), {k: len(v) for k, v in self.history.items()}
+
+    def truncated(self, lengths: tuple[int, dict[str, int]]) -> _Record:
+        n_losses, sizes = lengths
+        return _Record(self.losses[:n_losses], {k: v[: sizes.get(k, 0)] for k, v in self.history.items()})
+
+
+def _start(plan: _FitPlan, model: nnx.Module, tx: Any) -> tuple[TrainState, int, _Record]:
+    """A fresh state, or the newest valid checkpoint of ``resume_from`` with its epoch and records."""
+    state = TrainState.create(model, tx)
+    record = _Record([], {"epoch": [], "loss": [], "mean_loss": []})
+    resume_from = plan.checkpoints.resume_from
+    if resume_from is None:
+        return state, 0, record
+    if not os.path.isdir(os.fspath(resume_from)):
+        raise FileNotFoundError(
+            f"fit: resume_from={os.fspath(resume_from)!r} does not exist (expected a "
+            f"checkpoint directory written by fit or save_checkpoint)"
+        )
+    chosen = latest_valid_step(resume_from)  # corrupt newer steps are skipped with a warning
+    state = restore_checkpoint(resume_from, template=state, step=chosen)
+    meta = checkpoint_metadata(resume_from, step=chosen)
+    start_epoch = int(meta.get("epoch", 0))
+    record.losses = [float(v) for v in meta.get("losses", [])]
+    record.history.update({k: list(v) for k, v in meta.get("history", {}).items()})
+    saved_key = meta.get("data_key")
+    if plan.shuffle and saved_key is not None and _key_data(plan.key) != saved_key:
+        raise ValueError(
+            f"fit: key={plan.key!r} differs from the data-order key saved in {resume_from!r} ({saved_key}); "
+            f"pass the key of the original run so the resumed epochs see the same batches"
+        )
+    if start_epoch > plan.epochs:
+        raise ValueError(f"fit: the checkpoint in {resume_from!r} is at epoch {start_epoch} > epochs={plan.epochs}")
+    return state, start_epoch, record
+
+
+# ---- fit, step 3: plan the chunks and build the compiled pieces ----------------------------------
+
+
+def _chunk_epochs(plan: _FitPlan) -> int:
+    """Epochs per chunk: 1 with per-epoch work, else up to the next log line (and checkpoint)."""
+    if plan.validation is not None or plan.callbacks:
+        return 1
+    chunk = plan.log_every if plan.verbose else plan.epochs
+    if plan.checkpoints.every is not None:
+        chunk = math.gcd(chunk, plan.checkpoints.every)
+    return chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """The jitted functions of one fit call (memoised across calls with the same loss and options)."""
+
+    step: Callable
+    fused: Callable | None
+    evaluate: Callable | None
+
+
+def _compile(plan: _FitPlan, model: nnx.Module, chunk_epochs: int) -> _Compiled:
+    loss = dict(criterion=plan.criterion, loss_fn=plan.loss_fn)
+    shared = dict(accumulate_steps=plan.accumulate_steps, autocast=plan.autocast)
+    use_fused = (
+        plan.mesh is None
+        and not plan.check_finite
+        and _choose_fused(plan.fused, model, chunk_epochs * plan.steps_per_epoch)
+    )
+    step = _cached(
+        make_train_step, **loss, donate=plan.donate, mesh=plan.mesh, check_finite=plan.check_finite, **shared
+    )
+    fused = None
+    if use_fused:
+        fused = _cached(
+            _build_fused,
+            **loss,
+            treedef=plan.train.treedef,
+            n=plan.train.n,
+            batch_size=plan.batch,
+            shuffle=plan.shuffle,
+            drop_last=plan.drop_last,
+            donate=plan.donate,
+            **shared,
+        )
+    evaluate = None
+    if plan.validation is not None:
+        if plan.loss_fn is not None:
+            evaluate = _cached(make_eval_step, loss_fn=plan.loss_fn, autocast=plan.autocast)
+        else:
+            evaluate = _cached(make_eval_step, criterion=plan.criterion, metrics=plan.metrics, autocast=plan.autocast)
+    return _Compiled(step, fused, evaluate)
+
+
+# ---- fit, step 4: run one chunk of epochs, fused or step by step ---------------------------------
+
+
+def _run_chunk(plan: _FitPlan, compiled: _Compiled, state: TrainState, epochs: list[int]) -> tuple:
+    """Train ``epochs``; returns (state, losses as numpy (len(epochs), steps_per_epoch))."""
+    if compiled.fused is not None:
+        state, chunk = compiled.fused(state, plan.train.leaves, plan.data_key, jnp.asarray(epochs, dtype=jnp.int32))
+        return state, np.asarray(chunk)
+    per_epoch = []
+    for epoch in epochs:
+        epoch_losses = []
+        for index in plan.batches(epoch):
+            whole = plan.full_batch and not plan.shuffle
+            state, loss = compiled.step(state, *plan.train.batch(None if whole else index))
+            epoch_losses.append(loss)
+        per_epoch.append(jnp.stack(epoch_losses))
+    return state, np.asarray(jnp.stack(per_epoch))
+
+
+def _replay(plan: _FitPlan, compiled: _Compiled, state: TrainState, epochs: list[int], steps: int) -> TrainState:
+    """``steps`` single steps from ``state`` over the chunk's batches: the exact state before a bad step."""
+    taken = 0
+    for epoch in epochs:
+        for index in plan.batches(epoch):
+            if taken == steps:
+                return state
+            state, _ = compiled.step(state, *plan.train.batch(index))
+            taken += 1
+    return state
+
+
+def _result(state: TrainState, record: _Record, stop_reason: str | None = None) -> FitResult:
+    return FitResult(
+        model=state.model(),
+        losses=np.asarray(record.losses, dtype=np.float64).reshape(-1),
+        history={k: np.asarray(v) for k, v in record.history.items()},
+        state=state,
+        stop_reason=stop_reason,
+    )
+
+
+def _nonfinite_outcome(plan, compiled, start_state, epochs, chunk_losses, record, bar) -> FitResult:
+    """The first non-finite loss of a chunk: raise NonFiniteLossError or return the last finite state."""
+    flat = chunk_losses.reshape(-1)
+    bad = int(np.argmax(~np.isfinite(flat)))
+    replay = _replay(plan, compiled, start_state, epochs, bad)
+    good = _Record(record.losses + flat[:bad].tolist(), record.history)
+    bad_step = len(good.losses) + 1
+    bad_epoch = epochs[bad // plan.steps_per_epoch] + 1
+    message = (
+        f"fit: non-finite loss {flat[bad]} at step {bad_step} (epoch {bad_epoch}/{plan.epochs}); "
+        f"the state before that step (after step {bad_step - 1}, all finite) is kept"
+    )
+    result = _result(replay, good, stop_reason=message)
+    if plan.on_nonfinite == "raise":
+        raise NonFiniteLossError(
+            message + " in error.state / error.result",
+            step=bad_step,
+            epoch=bad_epoch,
+            loss=float(flat[bad]),
+            result=result,
+        )
+    if plan.verbose:
+        bar.print(message)
+    return result
+
+
+# ---- fit, step 5: record an epoch (history, log line, callbacks, periodic checkpoint) -----------
+
+
+def _record_epoch(plan, compiled, state, done: int, row: np.ndarray, record: _Record, bar) -> tuple:
+    """Book epoch ``done`` (1-based); returns (state, stop reason or None). Callbacks run here, in order."""
+    record.losses.extend(row.tolist())
+    logs = {"loss": float(row[-1]), "mean_loss": float(np.mean(row))}
+    if compiled.evaluate is not None:
+        values = jax.device_get(compiled.evaluate(state, *plan.validation.batch()))
+        logs.update({f"val_{k}": float(v) for k, v in values.items() if k != "aux"})
+    record.history["epoch"].append(done)
+    for name, value in logs.items():
+        record.history.setdefault(name, []).append(value)
+    if plan.verbose and done % plan.log_every == 0:
+        bar.print(_format_line(done, plan.epochs, logs))
+    stop_reason = None
+    for cb in plan.callbacks:
+        action = cb.on_epoch_end(done, logs, state)
+        if isinstance(action, Stop):
+            stop_reason = action.reason
+            if action.state is not None:
+                state = action.state
+    ckpt = plan.checkpoints
+    if ckpt.directory is not None and ckpt.every is not None and done % ckpt.every == 0:
+        _save_fit_checkpoint(ckpt.directory, state, done, plan.key, record.losses, record.history, ckpt.keep)
+    return state, stop_reason
+
+
+# ---- fit, step 6: checkpoint on interrupt -------------------------------------------------------
+
+
+def _save_on_interrupt(plan: _FitPlan, safe: tuple, record: _Record, bar) -> None:
+    """Ctrl-C: save the last chunk-boundary state and the records up to it (what an exact resume needs)."""
+    directory = plan.checkpoints.directory
+    if directory is None or safe is None:
+        return
+    safe_state, safe_epoch, lengths = safe
+    kept = record.truncated(lengths)
+    _save_fit_checkpoint(directory, safe_state, safe_epoch, plan.key, kept.losses, kept.history, plan.checkpoints.keep)
+    if plan.verbose:
+        bar.print(
+            f"fit: interrupted; saved the state after epoch {safe_epoch} (step {int(safe_state.step)}) to {directory!r}"
+        )
+
+
 def fit(
     model: nnx.Module,
     tx: optax.GradientTransformation,
-    criterion: Callable[[Any, Any], jax.Array],
-    X: Any,
-    Y: Any,
+    criterion: Callable[[Any, Any], jax.Array] | None = None,
+    X: Any = None,
+    Y: Any = None,
     *,
     epochs: int,
+    loss_fn: Callable[..., jax.Array] | None = None,
+    data: Sequence[Any] | None = None,
     batch_size: int | None = None,
     shuffle: bool = False,
     drop_last: bool = False,
     key: jax.Array | None = None,
+    accumulate_steps: int = 1,
+    autocast: str | None = None,
     log_every: int = 10,
-    validation: tuple[Any, Any] | None = None,
+    validation: tuple[Any, ...] | None = None,
     metrics: Mapping[str, Callable[[Any, Any], jax.Array]] | None = None,
     fused: bool | str = "auto",
     donate: bool = False,
@@ -655,7 +1239,7 @@ def fit(
     progress: bool | None = None,
     mesh: Any = None,
 ) -> FitResult:
-    """Train ``model`` on in-memory ``(X, Y)`` for ``epochs`` epochs; print like the tutorial loop.
+    """Train ``model`` on in-memory arrays for ``epochs`` epochs; print like the tutorial loop.
 
     PyTorch equivalent::
 
@@ -666,276 +1250,157 @@ def fit(
             if (epoch + 1) % 10 == 0:
                 print(f'Epoch [{epoch+1}/{epochs}], Loss: {loss.item():.4f}')
 
+    What it does, in order: checks every argument; builds the :class:`TrainState` (or resumes one from
+    ``resume_from``); splits the epochs into chunks (one epoch with validation or callbacks, else up to
+    the next log line / checkpoint); runs each chunk fused or step by step; records each epoch (losses,
+    validation, log line, callbacks, periodic checkpoint); saves a checkpoint on Ctrl-C.
+
+    Data and loss:
+
+    - ``fit(model, tx, criterion, X, Y)``: ``criterion(model(x), y)``. ``X`` may be a tuple of arrays
+      (``model(*x)``) or a dict (``model(**x)``), e.g. ``(X_num, X_cat)``; all arrays are batched and
+      shuffled together (same rows).
+    - ``fit(model, tx, loss_fn=f, data=(A, B, ...))``: the general form, ``f(model, a, b, ...)`` on the
+      batches of every array of ``data`` (see :func:`make_train_step`); ``validation`` is then a tuple like
+      ``data`` and reports ``val_loss``; ``metrics`` need the short form.
     - ``batch_size=None``: full batch (one step per epoch, as in the tutorial). Otherwise mini-batches
       with ``shuffle`` / ``drop_last``; epoch ``e`` (0-based) uses the order
       ``fnml.data.epoch_permutation(key, n, e)`` (``shuffle=True`` requires ``key``; torch would use its
       global generator). The printed loss is the loss of the epoch's LAST step, like ``loss.item()``.
+    - ``accumulate_steps=N``: torch's gradient accumulation over N consecutive batches of ``batch_size``
+      (``(loss / N).backward()`` on each, then ``optimizer.step(); optimizer.zero_grad()``); BatchNorm
+      statistics per micro-batch. The samples used per epoch must fill whole groups of N batches
+      (``ValueError`` otherwise). ``result.losses`` has one entry per OPTIMIZER step: the mean of its N
+      micro-batch losses; schedules count optimizer steps.
+    - ``autocast="bfloat16"``: torch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` (see
+      :func:`make_train_step` for what runs in which dtype); parameters and optimizer state stay float32.
+
+    Monitoring, control, robustness:
+
     - ``validation=(X_val, Y_val)``: evaluated after every epoch in eval mode (``val_loss`` and
-      ``val_<name>`` for each of ``metrics``), printed after the loss.
-    - ``fused``: run many steps inside one ``jax.lax.scan`` (whole epochs; with per-epoch work such as
-      validation or callbacks, one epoch per scan; otherwise up to the next log/checkpoint epoch).
-      Same losses as the unfused loop (float32 <= 1e-6), same batches. ``"auto"`` fuses when a scan
-      chunk has at least 2 steps, EXCEPT for models containing a convolution (any submodule whose
-      class name contains ``Conv``) on the CPU backend: measured there, a conv net inside ``lax.scan``
-      runs slower per step than one jitted step per iteration (issue 7's W3 CNN: ~13x slower with
-      ``lax`` convolutions; ~1.2x slower since ``Conv2d``'s im2col lowering, 11.6 vs 9.4 ms).
+      ``val_<name>`` for each of ``metrics``, e.g. ``{"accuracy": train.accuracy}``), printed after the loss.
+    - ``fused``: run many steps inside one ``jax.lax.scan`` (whole epochs per chunk). Same losses as the
+      unfused loop (float32 <= 1e-6), same batches. ``"auto"`` fuses when a chunk has at least 2 steps,
+      except for models containing a convolution (any submodule whose class name contains ``Conv``) on
+      the CPU backend, where a conv net inside ``lax.scan`` runs slower than one jitted step per
+      iteration (measurements: ``benchmarks/README.md``).
     - ``donate``: donate state buffers to each step (faster for MLPs, slower for LSTMs).
-    - ``callbacks``: :class:`Callback` objects, e.g. :class:`EarlyStopping`.
+    - ``callbacks``: :class:`Callback` objects, e.g. :class:`EarlyStopping`. ``on_train_begin()`` runs once
+      before the first epoch; ``on_epoch_end(epoch, logs, state)`` after every epoch's records (and before
+      that epoch's checkpoint), in list order: deterministic points a test can hook (a callback raising
+      ``KeyboardInterrupt`` there behaves like Ctrl-C).
     - ``checkpoint_dir`` / ``checkpoint_every`` (epochs) / ``checkpoint_keep``: orbax checkpoints of the
-      full state plus the data-order key, epoch and loss history (and one at the end of training).
-      ``resume_from=dir`` continues from that directory's latest checkpoint up to ``epochs``: the
-      parameters are bitwise those of an uninterrupted run (same shuffles, same dropout keys).
+      full state (frozen parameters included) plus the data-order key, epoch and loss history (and one at
+      the end of training). ``resume_from=dir`` continues from that directory's newest valid checkpoint up
+      to ``epochs``: the parameters are bitwise those of an uninterrupted run (same shuffles, same dropout
+      keys). Checkpoints are atomic (orbax) and verified by a manifest; a corrupt newest one is skipped
+      with a warning.
     - ``on_nonfinite``: ``"raise"`` (default) raises :class:`NonFiniteLossError` naming the step, carrying
       the last finite state; ``"stop"`` returns early with that state; ``"ignore"`` keeps training.
     - ``check_finite=True``: debug mode, one checked step at a time (never fused): raises
       :class:`NonFiniteError` at the first step whose loss, gradient or updated parameter is NaN/inf,
-      naming the parameter (``"fc1.weight"``) and the step (see :func:`make_train_step`).
+      naming the parameter (``"fc1.weight"``) and the step.
     - Ctrl-C (``KeyboardInterrupt``) during training: with ``checkpoint_dir``, the state at the last
       completed chunk boundary (epoch-aligned, what an exact resume needs) is saved first, then the
-      ``KeyboardInterrupt`` is re-raised (it is not swallowed); ``resume_from=checkpoint_dir`` continues.
-    - Crash safety: checkpoints are atomic (orbax) and verified by a manifest; ``resume_from`` uses the
-      newest checkpoint that verifies (a corrupt newest one is skipped with a warning).
+      ``KeyboardInterrupt`` is re-raised.
     - ``mesh``: data-parallel over a ``jax.sharding.Mesh`` (``fnml.device.mesh()``), torch's DDP: every
-      batch is split along the "data" axis, parameters stay replicated, gradients are averaged by the
-      compiler's collectives; the losses equal the single-device run (BatchNorm: global-batch statistics,
-      i.e. ``SyncBatchNorm``). Each batch (and a last partial one) must be divisible by the "data" axis
-      size (``ValueError`` before training). One jitted step per batch (``fused`` must not be True).
-      With several processes (``fnml.device.init_distributed``) each process passes ITS rows of
-      ``X, Y``; global batch ``i`` = the concatenation of every process's batch ``i``.
+      batch is split along the "data" axis, parameters stay replicated; the losses equal the single-device
+      run (BatchNorm: global-batch statistics, i.e. ``SyncBatchNorm``). Each batch (and a last partial
+      one) must be divisible by the "data" axis size (``ValueError`` before training). One jitted step per
+      batch (``fused`` must not be True). With several processes (``fnml.device.init_distributed``) each
+      process passes ITS rows; global batch ``i`` = the concatenation of every process's batch ``i``.
     - ``progress``: a rich progress bar; ``None`` = only on a terminal for runs of >= 2000 steps.
 
     Returns a :class:`FitResult` (``.model``, ``.losses``, ``.history``, ``.state``, ``.plot(path)``).
 
-    Example::
-
-        result = fit(SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=1e-3), losses.MSELoss(), X, Y, epochs=100)
-        # Epoch [10/100], Loss: ...
+    >>> import jax, numpy as np
+    >>> from flax import nnx
+    >>> from fnml import layers, losses, optim, train
+    >>> X, Y = np.ones((10, 2), np.float32), np.zeros((10, 1), np.float32)
+    >>> result = train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=1e-3), losses.MSELoss(), X, Y,
+    ...                    epochs=20, log_every=10)  # doctest: +ELLIPSIS
+    Epoch [10/20], Loss: ...
+    Epoch [20/20], Loss: ...
+    >>> result.losses.shape
+    (20,)
     """
-    # ---- eager input checks ------------------------------------------------------------------
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"fit: model must be a flax.nnx.Module, got {type(model).__name__}")
-    if not callable(criterion):
-        raise TypeError(f"fit: criterion must be callable(output, target), got {criterion!r}")
-    check_positive_int("epochs", epochs, where="fit")
-    check_positive_int("log_every", log_every, where="fit")
-    check_choice("on_nonfinite", on_nonfinite, ("raise", "stop", "ignore"), where="fit")
-    check_choice("fused", fused, ("auto", True, False), where="fit")
-    if not isinstance(check_finite, bool):
-        raise TypeError(f"fit: check_finite must be a bool, got check_finite={check_finite!r}")
-    X, Y = _as_array("X", X), _as_array("Y", Y)
-    n = _data._length((X, Y), where="fit")
-    if batch_size is None:
-        batch = n
-    else:
-        _data._check_batching(n, batch_size, drop_last, where="fit")
-        batch = batch_size
-    if mesh is not None:
-        _device._check_mesh(mesh, where="fit")
-        if fused is True:
-            raise ValueError(
-                "fit: fused=True cannot run with mesh=...: data-parallel training runs one jitted step per "
-                "batch; use fused='auto' or fused=False"
-            )
-        for size in {min(batch, n), n % batch if not drop_last else 0} - {0}:
-            _device.check_batch_size(size, mesh, where="fit")
-    if shuffle:
-        if key is None:
-            raise ValueError("fit: shuffle=True needs key=jax.random.key(seed), got key=None")
-        _data._check_key("key", key, where="fit")
-    if checkpoint_every is not None:
-        check_positive_int("checkpoint_every", checkpoint_every, where="fit")
-        if checkpoint_dir is None:
-            raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs checkpoint_dir, got None")
-    if validation is not None:
-        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-            raise ValueError(f"fit: validation must be a pair (X_val, Y_val), got {type(validation).__name__}")
-        X_val, Y_val = _as_array("X_val", validation[0]), _as_array("Y_val", validation[1])
-        _data._length((X_val, Y_val), where="fit: validation")
-    callbacks = tuple(callbacks)
-    for cb in callbacks:
-        if not hasattr(cb, "on_epoch_end"):
-            raise TypeError(f"fit: callbacks must be fnml.train.Callback objects, got {cb!r}")
-
-    # ---- state (fresh or resumed) ------------------------------------------------------------
-    state = TrainState.create(model, tx)
-    start_epoch, losses_so_far = 0, []
-    history: dict[str, list[float]] = {"epoch": [], "loss": [], "mean_loss": []}
-    if resume_from is not None:
-        if not os.path.isdir(os.fspath(resume_from)):
-            raise FileNotFoundError(
-                f"fit: resume_from={os.fspath(resume_from)!r} does not exist (expected a "
-                f"checkpoint directory written by fit or save_checkpoint)"
-            )
-        chosen = latest_valid_step(resume_from)  # corrupt newer steps are skipped with a warning
-        state = restore_checkpoint(resume_from, template=state, step=chosen)
-        meta = checkpoint_metadata(resume_from, step=chosen)
-        start_epoch = int(meta.get("epoch", 0))
-        losses_so_far = [float(v) for v in meta.get("losses", [])]
-        history.update({k: list(v) for k, v in meta.get("history", {}).items()})
-        saved_key = meta.get("data_key")
-        if shuffle and saved_key is not None and _key_data(key) != saved_key:
-            raise ValueError(
-                f"fit: key={key!r} differs from the data-order key saved in {resume_from!r} ({saved_key}); "
-                f"pass the key of the original run so the resumed epochs see the same batches"
-            )
-        if start_epoch > epochs:
-            raise ValueError(f"fit: the checkpoint in {resume_from!r} is at epoch {start_epoch} > epochs={epochs}")
-    data_key = key if key is not None else jax.random.key(0)  # unused without shuffle
-
-    steps_per_epoch = _data.num_batches(n, batch, drop_last=drop_last)
-    per_epoch_work = validation is not None or bool(callbacks)
-    if per_epoch_work:
-        chunk_epochs = 1
-    else:
-        chunk_epochs = log_every if verbose else epochs
-        if checkpoint_every is not None:
-            chunk_epochs = math.gcd(chunk_epochs, checkpoint_every)
-    use_fused = mesh is None and not check_finite and _choose_fused(fused, model, chunk_epochs * steps_per_epoch)
-
-    train_step = _cached(make_train_step, criterion, donate=donate, mesh=mesh, check_finite=check_finite)
-    fused_run = (
-        _cached(
-            _make_fused_epochs, criterion, n=n, batch_size=batch, shuffle=shuffle, drop_last=drop_last, donate=donate
-        )
-        if use_fused
-        else None
+    plan = _validate_fit(
+        model,
+        tx,
+        criterion,
+        X,
+        Y,
+        epochs=epochs,
+        loss_fn=loss_fn,
+        data=data,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        key=key,
+        accumulate_steps=accumulate_steps,
+        autocast=autocast,
+        log_every=log_every,
+        validation=validation,
+        metrics=metrics,
+        fused=fused,
+        donate=donate,
+        callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        checkpoint_keep=checkpoint_keep,
+        resume_from=resume_from,
+        on_nonfinite=on_nonfinite,
+        check_finite=check_finite,
+        verbose=verbose,
+        progress=progress,
+        mesh=mesh,
     )
-    evaluate = (
-        _cached(make_eval_step, criterion, metrics=tuple(sorted((metrics or {}).items())) or None)
-        if validation is not None
-        else None
-    )
+    state, epoch, record = _start(plan, model, tx)
+    chunk_epochs = _chunk_epochs(plan)
+    compiled = _compile(plan, model, chunk_epochs)
 
-    def run_unfused(state, epoch_list):
-        """Run epochs one jitted step at a time; returns (state, list of per-epoch loss arrays)."""
-        per_epoch = []
-        for epoch in epoch_list:
-            batches = _data.batch_indices(n, batch, shuffle=shuffle, drop_last=drop_last, key=data_key, epoch=epoch)
-            epoch_losses = []
-            for index in batches:
-                xb, yb = (X, Y) if batch_size is None and not shuffle else (X[index], Y[index])
-                state, loss = train_step(state, xb, yb)
-                epoch_losses.append(loss)
-            per_epoch.append(jnp.stack(epoch_losses))
-        return state, per_epoch
-
-    def result_for(state, losses, stop_reason=None):
-        hist = {k: np.asarray(v) for k, v in history.items()}
-        return FitResult(
-            model=state.model(),
-            losses=np.asarray(losses, dtype=np.float64).reshape(-1),
-            history=hist,
-            state=state,
-            stop_reason=stop_reason,
-        )
-
-    total_steps = epochs * steps_per_epoch
+    total_steps = plan.epochs * plan.steps_per_epoch
     show_bar = (
         progress if progress is not None else (verbose and sys.stdout.isatty() and total_steps >= _PROGRESS_MIN_STEPS)
     )
-    bar = _Progress(bool(show_bar), total_steps, start_epoch * steps_per_epoch)
-    for cb in callbacks:
+    bar = _Progress(bool(show_bar), total_steps, epoch * plan.steps_per_epoch)
+    for cb in plan.callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin()
 
-    losses_all = list(losses_so_far)
     stop_reason = None
-    epoch = start_epoch  # epochs completed so far
-    interrupted_at = None
+    safe = None  # what Ctrl-C saves: (chunk-boundary state, its epoch, record lengths)
+    check = plan.on_nonfinite != "ignore"
     try:
-        while epoch < epochs:
+        while epoch < plan.epochs:
             # The chunk ends at the next multiple of chunk_epochs (aligned, so a resumed run compiles
             # and sums exactly like the uninterrupted one).
-            end = min(epochs, (epoch // chunk_epochs + 1) * chunk_epochs)
+            end = min(plan.epochs, (epoch // chunk_epochs + 1) * chunk_epochs)
             epoch_list = list(range(epoch, end))
-            check = on_nonfinite != "ignore"
-            keep_start = donate and (check or checkpoint_dir is not None)
+            keep_start = plan.donate and (check or plan.checkpoints.directory is not None)
             start_state = jax.tree.map(jnp.copy, state) if keep_start else state
-            # What Ctrl-C saves: the chunk-boundary state and the records up to it.
-            interrupted_at = (start_state, epoch, len(losses_all), {k: len(v) for k, v in history.items()})
-            if use_fused:
-                state, chunk = fused_run(state, X, Y, data_key, jnp.asarray(epoch_list, dtype=jnp.int32))
-                chunk_losses = np.asarray(chunk)  # (epochs in chunk, steps_per_epoch)
-            else:
-                state, per_epoch = run_unfused(state, epoch_list)
-                chunk_losses = np.asarray(jnp.stack(per_epoch))
+            safe = (start_state, epoch, record.lengths())
+            state, chunk_losses = _run_chunk(plan, compiled, state, epoch_list)
             if check and not np.all(np.isfinite(chunk_losses)):
-                flat = chunk_losses.reshape(-1)
-                bad = int(np.argmax(~np.isfinite(flat)))
-                # Replay the chunk step by step up to the bad step: the last finite state, exactly.
-                replay, taken = start_state, 0
-                for e in epoch_list:
-                    for index in _data.batch_indices(
-                        n, batch, shuffle=shuffle, drop_last=drop_last, key=data_key, epoch=e
-                    ):
-                        if taken == bad:
-                            break
-                        replay, _ = train_step(replay, X[index], Y[index])
-                        taken += 1
-                good_losses = losses_all + flat[:bad].tolist()
-                bad_step = len(good_losses) + 1
-                bad_epoch = epoch_list[bad // steps_per_epoch] + 1
-                message = (
-                    f"fit: non-finite loss {flat[bad]} at step {bad_step} (epoch {bad_epoch}/{epochs}); "
-                    f"the state before that step (after step {bad_step - 1}, all finite) is kept"
-                )
-                result = result_for(replay, good_losses, stop_reason=message)
-                if on_nonfinite == "raise":
-                    raise NonFiniteLossError(
-                        message + " in error.state / error.result",
-                        step=bad_step,
-                        epoch=bad_epoch,
-                        loss=float(flat[bad]),
-                        result=result,
-                    )
-                if verbose:
-                    bar.print(message)
-                return result
+                return _nonfinite_outcome(plan, compiled, start_state, epoch_list, chunk_losses, record, bar)
             for offset, e in enumerate(epoch_list):
-                row = chunk_losses[offset]
-                losses_all.extend(row.tolist())
-                logs = {"loss": float(row[-1]), "mean_loss": float(np.mean(row))}
-                done = e + 1
-                if evaluate is not None:
-                    values = jax.device_get(evaluate(state, X_val, Y_val))
-                    logs.update({f"val_{k}": float(v) for k, v in values.items()})
-                history["epoch"].append(done)
-                for name, value in logs.items():
-                    history.setdefault(name, []).append(value)
-                if verbose and done % log_every == 0:
-                    bar.print(_format_line(done, epochs, logs))
-                for cb in callbacks:
-                    action = cb.on_epoch_end(done, logs, state)
-                    if isinstance(action, Stop):
-                        stop_reason = action.reason
-                        if action.state is not None:
-                            state = action.state
-                if checkpoint_dir is not None and checkpoint_every is not None and done % checkpoint_every == 0:
-                    _save_fit_checkpoint(checkpoint_dir, state, done, key, losses_all, history, checkpoint_keep)
-            bar.advance(len(epoch_list) * steps_per_epoch)
+                state, reason = _record_epoch(plan, compiled, state, e + 1, chunk_losses[offset], record, bar)
+                stop_reason = reason or stop_reason
+            bar.advance(len(epoch_list) * plan.steps_per_epoch)
             epoch = end
             if stop_reason is not None:
                 if verbose:
                     bar.print(stop_reason)
                 break
     except KeyboardInterrupt:
-        if checkpoint_dir is not None and interrupted_at is not None:
-            safe_state, safe_epoch, n_losses, lengths = interrupted_at
-            kept = {k: v[: lengths.get(k, 0)] for k, v in history.items()}
-            _save_fit_checkpoint(
-                checkpoint_dir, safe_state, safe_epoch, key, losses_all[:n_losses], kept, checkpoint_keep
-            )
-            if verbose:
-                bar.print(
-                    f"fit: interrupted; saved the state after epoch {safe_epoch} "
-                    f"(step {int(safe_state.step)}) to {checkpoint_dir!r}"
-                )
+        _save_on_interrupt(plan, safe, record, bar)
         raise
     finally:
         bar.close()
-    if checkpoint_dir is not None and latest_step_or_none(checkpoint_dir) != int(state.step):
-        _save_fit_checkpoint(checkpoint_dir, state, epoch, key, losses_all, history, checkpoint_keep)
-    return result_for(state, losses_all, stop_reason=stop_reason)
+    ckpt = plan.checkpoints
+    if ckpt.directory is not None and latest_step_or_none(ckpt.directory) != int(state.step):
+        _save_fit_checkpoint(ckpt.directory, state, epoch, plan.key, record.losses, record.history, ckpt.keep)
+    return _result(state, record, stop_reason=stop_reason)
 
 
 def latest_step_or_none(directory: str) -> int | None:

@@ -1,0 +1,236 @@
+"""The one pure training step of fnml: loss forms, gradient accumulation, frozen parameters, autocast.
+
+Private: ``fnml.train`` (``make_train_step``, ``fit``'s fused and unfused loops) and
+``fnml.parity.compare_training`` build their steps here, so there is exactly one implementation of
+"merge the module, run the loss in train mode, differentiate the trainable parameters, apply the
+optimizer". The state it reads and writes is a ``train.TrainState`` (duck-typed here: ``graphdef``,
+``tx``, ``params``, ``frozen``, ``rest``, ``opt_state``, ``step``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+# --------------------------------------------------------------------------------------------------
+# Calling the model and the two loss forms
+# --------------------------------------------------------------------------------------------------
+
+
+def call_model(model: Any, x: Any) -> Any:
+    """``model(*x)`` for a tuple/list of inputs, ``model(**x)`` for a dict, else ``model(x)``."""
+    if isinstance(x, (tuple, list)):
+        return model(*x)
+    if isinstance(x, Mapping):
+        return model(**x)
+    return model(x)
+
+
+def criterion_loss(criterion: Callable[[Any, Any], jax.Array]) -> Callable[..., jax.Array]:
+    """The short form as a general loss: ``f(model, x, y) = criterion(model(x), y)``."""
+
+    def loss_fn(model: Any, x: Any, y: Any) -> jax.Array:
+        return criterion(call_model(model, x), y)
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Autocast: torch.autocast's CPU policy on the module copy built while tracing
+# --------------------------------------------------------------------------------------------------
+
+AUTOCAST_DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# Layers torch's autocast runs in the lower precision (its CPU list: linear, matmul, conv*, conv_transpose*).
+_LOWER_PRECISION_NAMES = frozenset(
+    {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Bilinear"}
+)
+_LOWER_PRECISION_NNX = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv, nnx.ConvTranspose)
+
+
+def _is_lower_precision_layer(module: Any) -> bool:
+    """A matmul/convolution layer with a computation ``dtype`` attribute (flax's convention)."""
+    if not hasattr(module, "dtype"):
+        return False
+    return isinstance(module, _LOWER_PRECISION_NNX) or type(module).__name__ in _LOWER_PRECISION_NAMES
+
+
+def apply_autocast(model: nnx.Module, dtype: Any) -> None:
+    """Set the computation dtype of every matmul/conv layer of ``model`` (a copy built while tracing)."""
+    for _, module in nnx.iter_modules(model):
+        if _is_lower_precision_layer(module):
+            module.dtype = dtype
+
+
+def upcast(tree: Any) -> Any:
+    """bfloat16/float16 leaves -> float32 (what torch's float32-list ops, the losses, do to their inputs)."""
+
+    def cast(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and leaf.dtype in (jnp.bfloat16, jnp.float16):
+            return leaf.astype(jnp.float32)
+        return leaf
+
+    return jax.tree.map(cast, tree)
+
+
+class _AutocastModel:
+    """The module as the general ``loss_fn`` sees it under autocast: its outputs come back in float32."""
+
+    def __init__(self, module: nnx.Module) -> None:
+        object.__setattr__(self, "_module", module)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return upcast(self._module(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def _check_autocast_params(params: Any) -> None:
+    dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    if dtypes - {jnp.dtype(jnp.float32)}:
+        raise ValueError(
+            f"autocast needs float32 master parameters (torch's autocast casts only float32 tensors), "
+            f"got parameter dtypes {sorted(str(d) for d in dtypes)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------------
+
+
+def _like(template: Any, state: nnx.State) -> Any:
+    """``state`` in ``template``'s form: ``nnx.State`` if the template is one, else plain nested dicts."""
+    return state if isinstance(template, nnx.State) else nnx.to_pure_dict(state)
+
+
+def _merge(state: Any, params: Any, rest: Any) -> nnx.Module:
+    """The module of ``state`` with these trainable parameters and this non-parameter state."""
+    frozen = getattr(state, "frozen", None)
+    parts = (params, rest) if frozen is None else (params, frozen, rest)
+    return nnx.merge(state.graphdef, *parts, copy=True)
+
+
+def _micro_batches(batch: tuple, accumulate_steps: int) -> tuple:
+    """Every array ``(N * B, ...) -> (N, B, ...)``: the N consecutive micro-batches of one optimizer step."""
+
+    def split(leaf: Any) -> Any:
+        leaf = jnp.asarray(leaf)
+        if leaf.ndim == 0 or leaf.shape[0] % accumulate_steps:
+            raise ValueError(
+                f"accumulate_steps={accumulate_steps}: every batch array must have a leading axis divisible by "
+                f"{accumulate_steps} (N micro-batches of equal size), got shape {leaf.shape}"
+            )
+        return leaf.reshape(accumulate_steps, leaf.shape[0] // accumulate_steps, *leaf.shape[1:])  # (N*B,..)->(N,B,..)
+
+    return jax.tree.map(split, batch)
+
+
+def pure_train_step(
+    loss_fn: Callable[..., Any],
+    *,
+    has_aux: bool = False,
+    accumulate_steps: int = 1,
+    autocast: Any = None,
+    report: bool = False,
+) -> Callable:
+    """The un-jitted step ``(state, *batch) -> (state, loss[, aux][, flags])``.
+
+    ``loss_fn(model, *batch)`` returns the loss (or ``(loss, aux)``). Gradients are taken over
+    ``state.params`` (the trainable parameters) only; ``state.frozen`` enters as constants; ``state.rest``
+    (BatchNorm statistics, RNG counters) threads through every forward pass. With ``accumulate_steps=N``
+    each batch array holds N micro-batches: ``grads = sum_i grad(loss_i / N)`` (torch's
+    ``(loss / N).backward()`` N times), ``rest`` threaded micro-batch by micro-batch, ONE optimizer update;
+    the loss returned is the mean of the N micro-batch losses, ``aux`` is stacked along a leading N axis.
+    ``report=True`` also returns one finiteness flag per ``[loss, gradient leaves..., parameter leaves...]``.
+    """
+    compute_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
+
+    def gradients(state: Any, rest: Any, batch: tuple, divisor: int) -> tuple:
+        def objective(params: Any) -> tuple:
+            # merge/split happen while tracing: the compiled step is a pure array program.
+            model = _merge(state, params, rest)
+            model.train()  # plain nnx modules too: set_attributes as layers.Module.train does
+            seen = model
+            if compute_dtype is not None:
+                apply_autocast(model, compute_dtype)
+                seen = _AutocastModel(model)
+            out = loss_fn(seen, *batch)
+            loss, aux = out if has_aux else (out, None)
+            new_rest = nnx.state(model, nnx.Not(nnx.Param))
+            return loss / divisor if divisor != 1 else loss, (loss, _like(rest, new_rest), aux)
+
+        if compute_dtype is not None:
+            _check_autocast_params(state.params)
+        (_, (loss, new_rest, aux)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        return loss, new_rest, aux, grads
+
+    def accumulated(state: Any, batch: tuple) -> tuple:
+        def micro_step(carry: tuple, micro: tuple) -> tuple:
+            rest, total = carry
+            loss, rest, aux, grads = gradients(state, rest, micro, accumulate_steps)
+            # p.grad += grad(loss_i / N), in micro-batch order.
+            return (rest, jax.tree.map(jnp.add, total, grads)), (loss, aux)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (rest, grads), (losses, aux) = jax.lax.scan(
+            micro_step, (state.rest, zeros), _micro_batches(batch, accumulate_steps)
+        )
+        return jnp.mean(losses), rest, aux, grads
+
+    def step(state: Any, *batch: Any) -> tuple:
+        if accumulate_steps == 1:
+            loss, rest, aux, grads = gradients(state, state.rest, batch, 1)
+        else:
+            loss, rest, aux, grads = accumulated(state, batch)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
+        out = (new_state, loss, aux) if has_aux else (new_state, loss)
+        if report:
+            checked = [loss, *jax.tree.leaves(grads), *jax.tree.leaves(params)]
+            out = (*out, jnp.stack([jnp.all(jnp.isfinite(v)) for v in checked]))
+        return out
+
+    return step
+
+
+def pure_eval_step(
+    loss_fn: Callable[..., Any] | None,
+    *,
+    has_aux: bool = False,
+    criterion: Callable | None = None,
+    metrics: Mapping[str, Callable] | None = None,
+    autocast: Any = None,
+) -> Callable:
+    """The un-jitted evaluation ``(state, *batch) -> {"loss": ..., name: metric(output, target), ...}``.
+
+    Criterion form (``criterion`` and/or ``metrics``, batch ``(x, y)``): one forward pass, every metric of
+    its output. General form (``loss_fn``): ``{"loss": loss}`` (plus ``"aux"`` with ``has_aux``).
+    """
+    compute_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
+    metrics = dict(metrics or {})
+
+    def evaluate(state: Any, *batch: Any) -> dict[str, Any]:
+        model = _merge(state, state.params, state.rest)
+        model.eval()
+        seen = model
+        if compute_dtype is not None:
+            apply_autocast(model, compute_dtype)
+            seen = _AutocastModel(model)
+        if loss_fn is not None:
+            out = loss_fn(seen, *batch)
+            return {"loss": out[0], "aux": out[1]} if has_aux else {"loss": out}
+        x, y = batch
+        output = call_model(seen, x)
+        values = {"loss": criterion(output, y)} if criterion is not None else {}
+        values.update({name: fn(output, y) for name, fn in metrics.items()})
+        return values
+
+    return evaluate
