@@ -142,7 +142,7 @@ def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_
     runs it under ``no_grad``). Indices outside ``[0, num_embeddings)`` are ignored.
 
     >>> w = jnp.array([[3.0, 4.0], [0.3, 0.4]])
-    >>> print(np.round(embedding_renorm(w, jnp.array([0, 1]), max_norm=1.0), 4))
+    >>> print(np.asarray(embedding_renorm(w, jnp.array([0, 1]), max_norm=1.0)).round(4))
     [[0.6 0.8]
      [0.3 0.4]]
     """
@@ -2445,7 +2445,7 @@ def leaky_relu(input: jax.Array, negative_slope: float = 0.01, inplace: bool = F
 
     ``jax.nn.leaky_relu`` gives gradient 1 at 0; this follows torch.
 
-    >>> print(np.round(leaky_relu(jnp.array([-1.0, 2.0]), 0.1), 4))
+    >>> print(np.asarray(leaky_relu(jnp.array([-1.0, 2.0]), 0.1)).round(4))
     [-0.1  2. ]
     """
     check_number("negative_slope", negative_slope, where="leaky_relu")
@@ -2523,7 +2523,7 @@ def gelu(input: jax.Array, approximate: str = "none") -> jax.Array:
     ``approximate="tanh"``: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``. ``jax.nn.gelu`` defaults
     to the tanh form (about 4.7e-4 off torch's default); here the default is torch's.
 
-    >>> print(np.round(gelu(jnp.array([1.0])), 4))
+    >>> print(np.asarray(gelu(jnp.array([1.0]))).round(4))
     [0.8413]
     """
     check_choice("approximate", approximate, ("none", "tanh"), where="gelu")
@@ -2535,7 +2535,7 @@ def silu(input: jax.Array, inplace: bool = False) -> jax.Array:
 
     PyTorch equivalent: ``torch.nn.functional.silu(input, inplace=False)``.
 
-    >>> print(np.round(silu(jnp.array([1.0])), 4))
+    >>> print(np.asarray(silu(jnp.array([1.0]))).round(4))
     [0.7311]
     """
     _check_inplace(inplace, "silu")
@@ -2550,7 +2550,7 @@ def mish(input: jax.Array, inplace: bool = False) -> jax.Array:
     ``softplus`` is evaluated as ``logaddexp(x, 0)`` (torch: ``log1p(exp(x))``): the same value to rounding,
     and no ``inf / inf`` NaN in the gradient for large ``x``.
 
-    >>> print(np.round(mish(jnp.array([1.0])), 4))
+    >>> print(np.asarray(mish(jnp.array([1.0]))).round(4))
     [0.8651]
     """
     _check_inplace(inplace, "mish")
