@@ -10,15 +10,10 @@ import numpy as np
 import optax
 import pytest
 import torch
+from helpers import assert_trees_close, max_abs_diff, torch_dtype
+from test_optim import NAMES, assert_parity, torch_run
 
 from fnml import optim
-
-try:
-    from conftest import assert_trees_close, max_abs_diff
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close, max_abs_diff
-
-from test_optim import NAMES, assert_parity, torch_run
 
 
 def _grads(dtype, scale=1.0):
@@ -33,10 +28,10 @@ def _grads(dtype, scale=1.0):
 
 def _torch_clip_norm(grads, dtype, max_norm, norm_type):
     """torch: clip_grad_norm_ on parameters holding ``grads``; returns (clipped grads, total_norm)."""
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    params = {k: torch.zeros(v.shape, dtype=torch_dtype, requires_grad=True) for k, v in grads.items()}
+    t_dtype = torch_dtype(dtype)
+    params = {k: torch.zeros(v.shape, dtype=t_dtype, requires_grad=True) for k, v in grads.items()}
     for k, p in params.items():
-        p.grad = torch.tensor(grads[k], dtype=torch_dtype)
+        p.grad = torch.tensor(grads[k], dtype=t_dtype)
     total = torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm, norm_type=norm_type)
     return {k: p.grad for k, p in params.items()}, total
 
@@ -90,10 +85,10 @@ def test_clip_grad_norm_has_torch_epsilon():
 
 def test_clip_grad_value_matches_torch(dtype):
     grads = _grads(dtype)
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    params = {k: torch.zeros(v.shape, dtype=torch_dtype, requires_grad=True) for k, v in grads.items()}
+    t_dtype = torch_dtype(dtype)
+    params = {k: torch.zeros(v.shape, dtype=t_dtype, requires_grad=True) for k, v in grads.items()}
     for k, p in params.items():
-        p.grad = torch.tensor(grads[k], dtype=torch_dtype)
+        p.grad = torch.tensor(grads[k], dtype=t_dtype)
     torch.nn.utils.clip_grad_value_(list(params.values()), 0.5)
     fnml_grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
     tx = optim.clip_grad_value(0.5)

@@ -23,14 +23,10 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import max_abs_diff, tolerance
 
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml import device as fdevice
-
-try:
-    from conftest import max_abs_diff, tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import max_abs_diff, tolerance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBPROCESS_TIMEOUT = 150  # seconds, per worker process (compiles dominate; ~20-40 s on 2 busy cores)

@@ -21,17 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _hypothesis_profiles import examples
+from helpers import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fnml import losses
-
-try:
-    from _hypothesis_profiles import examples
-    from conftest import tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests._hypothesis_profiles import examples
-    from tests.conftest import tolerance
 
 DTYPE = st.sampled_from(["float64", "float32"])
 SEED = st.integers(0, 2**16)

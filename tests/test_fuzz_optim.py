@@ -16,17 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from _hypothesis_profiles import examples
+from helpers import tolerance, torch_dtype
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fnml import optim
-
-try:
-    from _hypothesis_profiles import examples
-    from conftest import tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests._hypothesis_profiles import examples
-    from tests.conftest import tolerance
 
 DTYPE = st.sampled_from(["float64", "float32"])
 SEED = st.integers(0, 2**16)
@@ -65,7 +60,7 @@ def check_optimizer(
     ~1e-8 relative (found by this fuzzer; documented in the report, not changed here).
     """
     previous = torch.get_default_dtype()
-    torch.set_default_dtype({"float64": torch.float64, "float32": torch.float32}[dtype])
+    torch.set_default_dtype(torch_dtype(dtype))
     try:
         _run_both(fnml_tx, torch_class, torch_kwargs, dtype, regime, seed)
     finally:

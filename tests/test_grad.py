@@ -7,15 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from helpers import assert_trees_close
 from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
 from fnml import grad as fgrad
 from fnml import tensors
-
-try:
-    from conftest import assert_trees_close
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close
 
 
 def test_tutorial_autograd_is_bit_identical(dtype, torch_dtype):

@@ -20,11 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-try:
-    from conftest import assert_trees_close, cache_size
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close, cache_size
+from helpers import assert_trees_close, cache_size, finite_max_abs_diff, jax_value_and_vjp, torch_value_and_vjp
 
 from fnml import losses
 
@@ -37,15 +33,6 @@ KL_MEAN_WARNING = "ignore:reduction. 'mean' divides the total loss:UserWarning"
 # ---------------------------------------------------------------------------------------------------
 
 
-def finite_max_abs_diff(actual, expected) -> float:
-    """max |actual - expected| where the two differ (equal infinities and NaN pairs count as 0)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    same = (a == e) | (np.isnan(a) & np.isnan(e))
-    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: masked by `same`
-        return float(np.max(np.abs(a - e), where=~same, initial=0.0))
-
-
 def compare_with_torch(torch_fn, fnml_fn, arrays, differentiable, dtype, *, seed=0):
     """Value and vector-Jacobian products of fnml vs torch; returns the max |diff| seen.
 
@@ -53,21 +40,13 @@ def compare_with_torch(torch_fn, fnml_fn, arrays, differentiable, dtype, *, seed
     differentiate (torch requires_grad / jax.vjp primals). The cotangent is one random array of the
     output's shape, so every per-element gradient is exercised, also for reduction="none".
     """
-    torch_args = [torch.tensor(a, requires_grad=index in differentiable) for index, a in enumerate(arrays)]
-    torch_value = torch_fn(*torch_args)
-    cotangent = np.random.default_rng(seed).standard_normal(tuple(torch_value.shape)).astype(dtype)
-    torch_grads = torch.autograd.grad(
-        torch_value, [torch_args[i] for i in differentiable], grad_outputs=torch.tensor(cotangent)
-    )
 
-    def fnml_of_differentiable(*values):
-        args = [jnp.asarray(a) for a in arrays]
-        for index, value in zip(differentiable, values):
-            args[index] = value
-        return fnml_fn(*args)
+    def draw(shape):  # one random cotangent of the output's shape, the same for both sides
+        return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
-    fnml_value, pullback = jax.vjp(fnml_of_differentiable, *[jnp.asarray(arrays[i]) for i in differentiable])
-    fnml_grads = pullback(jnp.asarray(cotangent))
+    torch_value, torch_grads = torch_value_and_vjp(torch_fn, arrays, differentiable, draw)
+    cotangent = draw(tuple(torch_value.shape))
+    fnml_value, fnml_grads = jax_value_and_vjp(fnml_fn, arrays, differentiable, cotangent)
 
     assert fnml_value.dtype == np.dtype(dtype), f"loss dtype {fnml_value.dtype}, expected {dtype}"
     actual = {"value": fnml_value, "grads": list(fnml_grads)}

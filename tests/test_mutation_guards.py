@@ -14,13 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from helpers import max_abs_diff, tolerance, torch_dtype
 
 from fnml import interop, layers, optim, schedules
-
-try:
-    from conftest import max_abs_diff, tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import max_abs_diff, tolerance
 
 F64 = tolerance("float64")["atol"]
 
@@ -30,15 +26,15 @@ def _optimizer_trajectories(torch_factory, tx, grads: np.ndarray, p0: np.ndarray
 
     ``grads``: (steps, *shape); ``p0``: (*shape). Returns (torch (steps, *shape), fnml (steps, *shape)).
     """
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    t_dtype = torch_dtype(dtype)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch_dtype)  # torch keeps scalar state (step) in the default dtype
+    torch.set_default_dtype(t_dtype)  # torch keeps scalar state (step) in the default dtype
     try:
-        p_torch = torch.tensor(p0, dtype=torch_dtype, requires_grad=True)
+        p_torch = torch.tensor(p0, dtype=t_dtype, requires_grad=True)
         opt = torch_factory([p_torch])
         torch_out = []
         for g in grads:
-            p_torch.grad = torch.tensor(g, dtype=torch_dtype)
+            p_torch.grad = torch.tensor(g, dtype=t_dtype)
             opt.step()
             torch_out.append(p_torch.detach().numpy().copy())
     finally:

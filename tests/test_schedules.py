@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from conftest import assert_trees_close, cache_size, max_abs_diff, tolerance
+from helpers import assert_trees_close, cache_size, max_abs_diff, tolerance
 from torch.optim import lr_scheduler
 
 from fnml import schedules

@@ -12,13 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from helpers import assert_trees_close
 
 from fnml import tensors
-
-try:
-    from conftest import assert_trees_close
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close
 
 ALL_DTYPES = tensors.SUPPORTED_DTYPES
 
