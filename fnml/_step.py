@@ -139,6 +139,7 @@ def pure_train_step(
     accumulate_steps: int = 1,
     autocast: Any = None,
     report: bool = False,
+    train_mode: bool = True,
 ) -> Callable:
     """The un-jitted step ``(state, *batch) -> (state, loss[, aux][, flags])``.
 
@@ -149,6 +150,7 @@ def pure_train_step(
     ``(loss / N).backward()`` N times), ``rest`` threaded micro-batch by micro-batch, ONE optimizer update;
     the loss returned is the mean of the N micro-batch losses, ``aux`` is stacked along a leading N axis.
     ``report=True`` also returns one finiteness flag per ``[loss, gradient leaves..., parameter leaves...]``.
+    ``train_mode=False`` leaves the module in the mode it was split in (``parity.compare_training``).
     """
     compute_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
 
@@ -156,7 +158,8 @@ def pure_train_step(
         def objective(params: Any) -> tuple:
             # merge/split happen while tracing: the compiled step is a pure array program.
             model = _merge(state, params, rest)
-            model.train()  # plain nnx modules too: set_attributes as layers.Module.train does
+            if train_mode:
+                model.train()  # plain nnx modules have train() too (flax's set_attributes)
             seen = model
             if compute_dtype is not None:
                 apply_autocast(model, compute_dtype)

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -180,6 +181,12 @@ class _Report:
     def print(self) -> None:
         """Print the report as rich tables."""
         _render(self)
+
+    def __str__(self) -> str:
+        """The rich tables as plain text: ``print(report)`` shows them."""
+        console = Console(highlight=False, width=120, record=True, file=io.StringIO(), color_system=None)
+        console.print(self)
+        return console.export_text().rstrip("\n")
 
 
 @dataclass
@@ -602,23 +609,12 @@ def compare_gradients(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _make_step(graphdef: Any, tx: optax.GradientTransformation, criterion: Callable) -> Callable:
-    """The pure, jitted fnml step: (params, rest, opt_state, x, y) -> (params, rest, opt_state, loss)."""
+def _make_step(fnml_criterion: Callable) -> Callable:
+    """The fnml side's step: ``fnml.train``'s one pure step, jitted: ``(state, x, y) -> (state, loss)``."""
+    from fnml import _step
 
-    @jax.jit
-    def step(params, rest, opt_state, x, y):
-        def loss_fn(p):
-            # Fresh Variable objects at this trace level (BatchNorm mutates its statistics inside grad).
-            model = nnx.merge(graphdef, p, jax.tree.map(lambda v: v, rest))
-            loss = criterion(model(*x), y)
-            # BatchNorm statistics / dropout counters advanced by this forward pass.
-            return loss, nnx.split(model, nnx.Param, ...)[2]
-
-        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_rest, opt_state, loss
-
-    return step
+    # The model keeps the mode it is in (compare_training's contract), unlike fit's train mode.
+    return jax.jit(_step.pure_train_step(_step.criterion_loss(fnml_criterion), train_mode=False))
 
 
 def _param_rows(torch_sd: dict, fnml_sd: dict) -> list[DiffRow]:
@@ -706,9 +702,11 @@ def compare_training(
     )
     initial_max = max((row.max_abs_diff for row in initial), default=0.0)
 
-    graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
-    opt_state = fnml_optimizer.init(params)
-    step_fn = _make_step(graphdef, fnml_optimizer, fnml_criterion)
+    from fnml import train
+
+    # Trainable / frozen (layers.freeze, torch's requires_grad=False) decided once, as fit does.
+    state = train.TrainState.create(fnml_model, fnml_optimizer)
+    step_fn = _make_step(fnml_criterion)
 
     torch_losses: list[float] = []
     fnml_loss_arrays = []
@@ -723,11 +721,11 @@ def compare_training(
         torch_losses.append(float(loss.item()))
 
         x_f, y_f = fnml_batches[step % len(batches)]
-        params, rest, opt_state, fnml_loss = step_fn(params, rest, opt_state, x_f, y_f)
+        state, fnml_loss = step_fn(state, x_f, y_f)  # x_f is a tuple: model(*x_f)
         fnml_loss_arrays.append(fnml_loss)
 
         if track_params:
-            fnml_sd = interop.state_dict(nnx.merge(graphdef, params, rest))
+            fnml_sd = interop.state_dict(train.to_module(state))
             torch_sd = torch_model.state_dict()
             worst = 0.0
             for name in param_names:
@@ -738,7 +736,7 @@ def compare_training(
                     first_param_name, first_param_step = name, step
             drift.append(worst)
 
-    nnx.update(fnml_model, params, rest)
+    nnx.update(fnml_model, nnx.state(train.to_module(state)))
     fnml_losses = [float(v) for v in fnml_loss_arrays]
     final = _param_rows(torch_model.state_dict(), interop.state_dict(fnml_model))
     if first_param_name is None:
