@@ -235,10 +235,19 @@ def to(tree: Any, dev: Any) -> Any:
     again) and leaves the input untouched, so write ``model = to(model, dev)``. Arrays already on
     ``dev`` are not copied. numpy arrays and Python numbers become jax arrays on ``dev``.
 
+    torch tensors (alone or inside a pytree) are converted with ``fnml.tensors.from_torch(t, copy=True)``
+    (values only, detached; a copy, so later in-place changes to the tensor do not show) and then placed:
+    ``to(torch.randn(3), dev)`` is a jax array on ``dev``. A ``torch.nn.Module`` is refused: port it with
+    ``fnml.interop.from_torch`` first.
+
     Example::
 
         model = to(model, device("cuda" if cuda_is_available() else "cpu"))
         X = to(X, dev)
+
+    >>> import torch
+    >>> to(torch.ones(2), "cpu").dtype
+    dtype('float32')
     """
     target = device(dev)
     from flax import nnx  # flax is a runtime dependency; imported here to keep this module light
@@ -246,7 +255,26 @@ def to(tree: Any, dev: Any) -> Any:
     if isinstance(tree, nnx.Module):
         graphdef, state = nnx.split(tree)
         return nnx.merge(graphdef, jax.device_put(state, target))
-    return jax.device_put(tree, target)
+    return jax.device_put(jax.tree.map(_from_torch_leaf, tree), target)
+
+
+def _is_torch(value: Any, kind: str) -> bool:
+    """An instance of ``torch.<kind>`` (checked by class, without importing torch)."""
+    return any(cls.__module__.startswith("torch") and cls.__name__ == kind for cls in type(value).__mro__)
+
+
+def _from_torch_leaf(leaf: Any) -> Any:
+    """A torch tensor -> jax array (``tensors.from_torch``); any other leaf unchanged."""
+    if _is_torch(leaf, "Module"):
+        raise TypeError(
+            f"to: got a torch.nn.Module ({type(leaf).__name__}); port it first with "
+            f"fnml.interop.from_torch(module) (or interop.load_state_dict into an fnml model), then move that"
+        )
+    if _is_torch(leaf, "Tensor"):
+        from fnml import tensors  # tensors imports this module: imported on use
+
+        return tensors.from_torch(leaf, copy=True)
+    return leaf
 
 
 @contextlib.contextmanager

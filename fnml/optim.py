@@ -40,6 +40,9 @@ LR schedules (``torch.optim.lr_scheduler``) live in :mod:`fnml.schedules` and ar
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
@@ -113,6 +116,74 @@ __all__ = [
 ]
 
 ScalarOrSchedule = float | Callable[[jax.Array], Any]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Torch habits: errors that teach the fnml spelling
+# ----------------------------------------------------------------------------------------------------
+
+# Names users bring from optax / Keras / papers -> torch.optim's (fnml's) keyword.
+_TORCH_KEYWORDS = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "beta1": "betas",
+    "beta_1": "betas",
+    "b1": "betas",
+    "beta2": "betas",
+    "beta_2": "betas",
+    "b2": "betas",
+    "decay": "weight_decay",
+    "wd": "weight_decay",
+    "weight_decay_rate": "weight_decay",
+    "l2": "weight_decay",
+    "epsilon": "eps",
+    "mu": "momentum",
+    "initial_accumulator": "initial_accumulator_value",
+}
+# Per optimizer: optax's rmsprop calls alpha "decay".
+_TORCH_KEYWORDS_FOR = {"rmsprop": {"decay": "alpha"}}
+
+
+def _looks_like_parameters(value: Any) -> bool:
+    """What torch's ``Optimizer(params, ...)`` takes: a module, a parameter tree, a generator, tensors."""
+    from flax import nnx
+
+    if isinstance(value, (nnx.Module, nnx.State, dict, list, tuple)) or inspect.isgenerator(value):
+        return True
+    # torch tensors / modules without importing torch
+    return hasattr(value, "requires_grad") or hasattr(value, "named_parameters") or hasattr(value, "__next__")
+
+
+def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Callable[..., optax.GradientTransformation]:
+    """Wrap an optimizer factory: parameters as first argument and unknown keywords get teaching errors."""
+    name = factory.__name__
+    accepted = list(inspect.signature(factory).parameters)
+
+    @functools.wraps(factory)
+    def checked(*args: Any, **kwargs: Any) -> optax.GradientTransformation:
+        if args and _looks_like_parameters(args[0]):
+            raise TypeError(
+                f"optim.{name}: fnml optimizers take no parameters (got {type(args[0]).__name__} as the first "
+                f"argument, as torch.optim's Optimizer(model.parameters(), ...) would); the optimizer state is "
+                f"built from the model instead: state = train.TrainState.create(model, optim.{name}(lr=...))"
+            )
+        for keyword in kwargs:
+            if keyword in accepted:
+                continue
+            guess = _TORCH_KEYWORDS_FOR.get(name, {}).get(keyword, _TORCH_KEYWORDS.get(keyword))
+            if guess not in accepted:
+                close = difflib.get_close_matches(keyword, accepted, n=1)
+                guess = close[0] if close else None
+            hint = f"; did you mean {guess}=" if guess else ""
+            if guess == "betas":
+                hint += " (one pair: betas=(beta1, beta2))"
+            raise TypeError(
+                f"optim.{name}: unknown keyword {keyword}={kwargs[keyword]!r}{hint}? fnml uses torch.optim's "
+                f"names: {', '.join(accepted)}"
+            )
+        return factory(*args, **kwargs)
+
+    return checked
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,6 +347,7 @@ def _scale_by_sgd_momentum(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@_torch_habits
 def sgd(
     lr: ScalarOrSchedule = 1e-3,
     *,
@@ -398,6 +470,7 @@ def _scale_by_torch_adam(
     return optax.GradientTransformation(_adam_init(amsgrad), update_fn)
 
 
+@_torch_habits
 def adam(
     lr: ScalarOrSchedule = 1e-3,
     *,
@@ -435,6 +508,7 @@ def adam(
     return optax.chain(*_prepare(maximize, weight_decay), core)
 
 
+@_torch_habits
 def adamw(
     lr: ScalarOrSchedule = 1e-3,
     *,
@@ -493,6 +567,7 @@ def _scale_by_torch_adamax(
     return optax.GradientTransformation(_adam_init(), update_fn)
 
 
+@_torch_habits
 def adamax(
     lr: ScalarOrSchedule = 2e-3,
     *,
@@ -590,6 +665,7 @@ def _scale_by_torch_nadam(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@_torch_habits
 def nadam(
     lr: ScalarOrSchedule = 2e-3,
     *,
@@ -670,6 +746,7 @@ def _scale_by_torch_radam(
     return optax.GradientTransformation(_adam_init(), update_fn)
 
 
+@_torch_habits
 def radam(
     lr: ScalarOrSchedule = 1e-3,
     *,
@@ -765,6 +842,7 @@ def _scale_by_torch_rmsprop(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@_torch_habits
 def rmsprop(
     lr: ScalarOrSchedule = 1e-2,
     *,
@@ -832,6 +910,7 @@ def _scale_by_torch_adagrad(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@_torch_habits
 def adagrad(
     lr: ScalarOrSchedule = 1e-2,
     *,
@@ -867,6 +946,7 @@ def adagrad(
     return optax.chain(*_prepare(maximize, weight_decay), core)
 
 
+@_torch_habits
 def adadelta(
     lr: ScalarOrSchedule = 1.0,
     *,
