@@ -38,8 +38,10 @@ from jax.custom_derivatives import SymbolicZero
 from jax.scipy.special import xlogy
 
 from fnml._validation import (
+    check_bool,
     check_choice,
     check_in_interval,
+    check_int,
     check_non_negative,
     check_positive,
 )
@@ -114,9 +116,7 @@ def _check_same_shape(input: jax.Array, target: jax.Array, where: str) -> None:
 
 def _check_ignore_index(ignore_index: Any, where: str) -> int:
     """``ignore_index`` is an int (not bool), like torch's int64 argument."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"{where}: ignore_index must be an int, got {ignore_index!r}")
-    return int(ignore_index)
+    return check_int("ignore_index", ignore_index, where=where)
 
 
 def _broadcast_weight(name: str, weight: Any, shape: tuple[int, ...], dtype, where: str) -> jax.Array:
@@ -241,9 +241,10 @@ def mse_loss(input: Any, target: Any, *, reduction: str = "mean") -> jax.Array:
     Built on ``optax.squared_error`` (not ``optax.l2_loss``, which has a factor 1/2). Unlike torch, a
     target of another shape raises instead of broadcasting with a warning.
 
-    Example::
-
-        loss = mse_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))  # 2.5
+    >>> float(mse_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0])))  # (1 + 4) / 2
+    2.5
+    >>> print(mse_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]), reduction="none"))
+    [1. 4.]
     """
     where = "mse_loss"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -262,9 +263,10 @@ def l1_loss(input: Any, target: Any, *, reduction: str = "mean") -> jax.Array:
     ``sign(0) = 0`` as in torch; ``jax.grad(jnp.abs)(0.0)`` is 1, so the absolute value is written as
     ``d * sign(d)`` (the same value, and JAX differentiates ``sign`` to 0).
 
-    Example::
-
-        loss = l1_loss(jnp.array([1.0, -2.0]), jnp.array([0.0, 0.0]))  # 1.5
+    >>> float(l1_loss(jnp.array([1.0, -2.0]), jnp.array([0.0, 0.0])))  # (1 + 2) / 2
+    1.5
+    >>> print(jax.grad(l1_loss)(jnp.array([1.0, 0.0]), jnp.zeros(2)))  # 0 at the kink, like torch
+    [0.5 0. ]
     """
     where = "l1_loss"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -288,9 +290,8 @@ def smooth_l1_loss(input: Any, target: Any, *, reduction: str = "mean", beta: fl
     ``beta > 0`` it is ``optax.huber_loss(delta=beta) / beta``; the gradient is ``clip(d / beta, -1, 1)``,
     continuous at the kink ``|d| = beta``.
 
-    Example::
-
-        loss = smooth_l1_loss(jnp.array([0.5, 3.0]), jnp.zeros(2))  # (0.125 + 2.5) / 2
+    >>> float(smooth_l1_loss(jnp.array([0.5, 3.0]), jnp.zeros(2)))  # (0.5 * 0.5**2 + (3 - 0.5)) / 2
+    1.3125
     """
     where = "smooth_l1_loss"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -311,9 +312,8 @@ def huber_loss(input: Any, target: Any, *, reduction: str = "mean", delta: float
     ``delta > 0`` (torch rejects non-positive values too). Elements come from ``optax.huber_loss``,
     which has the same formula; the gradient is ``clip(d, -delta, delta)``.
 
-    Example::
-
-        loss = huber_loss(jnp.array([0.5, 3.0]), jnp.zeros(2), delta=1.0)  # (0.125 + 2.5) / 2
+    >>> float(huber_loss(jnp.array([0.5, 3.0]), jnp.zeros(2), delta=2.0))  # (0.5 * 0.5**2 + 2 * (3 - 1)) / 2
+    2.0625
     """
     where = "huber_loss"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -351,10 +351,9 @@ def nll_loss(
     Class indices outside ``[0, C)`` other than ``ignore_index`` raise ``ValueError`` when ``target``
     is concrete; under ``jit`` they give NaN for that element (and hence a NaN reduced loss).
 
-    Example::
-
-        logp = jax.nn.log_softmax(jnp.array([[1.0, 2.0, 0.5]]), axis=1)
-        loss = nll_loss(logp, jnp.array([1]))
+    >>> logp = jax.nn.log_softmax(jnp.array([[1.0, 2.0, 0.5]]), axis=1)
+    >>> round(float(nll_loss(logp, jnp.array([1]))), 4)  # -log p_1
+    0.4644
     """
     where = "nll_loss"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -407,10 +406,13 @@ def cross_entropy(
     (per-example, unweighted); weights, ``ignore_index``, smoothing and torch's reductions are added
     here. Out-of-range class indices raise when ``target`` is concrete and give NaN under ``jit``.
 
-    Example::
-
-        logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
-        loss = cross_entropy(logits, jnp.array([0, 2]), label_smoothing=0.1)
+    >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> round(float(cross_entropy(logits, jnp.array([0, 2]))), 4)
+    0.1755
+    >>> round(float(cross_entropy(logits, jnp.array([0, 2]), label_smoothing=0.1)), 4)
+    0.3455
+    >>> round(float(cross_entropy(logits, jnp.array([0, -100]))), 4)  # the second target is ignored
+    0.2413
     """
     where = "cross_entropy"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -517,9 +519,10 @@ def binary_cross_entropy(input: Any, target: Any, *, weight: Any = None, reducti
     torch). Values outside ``[0, 1]`` raise when concrete and give NaN under tracing (torch raises).
     Prefer ``binary_cross_entropy_with_logits`` for numerical stability.
 
-    Example::
-
-        loss = binary_cross_entropy(jnp.array([0.9, 0.2]), jnp.array([1.0, 0.0]))
+    >>> round(float(binary_cross_entropy(jnp.array([0.9, 0.2]), jnp.array([1.0, 0.0]))), 4)
+    0.1643
+    >>> float(binary_cross_entropy(jnp.array([0.0]), jnp.array([1.0])))  # log 0 clamped at -100
+    100.0
     """
     where = "binary_cross_entropy"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -564,9 +567,11 @@ def binary_cross_entropy_with_logits(
     shape ``(C,)`` weights the positives of each class of an ``(N, C)`` input); both are cast to the input
     dtype. ``optax.sigmoid_binary_cross_entropy`` has the same element without ``pos_weight``.
 
-    Example::
-
-        loss = binary_cross_entropy_with_logits(jnp.array([2.0, -1.0]), jnp.array([1.0, 0.0]))
+    >>> logits, labels = jnp.array([2.0, -1.0]), jnp.array([1.0, 0.0])
+    >>> round(float(binary_cross_entropy_with_logits(logits, labels)), 4)
+    0.2201
+    >>> round(float(binary_cross_entropy_with_logits(logits, labels, pos_weight=jnp.array([3.0]))), 4)
+    0.347
     """
     where = "binary_cross_entropy_with_logits"
     check_choice("reduction", reduction, _REDUCTIONS, where=where)
@@ -602,15 +607,13 @@ def kl_div(
     axis per example instead, so the elements are written here. As in torch, the gradient w.r.t. a
     probability target is NaN where the target is 0 (log 0). Shapes must match (torch broadcasts).
 
-    Example::
-
-        log_q = jax.nn.log_softmax(jnp.array([[1.0, 2.0, 0.5]]), axis=1)
-        loss = kl_div(log_q, jnp.array([[0.2, 0.5, 0.3]]), reduction="batchmean")
+    >>> log_q = jax.nn.log_softmax(jnp.array([[1.0, 2.0, 0.5]]), axis=1)
+    >>> round(float(kl_div(log_q, jnp.array([[0.2, 0.5, 0.3]]), reduction="batchmean")), 4)
+    0.0847
     """
     where = "kl_div"
     check_choice("reduction", reduction, _KL_REDUCTIONS, where=where)
-    if not isinstance(log_target, bool):
-        raise TypeError(f"{where}: log_target must be a bool, got {log_target!r}")
+    check_bool("log_target", log_target, where=where)
     x = _floating_array("input", input, where)
     t = _floating_array("target", target, where).astype(x.dtype)
     _check_same_shape(x, t, where)
@@ -677,10 +680,11 @@ def _as_optional_array(name: str, value: Any, where: str) -> jax.Array | None:
 class MSELoss(_Criterion):
     """Criterion for :func:`mse_loss`. PyTorch equivalent: ``torch.nn.MSELoss(reduction="mean")``.
 
-    Example::
-
-        criterion = MSELoss()
-        loss = criterion(output, target)
+    >>> criterion = MSELoss()
+    >>> float(criterion(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0])))
+    2.5
+    >>> MSELoss(reduction="sum")
+    MSELoss(reduction='sum')
     """
 
     reduction: str = "mean"
@@ -693,9 +697,8 @@ class MSELoss(_Criterion):
 class L1Loss(_Criterion):
     """Criterion for :func:`l1_loss`. PyTorch equivalent: ``torch.nn.L1Loss(reduction="mean")``.
 
-    Example::
-
-        loss = L1Loss()(output, target)
+    >>> float(L1Loss()(jnp.array([1.0, -2.0]), jnp.zeros(2)))
+    1.5
     """
 
     reduction: str = "mean"
@@ -710,9 +713,8 @@ class SmoothL1Loss(_Criterion):
 
     PyTorch equivalent: ``torch.nn.SmoothL1Loss(reduction="mean", beta=1.0)``.
 
-    Example::
-
-        loss = SmoothL1Loss(beta=0.5)(output, target)
+    >>> float(SmoothL1Loss(beta=0.5)(jnp.array([0.25, 3.0]), jnp.zeros(2)))  # (0.5 * 0.25**2 / 0.5 + (3 - 0.25)) / 2
+    1.40625
     """
 
     reduction: str = "mean"
@@ -730,9 +732,8 @@ class SmoothL1Loss(_Criterion):
 class HuberLoss(_Criterion):
     """Criterion for :func:`huber_loss`. PyTorch equivalent: ``torch.nn.HuberLoss(reduction, delta=1.0)``.
 
-    Example::
-
-        loss = HuberLoss(delta=2.0)(output, target)
+    >>> float(HuberLoss(delta=2.0)(jnp.array([0.5, 3.0]), jnp.zeros(2)))
+    2.0625
     """
 
     reduction: str = "mean"
@@ -753,10 +754,12 @@ class CrossEntropyLoss(_Criterion):
     PyTorch equivalent: ``torch.nn.CrossEntropyLoss(weight=None, ignore_index=-100, reduction="mean",
     label_smoothing=0.0)``.
 
-    Example::
-
-        criterion = CrossEntropyLoss(label_smoothing=0.1)
-        loss = criterion(logits, labels)  # logits (N, C), labels (N,) int
+    >>> criterion = CrossEntropyLoss(label_smoothing=0.1)
+    >>> criterion
+    CrossEntropyLoss(label_smoothing=0.1)
+    >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])  # (N, C)
+    >>> round(float(criterion(logits, jnp.array([0, 2]))), 4)  # labels (N,) int
+    0.3455
     """
 
     weight: Any = None
@@ -788,9 +791,9 @@ class NLLLoss(_Criterion):
 
     PyTorch equivalent: ``torch.nn.NLLLoss(weight=None, ignore_index=-100, reduction="mean")``.
 
-    Example::
-
-        loss = NLLLoss()(jax.nn.log_softmax(logits, axis=1), labels)
+    >>> logits = jnp.array([[1.0, 2.0, 0.5]])
+    >>> round(float(NLLLoss()(jax.nn.log_softmax(logits, axis=1), jnp.array([1]))), 4)
+    0.4644
     """
 
     weight: Any = None
@@ -812,9 +815,8 @@ class BCELoss(_Criterion):
 
     PyTorch equivalent: ``torch.nn.BCELoss(weight=None, reduction="mean")``.
 
-    Example::
-
-        loss = BCELoss()(jax.nn.sigmoid(logits), labels)
+    >>> round(float(BCELoss()(jax.nn.sigmoid(jnp.array([2.0, -1.0])), jnp.array([1.0, 0.0]))), 4)
+    0.2201
     """
 
     weight: Any = None
@@ -834,9 +836,11 @@ class BCEWithLogitsLoss(_Criterion):
 
     PyTorch equivalent: ``torch.nn.BCEWithLogitsLoss(weight=None, reduction="mean", pos_weight=None)``.
 
-    Example::
-
-        loss = BCEWithLogitsLoss(pos_weight=jnp.array([3.0]))(logits, labels)
+    >>> criterion = BCEWithLogitsLoss(pos_weight=jnp.array([3.0]))
+    >>> criterion
+    BCEWithLogitsLoss(pos_weight=[3.0])
+    >>> round(float(criterion(jnp.array([2.0, -1.0]), jnp.array([1.0, 0.0]))), 4)
+    0.347
     """
 
     weight: Any = None
@@ -861,9 +865,9 @@ class KLDivLoss(_Criterion):
 
     PyTorch equivalent: ``torch.nn.KLDivLoss(reduction="mean", log_target=False)``.
 
-    Example::
-
-        loss = KLDivLoss(reduction="batchmean")(log_q, p)
+    >>> log_q = jax.nn.log_softmax(jnp.array([[1.0, 2.0, 0.5]]), axis=1)
+    >>> round(float(KLDivLoss(reduction="batchmean")(log_q, jnp.array([[0.2, 0.5, 0.3]]))), 4)
+    0.0847
     """
 
     _reductions = _KL_REDUCTIONS
@@ -873,8 +877,7 @@ class KLDivLoss(_Criterion):
 
     def _validate(self) -> None:
         super()._validate()
-        if not isinstance(self.log_target, bool):
-            raise TypeError(f"KLDivLoss: log_target must be a bool, got {self.log_target!r}")
+        check_bool("log_target", self.log_target, where="KLDivLoss")
 
     def __call__(self, input: Any, target: Any) -> jax.Array:
         return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)

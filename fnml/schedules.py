@@ -15,9 +15,11 @@ optimizer uses that value for its next update. fnml's ``schedule(count)`` is tha
   epoch): ``schedule(count) = lr(count // N)``.
 
 torch's schedulers are "chainable": they update ``group["lr"]`` recursively from its current value.
-fnml evaluates the closed form, which equals the recursion up to rounding (measured below and in
-``tests/test_schedules.py`` against real torch schedulers, float64 max |diff| <= 1e-12 over three times
-the schedule length).
+fnml evaluates the closed form, which equals the recursion up to rounding (``tests/test_schedules.py``
+compares against real torch schedulers over three times the schedule length, float64 within 1e-12).
+
+Every schedule is a frozen dataclass that checks its fields when it is built, by its factory or
+directly (``StepLR(lr=0.1, step_size=0)`` raises ``ValueError``, ``step_size=2.5`` ``TypeError``).
 
 OneCycle momentum: every schedule object carries ``.momentum``: ``None``, except :func:`one_cycle_lr`
 with ``cycle_momentum=True``, where it is a callable ``count -> momentum`` following torch's inverse
@@ -40,8 +42,10 @@ import jax.numpy as jnp
 import optax
 
 from fnml._validation import (
+    check_bool,
     check_choice,
     check_in_interval,
+    check_int,
     check_non_negative,
     check_number,
     check_positive,
@@ -86,19 +90,26 @@ def _check_steps_per_epoch(steps_per_epoch: Any, where: str) -> int | None:
     return check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
 
 
-def _check_non_negative_int(name: str, value: Any, where: str) -> int:
-    """``value`` is an int (not bool) and ``>= 0``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{where}: {name} must be a non-negative integer, got {name}={value!r}")
-    return value
+def _set(schedule: Any, name: str, value: Any) -> None:
+    """Store a checked (normalised) value on a frozen dataclass."""
+    object.__setattr__(schedule, name, value)
 
 
 class _Schedule:
-    """Base of the schedule dataclasses: ``__call__`` maps optimizer updates to scheduler steps."""
+    """Base of the schedule dataclasses: checks on construction; ``__call__`` maps updates to scheduler steps."""
 
     # Only OneCycleLR (with cycle_momentum=True) provides a momentum schedule; read by fnml.optim.
     momentum: ClassVar[Callable[[Any], jax.Array] | None] = None
     steps_per_epoch: int | None
+
+    def __post_init__(self) -> None:
+        # Every public schedule class checks its fields, whether built by its factory or directly.
+        where = type(self).__name__
+        _set(self, "steps_per_epoch", _check_steps_per_epoch(self.steps_per_epoch, where))
+        self._validate(where)
+
+    def _validate(self, where: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __call__(self, count) -> jax.Array:
         """Learning rate for the update after ``count`` updates (scalar or elementwise over an array)."""
@@ -122,15 +133,24 @@ class _Schedule:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StepLR(_Schedule):
-    """``lr * gamma ** (step // step_size)``; built by :func:`step_lr`.
+    """``lr * gamma ** (step // step_size)``; built by :func:`step_lr`, fields checked on construction.
 
     PyTorch equivalent: ``torch.optim.lr_scheduler.StepLR``.
+
+    >>> StepLR(lr=0.1, step_size=0)
+    Traceback (most recent call last):
+    ValueError: StepLR: step_size must be a positive integer, got step_size=0
     """
 
     lr: float
     step_size: int
     gamma: float = 0.1
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        _set(self, "step_size", check_positive_int("step_size", self.step_size, where=where))
+        check_positive("gamma", self.gamma, where=where)
 
     def _lr_at_step(self, step):
         exponent = (step // self.step_size).astype(_float_dtype())
@@ -148,21 +168,16 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1, *, steps_per_epoch: i
 
     Differences from torch: ``gamma <= 0`` is rejected (torch accepts it silently).
 
-    Example::
-
-        schedule = step_lr(0.1, step_size=30, gamma=0.1, steps_per_epoch=len(loader))
-        optimizer = optim.sgd(lr=schedule, momentum=0.9)
+    >>> schedule = step_lr(0.1, step_size=30, gamma=0.1)  # scheduler.step() after every update
+    >>> [round(float(schedule(count)), 6) for count in (0, 29, 30, 60)]
+    [0.1, 0.1, 0.01, 0.001]
+    >>> per_epoch = step_lr(0.1, step_size=2, steps_per_epoch=100)  # scheduler.step() after each epoch
+    >>> [round(float(per_epoch(count)), 6) for count in (0, 199, 200)]
+    [0.1, 0.1, 0.01]
+    >>> from fnml import optim
+    >>> optimizer = optim.sgd(lr=schedule, momentum=0.9)  # any fnml / optax optimizer takes the schedule
     """
-    where = "step_lr"
-    check_positive("lr", lr, where=where)
-    check_positive_int("step_size", step_size, where=where)
-    check_positive("gamma", gamma, where=where)
-    return StepLR(
-        lr=lr,
-        step_size=step_size,
-        gamma=gamma,
-        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
-    )
+    return StepLR(lr=lr, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -176,6 +191,19 @@ class MultiStepLR(_Schedule):
     milestones: tuple[int, ...]
     gamma: float = 0.1
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        milestones = self.milestones
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+            raise TypeError(f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}")
+        if not milestones:
+            raise ValueError(f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}")
+        checked = tuple(check_int("each milestone", m, minimum=0, where=where) for m in milestones)
+        if any(later <= earlier for earlier, later in zip(checked, checked[1:])):
+            raise ValueError(f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}")
+        _set(self, "milestones", checked)
+        check_positive("gamma", self.gamma, where=where)
 
     def _lr_at_step(self, step):
         milestones = jnp.asarray(self.milestones, dtype=step.dtype)
@@ -197,25 +225,11 @@ def multistep_lr(
     docs require "increasing"; torch itself also accepts unsorted or repeated milestones and counts a
     repeated milestone several times). ``gamma <= 0`` is rejected.
 
-    Example::
-
-        schedule = multistep_lr(0.05, milestones=[30, 80], gamma=0.1, steps_per_epoch=100)
+    >>> schedule = multistep_lr(0.05, milestones=[30, 80], gamma=0.1)
+    >>> [round(float(schedule(count)), 6) for count in (29, 30, 80)]
+    [0.05, 0.005, 0.0005]
     """
-    where = "multistep_lr"
-    check_positive("lr", lr, where=where)
-    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
-        raise TypeError(f"{where}: milestones must be a non-empty list of ints, got milestones={milestones!r}")
-    for milestone in milestones:
-        _check_non_negative_int("each milestone", milestone, where)
-    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
-        raise ValueError(f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}")
-    check_positive("gamma", gamma, where=where)
-    return MultiStepLR(
-        lr=lr,
-        milestones=tuple(milestones),
-        gamma=gamma,
-        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
-    )
+    return MultiStepLR(lr=lr, milestones=milestones, gamma=gamma, steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -229,6 +243,10 @@ class ExponentialLR(_Schedule):
     gamma: float
     steps_per_epoch: int | None = None
 
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        check_positive("gamma", self.gamma, where=where)
+
     def _lr_at_step(self, step):
         return self.lr * jnp.power(self.gamma, step.astype(_float_dtype()))
 
@@ -241,14 +259,11 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int | None = Non
     ``lr(k) = lr * gamma ** k``; same values as ``optax.exponential_decay(lr, 1, gamma)``.
     ``gamma <= 0`` is rejected (torch accepts it).
 
-    Example::
-
-        schedule = exponential_lr(0.1, gamma=0.95, steps_per_epoch=100)
+    >>> schedule = exponential_lr(0.1, gamma=0.5)
+    >>> [round(float(schedule(count)), 6) for count in range(4)]
+    [0.1, 0.05, 0.025, 0.0125]
     """
-    where = "exponential_lr"
-    check_positive("lr", lr, where=where)
-    check_positive("gamma", gamma, where=where)
-    return ExponentialLR(lr=lr, gamma=gamma, steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where))
+    return ExponentialLR(lr=lr, gamma=gamma, steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -262,6 +277,11 @@ class CosineAnnealingLR(_Schedule):
     T_max: int  # noqa: N815 - torch's argument name
     eta_min: float = 0.0
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        _set(self, "T_max", check_positive_int("T_max", self.T_max, where=where))
+        check_non_negative("eta_min", self.eta_min, where=where)
 
     def _lr_at_step(self, step):
         # Same operation order as torch's _get_closed_form_lr: pi * k / T_max.
@@ -285,22 +305,15 @@ def cosine_annealing_lr(
     ``optax.cosine_decay_schedule`` agrees inside ``T_max`` but clamps at ``eta_min`` afterwards.
 
     torch's ``step()`` applies a recursive (chainable) form whose rounding drifts from this closed
-    form after ``T_max``, where ``lr - eta_min`` passes near zero. Measured in float64 over
-    ``3 * T_max`` steps (lr=0.1): below 1e-15 up to ``T_max=333`` with ``eta_min=0.001``; 3.6e-13 at
-    ``T_max=1000, eta_min=0.05``; 5e-11 at ``T_max=10000, eta_min=0.05``. That drift is torch's
-    rounding error; this closed form is the exact value of the formula torch documents.
+    form after ``T_max``, where ``lr - eta_min`` passes near zero; the drift grows with ``T_max``
+    (figures in ``benchmarks/README.md``, "Schedules"). That drift is torch's rounding error; this
+    closed form is the exact value of the formula torch documents.
 
-    Example::
-
-        schedule = cosine_annealing_lr(lr=0.1, T_max=10, eta_min=0.001, steps_per_epoch=100)
+    >>> schedule = cosine_annealing_lr(lr=0.1, T_max=10, eta_min=0.001)
+    >>> [round(float(schedule(count)), 6) for count in (0, 5, 10, 15)]  # rises again after T_max, like torch
+    [0.1, 0.0505, 0.001, 0.0505]
     """
-    where = "cosine_annealing_lr"
-    check_positive("lr", lr, where=where)
-    check_positive_int("T_max", T_max, where=where)
-    check_non_negative("eta_min", eta_min, where=where)
-    return CosineAnnealingLR(
-        lr=lr, T_max=T_max, eta_min=eta_min, steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where)
-    )
+    return CosineAnnealingLR(lr=lr, T_max=T_max, eta_min=eta_min, steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -315,6 +328,14 @@ class LinearLR(_Schedule):
     end_factor: float = 1.0
     total_iters: int = 5
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        check_number("start_factor", self.start_factor, where=where)
+        if not 0 < self.start_factor <= 1:
+            raise ValueError(f"{where}: start_factor must be in (0, 1], got start_factor={self.start_factor!r}")
+        check_in_interval("end_factor", self.end_factor, 0.0, 1.0, closed_high=True, where=where)
+        _set(self, "total_iters", check_int("total_iters", self.total_iters, minimum=0, where=where))
 
     def _lr_at_step(self, step):
         if self.total_iters == 0:
@@ -344,23 +365,16 @@ def linear_lr(
     produces (its closed form would divide by zero). Validation as torch: ``0 < start_factor <= 1``,
     ``0 <= end_factor <= 1``.
 
-    Example::
-
-        warmup = linear_lr(1e-3, start_factor=0.1, total_iters=500)
+    >>> warmup = linear_lr(1e-3, start_factor=0.1, total_iters=4)
+    >>> [round(float(warmup(count)), 6) for count in (0, 2, 4, 10)]
+    [0.0001, 0.00055, 0.001, 0.001]
     """
-    where = "linear_lr"
-    check_positive("lr", lr, where=where)
-    check_number("start_factor", start_factor, where=where)
-    if not 0 < start_factor <= 1:
-        raise ValueError(f"{where}: start_factor must be in (0, 1], got start_factor={start_factor!r}")
-    check_in_interval("end_factor", end_factor, 0.0, 1.0, closed_high=True, where=where)
-    _check_non_negative_int("total_iters", total_iters, where)
     return LinearLR(
         lr=lr,
         start_factor=start_factor,
         end_factor=end_factor,
         total_iters=total_iters,
-        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -375,6 +389,13 @@ class ConstantLR(_Schedule):
     factor: float = 1.0 / 3
     total_iters: int = 5
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        check_number("factor", self.factor, where=where)
+        if not 0 < self.factor <= 1:
+            raise ValueError(f"{where}: factor must be in (0, 1], got factor={self.factor!r}")
+        _set(self, "total_iters", check_int("total_iters", self.total_iters, minimum=0, where=where))
 
     def _lr_at_step(self, step):
         if self.total_iters == 0:
@@ -394,22 +415,11 @@ def constant_lr(
     forever, as torch's ``step()`` gives. ``factor`` must be in ``(0, 1]`` (torch accepts 0 and then
     divides by it when restoring the lr).
 
-    Example::
-
-        schedule = constant_lr(0.1, factor=0.5, total_iters=4)
+    >>> schedule = constant_lr(0.1, factor=0.5, total_iters=4)
+    >>> [round(float(schedule(count)), 6) for count in (0, 3, 4)]
+    [0.05, 0.05, 0.1]
     """
-    where = "constant_lr"
-    check_positive("lr", lr, where=where)
-    check_number("factor", factor, where=where)
-    if not 0 < factor <= 1:
-        raise ValueError(f"{where}: factor must be in (0, 1], got factor={factor!r}")
-    _check_non_negative_int("total_iters", total_iters, where)
-    return ConstantLR(
-        lr=lr,
-        factor=factor,
-        total_iters=total_iters,
-        steps_per_epoch=_check_steps_per_epoch(steps_per_epoch, where),
-    )
+    return ConstantLR(lr=lr, factor=factor, total_iters=total_iters, steps_per_epoch=steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -448,6 +458,19 @@ class OneCycleLR(_Schedule):
     final_div_factor: float = 1e4
     three_phase: bool = False
     steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("max_lr", self.max_lr, where=where)
+        _set(self, "total_steps", check_positive_int("total_steps", self.total_steps, where=where))
+        check_in_interval("pct_start", self.pct_start, 0.0, 1.0, closed_high=True, where=where)
+        check_choice("anneal_strategy", self.anneal_strategy, ("cos", "linear"), where=where)
+        _set(self, "cycle_momentum", check_bool("cycle_momentum", self.cycle_momentum, where=where))
+        check_non_negative("base_momentum", self.base_momentum, where=where)
+        check_non_negative("max_momentum", self.max_momentum, where=where)
+        check_positive("div_factor", self.div_factor, where=where)
+        check_positive("final_div_factor", self.final_div_factor, where=where)
+        _set(self, "three_phase", check_bool("three_phase", self.three_phase, where=where))
+        _check_one_cycle_phases(self, where)
 
     @property
     def initial_lr(self) -> float:
@@ -515,7 +538,7 @@ class OneCycleLR(_Schedule):
         return self._evaluate(self._scheduler_steps(count), "momentum")
 
 
-def _check_one_cycle_phases(schedule: OneCycleLR) -> None:
+def _check_one_cycle_phases(schedule: OneCycleLR, where: str) -> None:
     """Reject phases of zero length that a step would select (torch raises ZeroDivisionError there)."""
     phases = schedule.phases()
     previous_max = -math.inf
@@ -527,7 +550,7 @@ def _check_one_cycle_phases(schedule: OneCycleLR) -> None:
         selected = math.floor(upper) >= lowest_step
         if selected and phase.end_step - start_step == 0:
             raise ValueError(
-                f"one_cycle_lr: phase {index + 1} of the cycle has zero length with pct_start="
+                f"{where}: phase {index + 1} of the cycle has zero length with pct_start="
                 f"{schedule.pct_start!r} and total_steps={schedule.total_steps!r} (torch divides by "
                 "zero there); choose pct_start so that pct_start * total_steps is not 1 and every phase "
                 "is non-empty"
@@ -582,19 +605,20 @@ def one_cycle_lr(
     A single ``max_lr`` (fnml's parameter groups are separate transformations, each with its own
     schedule). Zero-length phases that torch would divide by zero in raise ``ValueError`` up front.
 
-    Example::
-
-        schedule = one_cycle_lr(max_lr=0.01, epochs=10, steps_per_epoch=len(loader))
-        optimizer = optim.adam(lr=schedule)   # beta1 follows schedule.momentum
+    >>> schedule = one_cycle_lr(max_lr=0.01, total_steps=10)
+    >>> [round(float(schedule(count)), 6) for count in (0, 2)]  # max_lr / div_factor, then the peak
+    [0.0004, 0.01]
+    >>> f"{float(schedule(9)):.1e}"  # initial_lr / final_div_factor at the end
+    '4.0e-08'
+    >>> [round(float(schedule.momentum(count)), 6) for count in (0, 2, 9)]  # beta1 / momentum cycles inversely
+    [0.95, 0.85, 0.95]
+    >>> one_cycle_lr(max_lr=0.01, epochs=10, steps_per_epoch=100).total_steps
+    1000
     """
     where = "one_cycle_lr"
-    check_positive("max_lr", max_lr, where=where)
-    if not isinstance(per_epoch, bool):
-        raise TypeError(f"{where}: per_epoch must be a bool, got per_epoch={per_epoch!r}")
+    check_bool("per_epoch", per_epoch, where=where)
     if total_steps is not None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise ValueError(f"{where}: total_steps must be a positive integer, got total_steps={total_steps!r}")
-        cycle_steps = total_steps
+        cycle_steps = check_positive_int("total_steps", total_steps, where=where)
     elif epochs is not None and (steps_per_epoch is not None or per_epoch):
         check_positive_int("epochs", epochs, where=where)
         cycle_steps = (
@@ -611,17 +635,7 @@ def one_cycle_lr(
                 f"{where}: per_epoch=True needs steps_per_epoch (optimizer updates per epoch), got steps_per_epoch=None"
             )
         check_positive_int("steps_per_epoch", steps_per_epoch, where=where)
-    check_in_interval("pct_start", pct_start, 0.0, 1.0, closed_high=True, where=where)
-    check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"), where=where)
-    if not isinstance(cycle_momentum, bool):
-        raise TypeError(f"{where}: cycle_momentum must be a bool, got cycle_momentum={cycle_momentum!r}")
-    check_non_negative("base_momentum", base_momentum, where=where)
-    check_non_negative("max_momentum", max_momentum, where=where)
-    check_positive("div_factor", div_factor, where=where)
-    check_positive("final_div_factor", final_div_factor, where=where)
-    if not isinstance(three_phase, bool):
-        raise TypeError(f"{where}: three_phase must be a bool, got three_phase={three_phase!r}")
-    schedule = OneCycleLR(
+    return OneCycleLR(
         max_lr=max_lr,
         total_steps=cycle_steps,
         pct_start=pct_start,
@@ -634,8 +648,6 @@ def one_cycle_lr(
         three_phase=three_phase,
         steps_per_epoch=steps_per_epoch if per_epoch else None,
     )
-    _check_one_cycle_phases(schedule)
-    return schedule
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -672,6 +684,20 @@ class ReduceLROnPlateau:
     cooldown: int = 0
     min_lr: float = 0.0
     eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        where = "ReduceLROnPlateau"
+        check_positive("lr", self.lr, where=where)
+        check_choice("mode", self.mode, ("min", "max"), where=where)
+        check_number("factor", self.factor, where=where)
+        if not 0 <= self.factor < 1:
+            raise ValueError(f"{where}: factor must be in [0, 1) (new_lr = lr * factor), got factor={self.factor!r}")
+        _set(self, "patience", check_int("patience", self.patience, minimum=0, where=where))
+        check_non_negative("threshold", self.threshold, where=where)
+        check_choice("threshold_mode", self.threshold_mode, ("rel", "abs"), where=where)
+        _set(self, "cooldown", check_int("cooldown", self.cooldown, minimum=0, where=where))
+        check_non_negative("min_lr", self.min_lr, where=where)
+        check_non_negative("eps", self.eps, where=where)
 
     def init(self) -> ReduceLROnPlateauState:
         """Fresh state: lr = base lr, best = worst possible value, no bad epochs, no cooldown."""
@@ -801,27 +827,25 @@ def reduce_lr_on_plateau(
     ``min_scale`` is relative (torch's ``min_lr`` is absolute) and it counts every update as an epoch.
     A single scalar ``min_lr`` (no per-param-group list).
 
-    Example::
+    >>> plateau = reduce_lr_on_plateau(lr=0.1, patience=1)
+    >>> state = plateau.init()
+    >>> for val_loss in (1.0, 1.0, 1.0):  # no improvement after the first epoch
+    ...     state = plateau.step(state, val_loss)
+    ...     print(round(float(state.lr), 6), int(state.num_bad_epochs))
+    0.1 0
+    0.1 1
+    0.01 0
 
-        plateau = reduce_lr_on_plateau(lr=1e-3, patience=2)
-        optimizer = optax.chain(optim.adam(lr=1e-3), plateau.scale_updates())
-        opt_state = optimizer.init(params)
-        for epoch in range(epochs):
-            ...  # updates with optimizer.update(grads, opt_state, params)
-            opt_state = plateau.step_opt_state(opt_state, val_loss)
+    In a training loop, chain its transformation after an optimizer built with the same lr and step it
+    once per epoch inside the optimizer state:
+
+    >>> import optax
+    >>> optimizer = optax.chain(optax.sgd(0.1), plateau.scale_updates())
+    >>> opt_state = optimizer.init({"w": jnp.zeros(2)})
+    >>> opt_state = plateau.step_opt_state(opt_state, 0.5)  # after each epoch: the validation loss
+    >>> round(float(plateau.state_in(opt_state).lr), 6)
+    0.1
     """
-    where = "reduce_lr_on_plateau"
-    check_positive("lr", lr, where=where)
-    check_choice("mode", mode, ("min", "max"), where=where)
-    check_number("factor", factor, where=where)
-    if not 0 <= factor < 1:
-        raise ValueError(f"{where}: factor must be in [0, 1) (new_lr = lr * factor), got factor={factor!r}")
-    _check_non_negative_int("patience", patience, where)
-    check_non_negative("threshold", threshold, where=where)
-    check_choice("threshold_mode", threshold_mode, ("rel", "abs"), where=where)
-    _check_non_negative_int("cooldown", cooldown, where)
-    check_non_negative("min_lr", min_lr, where=where)
-    check_non_negative("eps", eps, where=where)
     return ReduceLROnPlateau(
         lr=lr,
         mode=mode,

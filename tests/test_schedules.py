@@ -454,19 +454,24 @@ def test_plateau_state_in_without_plateau_raises():
 
 S = schedules
 ERRORS = [
-    ("step-lr-negative-lr", lambda: S.step_lr(-0.1, 3), ValueError, r"step_lr: lr must be > 0 .*got lr=-0.1"),
+    ("step-lr-negative-lr", lambda: S.step_lr(-0.1, 3), ValueError, r"StepLR: lr must be > 0 .*got lr=-0.1"),
     (
         "step-size-0",
         lambda: S.step_lr(0.1, 0),
         ValueError,
         r"step_size must be a positive integer, got step_size=0",
     ),
-    ("step-size-float", lambda: S.step_lr(0.1, 2.5), ValueError, r"step_size must be a positive integer"),
+    (
+        "step-size-float",
+        lambda: S.step_lr(0.1, 2.5),
+        TypeError,
+        r"step_size must be a positive integer, got 2.5 \(float\)",
+    ),
     (
         "step-gamma-0",
         lambda: S.step_lr(0.1, 3, gamma=0.0),
         ValueError,
-        r"step_lr: gamma must be > 0.*gamma=0.0",
+        r"StepLR: gamma must be > 0.*gamma=0.0",
     ),
     (
         "steps_per_epoch-0",
@@ -480,7 +485,7 @@ ERRORS = [
         TypeError,
         r"milestones must be a non-empty list",
     ),
-    ("milestones-empty", lambda: S.multistep_lr(0.1, []), TypeError, r"milestones must be a non-empty list"),
+    ("milestones-empty", lambda: S.multistep_lr(0.1, []), ValueError, r"milestones must be a non-empty list"),
     (
         "milestones-not-increasing",
         lambda: S.multistep_lr(0.1, [5, 3]),
@@ -492,7 +497,7 @@ ERRORS = [
         "milestone-negative",
         lambda: S.multistep_lr(0.1, [-1, 3]),
         ValueError,
-        r"each milestone must be a non-negative integer, got each milestone=-1",
+        r"each milestone must be an int >= 0, got each milestone=-1",
     ),
     (
         "multistep-gamma-negative",
@@ -504,7 +509,7 @@ ERRORS = [
         "exponential-gamma-0",
         lambda: S.exponential_lr(0.1, 0),
         ValueError,
-        r"exponential_lr: gamma must be > 0",
+        r"ExponentialLR: gamma must be > 0",
     ),
     ("exponential-gamma-str", lambda: S.exponential_lr(0.1, "0.9"), TypeError, r"gamma must be a number"),
     (
@@ -541,14 +546,14 @@ ERRORS = [
         "linear-total-negative",
         lambda: S.linear_lr(0.1, total_iters=-1),
         ValueError,
-        r"total_iters must be a non-negative integer, got total_iters=-1",
+        r"total_iters must be an int >= 0, got total_iters=-1",
     ),
     ("constant-factor-0", lambda: S.constant_lr(0.1, factor=0.0), ValueError, r"factor must be in \(0, 1\]"),
     (
         "constant-total-float",
         lambda: S.constant_lr(0.1, total_iters=2.0),
-        ValueError,
-        r"total_iters must be a non-negative integer",
+        TypeError,
+        r"total_iters must be an int, got 2.0 \(float\)",
     ),
     (
         "one-cycle-no-length",
@@ -675,7 +680,7 @@ ERRORS = [
         "plateau-patience-negative",
         lambda: S.reduce_lr_on_plateau(0.1, patience=-1),
         ValueError,
-        r"patience must be a non-negative integer, got patience=-1",
+        r"patience must be an int >= 0, got patience=-1",
     ),
     (
         "plateau-threshold-negative",
@@ -692,8 +697,8 @@ ERRORS = [
     (
         "plateau-cooldown-float",
         lambda: S.reduce_lr_on_plateau(0.1, cooldown=1.5),
-        ValueError,
-        r"cooldown must be a non-negative integer",
+        TypeError,
+        r"cooldown must be an int, got 1.5 \(float\)",
     ),
     (
         "plateau-min_lr-negative",
@@ -706,7 +711,7 @@ ERRORS = [
         "plateau-lr-0",
         lambda: S.reduce_lr_on_plateau(0.0),
         ValueError,
-        r"reduce_lr_on_plateau: lr must be > 0",
+        r"ReduceLROnPlateau: lr must be > 0",
     ),
 ]
 
