@@ -130,7 +130,9 @@ class TrainState:
         ``layers.freeze``. ``model`` is not modified; ``copy=True`` copies the arrays so that a donating step
         can never invalidate ``model``'s buffers. ``tx``: an ``optax.GradientTransformation`` (fnml.optim's
         factories) or an ``optax.MultiSteps`` (its ``gradient_transformation()`` is used: each step call is
-        then one micro-batch; ``make_train_step(accumulate_steps=N)`` is the torch-shaped alternative).
+        then one micro-batch; ``make_train_step(accumulate_steps=N)`` is the torch-shaped alternative). Warning:
+        ``MultiSteps`` accumulates in float32 unless given ``accumulator_dtype`` (pass ``jnp.float64`` for
+        float64 models); ``accumulate_steps`` accumulates in the parameters' dtype, as torch's ``.grad``.
 
         Unfreezing mid-training (torch: ``p.requires_grad_(True)`` and a new optimizer): unfreeze the
         module of the state and create a new state, which has FRESH optimizer state for every parameter
