@@ -160,7 +160,7 @@ def check_key(name: str, value: Any, *, where: str = "") -> Any:
     is_raw = isinstance(value, jax.Array) and value.dtype == jnp.uint32 and value.shape == (2,)
     if not (is_typed or is_raw):
         shown = (
-            f"{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+            f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
             if hasattr(value, "dtype") and hasattr(value, "shape")
             else _received(value)
         )

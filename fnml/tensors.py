@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnml import device as _device
-from fnml._validation import check_ndim
+from fnml._validation import check_bool, check_int, check_key, check_ndim
 
 __all__ = [
     "PrecisionError",
@@ -136,9 +136,9 @@ def jax_dtype(dtype: Any) -> np.dtype:
     This is the mapping only: with x64 off JAX *holds* int64/float64 as 32-bit, see
     :func:`canonical_dtype`.
 
-    Example::
-
-        jax_dtype(torch.bfloat16)   # dtype(bfloat16)
+    >>> import torch
+    >>> print(jax_dtype(torch.bfloat16), jax_dtype("double"), jax_dtype(torch.long))
+    bfloat16 float64 int64
     """
     name = _dtype_name(dtype)
     if name not in _NUMPY_DTYPES:
@@ -153,9 +153,8 @@ def torch_dtype(dtype: Any):
 
     PyTorch equivalent: none (the inverse of :func:`jax_dtype`); ``jnp.bfloat16 -> torch.bfloat16``.
 
-    Example::
-
-        torch_dtype(jnp.int32)      # torch.int32
+    >>> torch_dtype(jnp.int32), torch_dtype("bfloat16")
+    (torch.int32, torch.bfloat16)
     """
     import torch
 
@@ -166,6 +165,11 @@ def canonical_dtype(dtype: Any) -> np.dtype:
     """The dtype JAX will actually hold for ``dtype``: int64/float64 -> int32/float32 when x64 is off.
 
     PyTorch equivalent: none (torch always has 64-bit types).
+
+    >>> canonical_dtype("float32")
+    dtype('float32')
+    >>> canonical_dtype("int64")  # dtype('int32') when x64 is off
+    dtype('int...')
     """
     return np.dtype(jax.dtypes.canonicalize_dtype(jax_dtype(dtype)))
 
@@ -233,10 +237,7 @@ def _shape(size: Sequence[Any], where: str) -> tuple[int, ...]:
     """torch accepts ``zeros(2, 3)`` and ``zeros((2, 3))``: normalise both to a tuple of ints."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
-    for dim in size:
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 0:
-            raise ValueError(f"{where}: size must be non-negative integers, got size={tuple(size)!r}")
-    return tuple(int(d) for d in size)
+    return tuple(check_int("size", dim, minimum=0, where=where) for dim in size)
 
 
 def _creation_dtype(dtype: Any | None, *, what: str) -> np.dtype:
@@ -259,9 +260,9 @@ def zeros(*size: Any, dtype: Any = None, device: Any = None) -> jax.Array:
     ``dtype`` defaults to float32 (torch's default dtype), whatever JAX's x64 mode. ``device`` is a
     ``jax.Device`` or a torch-style string (``"cpu"``, ``"cuda:0"``), see :func:`fnml.device.device`.
 
-    Example::
-
-        zeros(2, 3)          # (2, 3) float32
+    >>> x = zeros(2, 3)  # or zeros((2, 3))
+    >>> x.shape, x.dtype
+    ((2, 3), dtype('float32'))
     """
     shape = _shape(size, "zeros")
     return jnp.zeros(shape, _creation_dtype(dtype, what="zeros"), device=_resolve(device))
@@ -272,9 +273,9 @@ def ones(*size: Any, dtype: Any = None, device: Any = None) -> jax.Array:
 
     PyTorch equivalent: ``torch.ones(*size, dtype=None, device=None)``.
 
-    Example::
-
-        ones(2, 3)           # (2, 3) float32
+    >>> print(ones(2, 3, dtype="float16"))
+    [[1. 1. 1.]
+     [1. 1. 1.]]
     """
     shape = _shape(size, "ones")
     return jnp.ones(shape, _creation_dtype(dtype, what="ones"), device=_resolve(device))
@@ -288,9 +289,11 @@ def full(size: Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any
     Without ``dtype`` the dtype follows the fill value like torch: bool -> bool, int -> int64
     (int32 with x64 off, range-checked), float -> float32.
 
-    Example::
-
-        full((2, 2), 7.0)    # [[7., 7.], [7., 7.]]
+    >>> print(full((2, 2), 7.0))
+    [[7. 7.]
+     [7. 7.]]
+    >>> full((2,), True).dtype
+    dtype('bool')
     """
     shape = _shape((size,), "full")
     if dtype is None:
@@ -308,10 +311,11 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
 
     Like torch: integer arguments give integers (int64; int32 with x64 off), any float gives float32.
 
-    Example::
-
-        arange(5)            # [0, 1, 2, 3, 4]
-        arange(0, 1, 0.25)   # [0., 0.25, 0.5, 0.75] float32
+    >>> print(arange(5))
+    [0 1 2 3 4]
+    >>> x = arange(0, 1, 0.25)
+    >>> print(x, x.dtype)
+    [0.   0.25 0.5  0.75] float32
     """
     if end is None:
         start, end = 0, start
@@ -334,11 +338,13 @@ def randn(key: jax.Array, *size: Any, dtype: Any = None, device: Any = None) -> 
     they can never equal torch's stream. To compare with torch, draw once and share the values
     (``from_torch(torch.randn(2, 3))``).
 
-    Example::
-
-        randn(jax.random.key(0), 2, 3)     # (2, 3) float32
+    >>> x = randn(jax.random.key(0), 2, 3)
+    >>> x.shape, x.dtype
+    ((2, 3), dtype('float32'))
+    >>> bool((randn(jax.random.key(0), 2, 3) == x).all())  # same key, same numbers
+    True
     """
-    _check_key(key, "randn")
+    check_key("key", key, where="randn")
     shape = _shape(size, "randn")
     return _place(jax.random.normal(key, shape, _creation_dtype(dtype, what="randn")), device)
 
@@ -348,11 +354,11 @@ def rand(key: jax.Array, *size: Any, dtype: Any = None, device: Any = None) -> j
 
     PyTorch equivalent: ``torch.rand(*size, dtype=None, device=None)``; same key caveat as :func:`randn`.
 
-    Example::
-
-        rand(jax.random.key(0), 4)        # (4,) float32 in [0, 1)
+    >>> u = rand(jax.random.key(0), 4)
+    >>> u.shape, bool(((u >= 0) & (u < 1)).all())
+    ((4,), True)
     """
-    _check_key(key, "rand")
+    check_key("key", key, where="rand")
     shape = _shape(size, "rand")
     return _place(jax.random.uniform(key, shape, _creation_dtype(dtype, what="rand")), device)
 
@@ -367,9 +373,12 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None) -> jax.Array:
     off, or raise :class:`PrecisionError` if their values do not fit). There is no
     ``requires_grad``: differentiate with :func:`fnml.grad.grad` instead.
 
-    Example::
-
-        tensor([[1.0, 2.0], [3.0, 4.0]])    # (2, 2) float32
+    >>> x = tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> print(x, x.dtype)
+    [[1. 2.]
+     [3. 4.]] float32
+    >>> tensor([True, False]).dtype
+    dtype('bool')
     """
     if type(data).__module__.startswith("torch"):
         out = from_torch(data, copy=True)
@@ -393,12 +402,14 @@ def from_numpy(array: np.ndarray, *, dtype: Any = None, device: Any = None) -> j
     int64/float64 become int32/float32 with a :class:`PrecisionWarning` (or :class:`PrecisionError`
     if values do not fit); pass ``dtype=`` to choose explicitly.
 
-    Example::
-
-        from_numpy(np.array([[1, 2], [3, 4]]))   # int64 (int32 with x64 off)
+    >>> x = from_numpy(np.array([[1.5, 2.5]], dtype=np.float32))
+    >>> print(x, x.dtype)
+    [[1.5 2.5]] float32
+    >>> from_numpy(np.array([1, 2]), dtype="int32").dtype  # np.array's int64, stated explicitly
+    dtype('int32')
     """
     if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+        raise TypeError(f"from_numpy: array must be a numpy.ndarray, got {type(array).__name__}")
     values = _to_jax_numpy(array, dtype, what="from_numpy")
     return jnp.array(values, device=_resolve(device))  # jnp.array copies
 
@@ -412,10 +423,12 @@ def to_numpy(array: Any, *, copy: bool = False) -> np.ndarray:
     then read-only (jax arrays are immutable); pass ``copy=True`` for a writable copy. bfloat16
     comes back as ``ml_dtypes.bfloat16``.
 
-    Example::
-
-        to_numpy(ones(2))    # array([1., 1.], dtype=float32)
+    >>> to_numpy(ones(2))
+    array([1., 1.], dtype=float32)
+    >>> to_numpy(ones(2), copy=True).flags.writeable
+    True
     """
+    check_bool("copy", copy, where="to_numpy")
     if isinstance(array, jax.core.Tracer):
         raise TypeError("to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform")
     if type(array).__module__.startswith("torch"):
@@ -447,14 +460,17 @@ def from_torch(tensor: Any, *, copy: bool = False, device: Any = None) -> jax.Ar
 
     A CUDA tensor arrives on the matching JAX GPU; ``device=`` moves the result afterwards.
 
-    Example::
-
-        x = from_torch(torch.randn(2, 3, requires_grad=True))
+    >>> import torch
+    >>> x = from_torch(torch.ones(2, 3, requires_grad=True))  # detached; values only
+    >>> print(x, x.dtype)
+    [[1. 1. 1.]
+     [1. 1. 1.]] float32
     """
     import torch
 
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"from_torch: expected a torch.Tensor, got {type(tensor).__name__}")
+        raise TypeError(f"from_torch: tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    check_bool("copy", copy, where="from_torch")
     if tensor.layout != torch.strided:
         raise TypeError(f"from_torch: layout {tensor.layout} is not supported; call tensor.to_dense() first")
     jax_dtype(tensor.dtype)  # unsupported dtypes fail here with the list of supported ones
@@ -488,18 +504,22 @@ def to_torch(array: Any, *, copy: bool = False, requires_grad: bool = False):
     ``copy=True`` before in-place torch work (``optimizer.step()``, ``add_``...).
     ``requires_grad=True`` makes the result a leaf that records autograd (a copy, like torch).
 
-    Example::
-
-        t = to_torch(jnp.ones((2, 3)))       # tensor of ones, float32
+    >>> to_torch(ones(2, 3))
+    tensor([[1., 1., 1.],
+            [1., 1., 1.]])
+    >>> to_torch(ones(2), requires_grad=True)
+    tensor([1., 1.], requires_grad=True)
     """
     import torch
 
+    check_bool("copy", copy, where="to_torch")
+    check_bool("requires_grad", requires_grad, where="to_torch")
     if isinstance(array, jax.core.Tracer):
         raise TypeError("to_torch: got a traced value; it cannot leave jit/grad. Call it outside the transform")
     if isinstance(array, (np.ndarray, np.generic, int, float, bool)):
         array = jnp.asarray(array)
     if not isinstance(array, jax.Array):
-        raise TypeError(f"to_torch: expected a jax.Array (or numpy array), got {type(array).__name__}")
+        raise TypeError(f"to_torch: array must be a jax.Array (or numpy array), got {type(array).__name__}")
     torch_dtype(array.dtype)  # unsupported dtypes fail here with the list of supported ones
     try:
         out = torch.from_dlpack(array)
@@ -543,9 +563,10 @@ def clone(array: Any) -> Any:
     matters before donating ``x`` to a jitted function. Unlike torch's clone, the result is not
     connected to ``x`` in any graph (there is no graph): differentiating through it is identity.
 
-    Example::
-
-        y = clone(x)         # same values, separate memory
+    >>> x = ones(3)
+    >>> y = clone(x)  # same values, separate memory
+    >>> bool((y == x).all()), y is x
+    (True, False)
     """
     return jax.tree_util.tree_map(jnp.copy, array)
 
@@ -558,9 +579,9 @@ def detach(tree: Any) -> Any:
     Under :func:`fnml.grad.grad`, nothing flows back through the result. Outside a transform it
     returns the values unchanged (there is no graph to cut). See also :func:`fnml.grad.no_grad`.
 
-    Example::
-
-        loss = ((pred - detach(target)) ** 2).mean()
+    >>> f = lambda x: (x * detach(x)).sum()  # d/dx treats detach(x) as a constant
+    >>> print(jax.grad(f)(jnp.array([1.0, 2.0])))
+    [1. 2.]
     """
     return jax.lax.stop_gradient(tree)
 
@@ -575,9 +596,10 @@ def to(array: Any, *args: Any, dtype: Any = None, device: Any = None) -> Any:
     shrinks loudly (:class:`PrecisionWarning`) instead of silently. Unlike ``Tensor.to`` there is
     no ``non_blocking``: JAX transfers are already asynchronous.
 
-    Example::
-
-        y = to(x, "cpu", torch.float16)      # == to(x, device="cpu", dtype="float16")
+    >>> import torch
+    >>> y = to(ones(2), "cpu", torch.float16)  # == to(x, device="cpu", dtype="float16")
+    >>> print(y.dtype, y.device)
+    float16 cpu:0
     """
     for arg in args:
         if isinstance(arg, (str, jax.Device)) and not (isinstance(arg, str) and arg in _NUMPY_DTYPES):
@@ -606,9 +628,8 @@ def nchw_to_nhwc(x: Any) -> jax.Array:
 
     PyTorch equivalent: ``x.permute(0, 2, 3, 1)``; torch conv layers take NCHW, fnml's take NHWC.
 
-    Example::
-
-        nchw_to_nhwc(zeros(8, 3, 32, 32)).shape    # (8, 32, 32, 3)
+    >>> nchw_to_nhwc(zeros(8, 3, 32, 32)).shape
+    (8, 32, 32, 3)
     """
     shape = tuple(np.shape(x))
     check_ndim("x", shape, (3, 4), where="nchw_to_nhwc")
@@ -622,9 +643,8 @@ def nhwc_to_nchw(x: Any) -> jax.Array:
 
     PyTorch equivalent: ``x.permute(0, 3, 1, 2)``: back to torch's layout.
 
-    Example::
-
-        nhwc_to_nchw(zeros(8, 32, 32, 3)).shape    # (8, 3, 32, 32)
+    >>> nhwc_to_nchw(zeros(8, 32, 32, 3)).shape
+    (8, 3, 32, 32)
     """
     shape = tuple(np.shape(x))
     check_ndim("x", shape, (3, 4), where="nhwc_to_nchw")
@@ -687,15 +707,3 @@ def _python_to_numpy(data: Any, *, what: str) -> np.ndarray:
     raise TypeError(
         f"{what}: unsupported data of dtype {values.dtype}; supported dtypes: {', '.join(SUPPORTED_DTYPES)}"
     )
-
-
-def _check_key(key: Any, where: str) -> None:
-    """randn/rand take a jax.random key first (torch's global generator has no counterpart)."""
-    is_key = isinstance(key, jax.Array) and (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
-    )
-    if not is_key:
-        raise TypeError(
-            f"{where}: the first argument must be a jax.random key (e.g. jax.random.key(0)), got "
-            f"{type(key).__name__} {key!r}; fnml draws from explicit keys instead of torch's global generator"
-        )
