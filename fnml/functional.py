@@ -172,13 +172,13 @@ def _param_writes_dropped() -> bool:
     import sys
     from pathlib import PurePath
 
+    # (file, function) of the traced objective in those steps.
+    dropping = {("_step.py", "objective"), ("train.py", "loss_fn"), ("parity.py", "loss_fn")}
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "loss_fn" and PurePath(code.co_filename).parts[-2:] in (
-            ("fnml", "train.py"),
-            ("fnml", "parity.py"),
-        ):
+        parts = PurePath(code.co_filename).parts[-2:]
+        if len(parts) == 2 and parts[0] == "fnml" and (parts[1], code.co_name) in dropping:
             return True
         frame = frame.f_back
     return False
@@ -292,6 +292,8 @@ def _layout(spatial: int, channels_last: bool) -> str:
 
 def _ntuple(name: str, value: Any, spatial: int, *, where: str, minimum: int = 1) -> tuple[int, ...]:
     """An int or a tuple of ``spatial`` ints, each >= ``minimum`` (torch's ``_single`` / ``_pair``)."""
+    if isinstance(value, (tuple, list)) and len(value) != spatial:
+        raise ValueError(f"{where}: {name} must be an int or a tuple of {spatial} ints, got {name}={value!r}")
     return check_pair(name, value, n=spatial, minimum=minimum, where=where)
 
 
@@ -299,7 +301,10 @@ def _channels_last_batched(input: Any, spatial: int, channels_last: bool, *, whe
     """(N, C, *S) / (C, *S) (or channels-last) -> (N, *S, C), and whether the input was unbatched."""
     x = jnp.asarray(input)
     layout = _layout(spatial, channels_last)
-    check_ndim("input", x.shape, (spatial + 1, spatial + 2), where=f"{where} ({layout} or unbatched)")
+    unbatched_layout = layout.replace("N", "", 1)
+    check_ndim(
+        "input", x.shape, (spatial + 1, spatial + 2), where=f"{where} ({layout} or unbatched {unbatched_layout})"
+    )
     unbatched = x.ndim == spatial + 1
     if unbatched:
         x = x[None]  # (*S, C) / (C, *S) -> (1, ...)
@@ -759,7 +764,7 @@ def _index_dtype() -> Any:
 class _PoolArgs:
     """torch's pooling arguments checked once, as 2-d tuples (1-d pools get a unit height axis)."""
 
-    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, spatial, where, *, half_of="effective"):
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, spatial, where, *, half_of="effective "):
         kernel = _ntuple("kernel_size", kernel_size, spatial, where=where)
         # torch: stride None (or an empty list) means the kernel size.
         stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else stride
@@ -770,7 +775,7 @@ class _PoolArgs:
         for p, k, d in zip(pad, kernel, dil):
             if p > (d * (k - 1) + 1) // 2:
                 raise ValueError(
-                    f"{where}: padding should be at most half of the {half_of} kernel size, got "
+                    f"{where}: padding should be at most half of the {half_of}kernel size, got "
                     f"padding={padding}, kernel_size={kernel_size}, dilation={dilation}"
                 )
         self.kernel, self.stride = _lift_2d(kernel, spatial, 1), _lift_2d(stride, spatial, 1)
@@ -2776,6 +2781,8 @@ def softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, dtyp
     [[0.5 0.5]]
     """
     x, axis = _softmax_input(input, dim, dtype, "softmax")
+    if x.ndim == 0:  # torch accepts a 0-D input (dim 0 or -1): softmax of one value
+        return jax.nn.softmax(x.reshape(1), axis=0).reshape(())
     return jax.nn.softmax(x, axis=axis)
 
 
@@ -2790,6 +2797,8 @@ def log_softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, 
     [[-0.6931 -0.6931]]
     """
     x, axis = _softmax_input(input, dim, dtype, "log_softmax")
+    if x.ndim == 0:
+        return jax.nn.log_softmax(x.reshape(1), axis=0).reshape(())
     return jax.nn.log_softmax(x, axis=axis)
 
 

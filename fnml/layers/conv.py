@@ -1,63 +1,214 @@
-"""Convolutions over channels-last inputs.
+"""Convolutions over channels-last inputs: thin holders of parameters over ``fnml.functional``.
 
 PyTorch equivalent: ``torch/nn/modules/conv.py``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from fnml._validation import check_choice, check_ndim, check_positive_int
-from fnml.layers.base import (
-    Module,
-    _compute_dtype,
-    _fan_in_bound,
-    _pair,
-    torch_uniform,
-)
+from fnml import functional as F
+from fnml._validation import check_bool, check_choice, check_positive_int
+from fnml.layers.base import Module, _compute_dtype, _fan_in_bound, torch_uniform
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
-_PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-# Conv2d lowers to im2col + one matmul when a patch holds at least this many values (in_channels*kh*kw).
-_IM2COL_MIN_DEPTH = 64
+def _check_channels(where: str, in_channels: int, out_channels: int, groups: int) -> None:
+    check_positive_int("in_channels", in_channels, where=where)
+    check_positive_int("out_channels", out_channels, where=where)
+    check_positive_int("groups", groups, where=where)
+    if in_channels % groups:
+        raise ValueError(f"{where}: in_channels={in_channels} must be divisible by groups={groups}")
+    if out_channels % groups:
+        raise ValueError(f"{where}: out_channels={out_channels} must be divisible by groups={groups}")
 
 
-def _conv2d_im2col(x, kernel, stride, padding, dilation):
-    """NHWC convolution (groups=1) as shifted strided views stacked into patches + one contraction."""
-    (pt, pb), (pl, pr) = padding
-    if pt or pb or pl or pr:
-        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    kh, kw, cin, cout = kernel.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    n, h, w, _ = x.shape
-    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    views = [
-        # (N, H, W, C) -> (N, Ho, Wo, C): the input pixels under kernel tap (i, j) for every output pixel.
-        lax.slice(
-            x, (0, i * dh, j * dw, 0), (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, cin), (1, sh, sw, 1)
+def _torch_repr(module: Any, *, transposed: bool) -> str:
+    """torch's _ConvNd.extra_repr."""
+    spatial = len(module.kernel_size)
+    text = f"{module.in_channels}, {module.out_channels}, kernel_size={module.kernel_size}, stride={module.stride}"
+    if module.padding != (0,) * spatial:
+        text += f", padding={module.padding}"
+    if module.dilation != (1,) * spatial:
+        text += f", dilation={module.dilation}"
+    if transposed and module.output_padding != (0,) * spatial:
+        text += f", output_padding={module.output_padding}"
+    if module.groups != 1:
+        text += f", groups={module.groups}"
+    if module.bias is None:
+        text += ", bias=False"
+    if module.padding_mode != "zeros":
+        text += f", padding_mode={module.padding_mode}"
+    return text
+
+
+class _ConvNd(Module):
+    """Shared body of Conv1d / Conv2d (channels-last data, kernel ``(*kernel_size, in/groups, out)``)."""
+
+    _spatial = 2
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        padding_mode,
+        *,
+        dtype,
+        param_dtype,
+        rngs,
+    ):
+        where, n = type(self).__name__, self._spatial
+        _check_channels(where, in_channels, out_channels, groups)
+        self.kernel_size = F._ntuple("kernel_size", kernel_size, n, where=where)
+        self.stride = F._ntuple("stride", stride, n, where=where)
+        self.dilation = F._ntuple("dilation", dilation, n, where=where)
+        if isinstance(padding, str):
+            check_choice("padding", padding, ("valid", "same"), where=where)
+            if padding == "same" and self.stride != (1,) * n:
+                raise ValueError(
+                    f"{where}: padding='same' is not supported for strided convolutions "
+                    f"(stride={self.stride}), as in torch; give explicit padding instead"
+                )
+            self.padding = padding
+        else:
+            self.padding = F._ntuple("padding", padding, n, minimum=0, where=where)
+        check_choice("padding_mode", padding_mode, _PADDING_MODES, where=where)
+        check_bool("bias", bias, where=where)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = padding_mode
+        self.dtype, self.param_dtype = dtype, param_dtype
+        init = torch_uniform(_fan_in_bound(in_channels // groups * math.prod(self.kernel_size)))
+        # (*kernel_size, in/groups, out) = torch's (out, in/groups, *kernel_size) with its axes reversed.
+        shape = (*self.kernel_size, in_channels // groups, out_channels)
+        self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
+        self.bias = nnx.Param(init(rngs.params(), (out_channels,), param_dtype)) if bias else nnx.data(None)
+
+    def _padding_pairs(self) -> tuple[tuple[int, int], ...]:
+        """Explicit (before, after) padding per spatial axis, torch's rule for "same"."""
+        if self.padding == "valid":
+            return ((0, 0),) * self._spatial
+        if self.padding == "same":
+            return tuple(
+                (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(self.kernel_size, self.dilation)
+            )
+        return tuple((p, p) for p in self.padding)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, where = self._spatial, type(self).__name__
+        batched, _ = F._channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
+        F._check_conv_input(batched, self.in_channels, n, True, where)
+        dtype = _compute_dtype(self.dtype, batched, self.kernel[...])
+        x, kernel = jnp.asarray(x, dtype), self.kernel[...].astype(dtype)
+        bias = None if self.bias is None else self.bias[...].astype(dtype)
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            pairs = self._padding_pairs()
+            self._check_mode_padding(batched, pairs)
+            # As torch: pad with the mode first (F.pad's order: last spatial axis first), then convolve unpadded.
+            x = F.pad(x, tuple(p for pair in reversed(pairs) for p in pair), mode=self.padding_mode, channels_last=True)
+            padding = 0
+        conv = F.conv1d if n == 1 else F.conv2d
+        return conv(x, kernel, bias, self.stride, padding, self.dilation, self.groups, channels_last=True)
+
+    def _check_mode_padding(self, x: jax.Array, pairs: tuple[tuple[int, int], ...]) -> None:
+        """reflect: padding < size; circular: padding <= size (torch's limits), named in the layer's terms."""
+        if self.padding_mode == "replicate":
+            return
+        for axis, (before, after) in zip(range(1, 1 + self._spatial), pairs):
+            size = x.shape[axis]
+            limit = size - 1 if self.padding_mode == "reflect" else size
+            if max(before, after) > limit:
+                raise ValueError(
+                    f"{type(self).__name__}: padding_mode={self.padding_mode!r} needs padding <= {limit} for an "
+                    f"input of size {size} on axis {axis}, got padding ({before}, {after})"
+                )
+
+    def _use_im2col(self) -> bool:
+        """The lowering rule of ``functional.conv2d`` for this layer; decided at trace time, never per step."""
+        kernel_hw = self.kernel_size if self._spatial == 2 else (1, self.kernel_size[0])
+        return F._use_im2col(self.in_channels, kernel_hw, self.groups)
+
+    def extra_repr(self) -> str:
+        return _torch_repr(self, transposed=False)
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over channels-last sequences, with torch's signature, padding rules and init.
+
+    PyTorch equivalent: ``torch.nn.Conv1d(in_channels, out_channels, kernel_size, stride=1, padding=0,
+    dilation=1, groups=1, bias=True, padding_mode="zeros")``.
+
+    Shapes: ``x: (N, L, in_channels)`` (or unbatched ``(L, in_channels)``) -> ``(N, L_out,
+    out_channels)``, ``L_out = (L + 2*padding - dilation*(k-1) - 1) // stride + 1``. Sequences are
+    channels-last like :class:`BatchNorm1d`'s ``(N, L, C)``, not torch's ``(N, C, L)``. ``kernel`` is
+    WIO ``(k, in_channels // groups, out_channels)`` = torch weight transposed ``(2, 1, 0)``; ``bias``
+    ``(out_channels,)`` or None. Settings are stored as 1-tuples, as torch (``kernel_size=(3,)``).
+
+    ``padding``: int, ``(p,)``, ``"valid"`` or ``"same"`` (stride 1 only); ``padding_mode``: ``"zeros"``,
+    ``"reflect"``, ``"replicate"``, ``"circular"`` (the input is padded with ``functional.pad`` first, as
+    torch). Init: weight AND bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), ``fan_in = in_channels / groups *
+    k``. Calls ``functional.conv1d(..., channels_last=True)`` (a 2-d convolution over a unit height).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> conv = layers.Conv1d(4, 8, 3, padding=1, rngs=nnx.Rngs(0))
+    >>> conv(jnp.ones((2, 10, 4))).shape
+    (2, 10, 8)
+    >>> print(conv)
+    Conv1d(4, 8, kernel_size=(3,), stride=(1,), padding=(1,))
+    """
+
+    _spatial = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] = 1,
+        padding: int | tuple[int] | str = 0,
+        dilation: int | tuple[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    # k views of (N, Ho, Wo, C) -> (N, Ho, Wo, k, C) -> (N*Ho*Wo, k*C), taps in HWIO's (i, j, c) order.
-    patches = jnp.stack(views, axis=3).reshape(n * ho * wo, kh * kw * cin)
-    # (kh, kw, C, O) -> (kh*kw*C, O): one plain 2-D matmul (measured faster on XLA CPU than an einsum over
-    # separate tap and channel axes, and than a dot_general on the 4-D patches: its weight gradient then
-    # contracts one (N*Ho*Wo) axis instead of three).
-    y = jnp.matmul(patches, kernel.reshape(kh * kw * cin, cout))
-    return y.reshape(n, ho, wo, cout)  # (N*Ho*Wo, O) -> (N, Ho, Wo, O)
 
 
-class Conv2d(Module):
+class Conv2d(_ConvNd):
     """2-D convolution over channels-last images, with torch's signature, padding rules and init.
 
     PyTorch equivalent: ``torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -71,27 +222,25 @@ class Conv2d(Module):
 
     ``padding``: int, ``(ph, pw)``, ``"valid"`` (no padding) or ``"same"`` (stride 1 only, as torch;
     odd total padding puts the extra row/column at the bottom/right, as torch). ``padding_mode``:
-    ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``. Init: weight AND bias ~
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), ``fan_in = in_channels / groups * kh * kw`` as torch.
+    ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (``functional.pad`` first, then an
+    unpadded convolution, as torch). Init: weight AND bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    ``fan_in = in_channels / groups * kh * kw`` as torch.
 
-    Written on ``lax.conv_general_dilated`` rather than ``nnx.Conv``: nnx.Conv defaults to "SAME" padding
-    (torch: 0), has no reflect/replicate modes and names its settings differently.
+    Calls ``functional.conv2d(..., channels_last=True)``, whose lowering rule applies (im2col + one 2-D
+    matmul on the CPU backend with ``groups == 1`` and ``in_channels * kh * kw >= 64``, else
+    ``lax.conv_general_dilated``; same numbers either way). Written on ``lax`` rather than ``nnx.Conv``:
+    nnx.Conv defaults to "SAME" padding (torch: 0), has no reflect/replicate modes and names its settings
+    differently.
 
-    Lowering rule (same numbers either way, decided at trace time): on the CPU backend, with
-    ``groups == 1`` and a patch depth ``in_channels * kh * kw >= 64``, the convolution runs as im2col:
-    the ``kh * kw`` shifted strided views of the (padded) input are stacked into patches
-    ``(N*H_out*W_out, kh*kw*in_channels)`` and multiplied by the kernel reshaped to
-    ``(kh*kw*in_channels, out_channels)`` in ONE 2-D matmul; otherwise ``lax.conv_general_dilated``.
-    Measured on the 2-core CPU machine (issue 7's W3 CNN training step, same process, interleaved):
-    13.4 -> 12.3 ms per step (conv2, 32 -> 64 channels, takes the im2col path), and 5-7% less again with
-    the 2-D matmul instead of a ``dot_general`` on 4-D patches; shallow patches such as W3's conv1
-    (1 channel, depth 9) are not faster through im2col (nor through a tap-by-tap sum) and keep ``lax``.
-
-    Example::
-
-        conv = Conv2d(3, 8, 3, padding=1, rngs=nnx.Rngs(0))
-        y = conv(jnp.ones((2, 32, 32, 3)))       # (2, 32, 32, 8)
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> conv = layers.Conv2d(3, 8, 3, padding=1, rngs=nnx.Rngs(0))
+    >>> conv(jnp.ones((2, 32, 32, 3))).shape
+    (2, 32, 32, 8)
     """
+
+    _spatial = 2
 
     def __init__(
         self,
@@ -109,126 +258,230 @@ class Conv2d(Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        where = "Conv2d"
-        check_positive_int("in_channels", in_channels, where=where)
-        check_positive_int("out_channels", out_channels, where=where)
-        check_positive_int("groups", groups, where=where)
-        if in_channels % groups:
-            raise ValueError(f"{where}: in_channels={in_channels} must be divisible by groups={groups}")
-        if out_channels % groups:
-            raise ValueError(f"{where}: out_channels={out_channels} must be divisible by groups={groups}")
-        self.kernel_size = _pair("kernel_size", kernel_size, where=where)
-        self.stride = _pair("stride", stride, where=where)
-        self.dilation = _pair("dilation", dilation, where=where)
-        if isinstance(padding, str):
-            check_choice("padding", padding, ("valid", "same"), where=where)
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(
-                    f"{where}: padding='same' is not supported for strided convolutions "
-                    f"(stride={self.stride}), as in torch; give explicit padding instead"
-                )
-            self.padding = padding
-        else:
-            self.padding = _pair("padding", padding, where=where, minimum=0)
-        check_choice("padding_mode", padding_mode, tuple(_PADDING_MODES), where=where)
-        if not isinstance(bias, bool):
-            raise TypeError(f"{where}: bias must be a bool, got bias={bias!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.groups = groups
-        self.padding_mode = padding_mode
-        self.dtype = dtype
-        self.param_dtype = param_dtype
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
 
-        kh, kw = self.kernel_size
-        init = torch_uniform(_fan_in_bound(in_channels // groups * kh * kw))
-        # HWIO = torch OIHW transposed (2, 3, 1, 0).
-        self.kernel = nnx.Param(init(rngs.params(), (kh, kw, in_channels // groups, out_channels), param_dtype))
+
+class _ConvTransposeNd(Module):
+    """Shared body of ConvTranspose1d / ConvTranspose2d (kernel ``(*kernel_size, in, out/groups)``)."""
+
+    _spatial = 2
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        bias,
+        dilation,
+        padding_mode,
+        *,
+        dtype,
+        param_dtype,
+        rngs,
+    ):
+        where, n = type(self).__name__, self._spatial
+        _check_channels(where, in_channels, out_channels, groups)
+        self.kernel_size = F._ntuple("kernel_size", kernel_size, n, where=where)
+        self.stride = F._ntuple("stride", stride, n, where=where)
+        self.padding = F._ntuple("padding", padding, n, minimum=0, where=where)
+        self.output_padding = F._ntuple("output_padding", output_padding, n, minimum=0, where=where)
+        self.dilation = F._ntuple("dilation", dilation, n, where=where)
+        if padding_mode != "zeros":
+            raise ValueError(f"{where}: only padding_mode='zeros' is supported (as torch), got {padding_mode!r}")
+        check_bool("bias", bias, where=where)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = padding_mode
+        self.dtype, self.param_dtype = dtype, param_dtype
+        # torch: kaiming_uniform_(a=sqrt(5)) on (in, out/groups, *k), whose fan_in is weight.size(1) * prod(k).
+        init = torch_uniform(_fan_in_bound(out_channels // groups * math.prod(self.kernel_size)))
+        shape = (*self.kernel_size, in_channels, out_channels // groups)
+        self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
         self.bias = nnx.Param(init(rngs.params(), (out_channels,), param_dtype)) if bias else nnx.data(None)
 
-    def _padding_pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Explicit ((top, bottom), (left, right)) padding, torch's rule for "same"."""
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
-        if self.padding == "same":
-            pairs = []
-            for k, d in zip(self.kernel_size, self.dilation):
-                total = d * (k - 1)
-                pairs.append((total // 2, total - total // 2))
-            return pairs[0], pairs[1]
-        ph, pw = self.padding
-        return (ph, ph), (pw, pw)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
-        check_ndim("input", x.shape, (3, 4), where="Conv2d (NHWC or unbatched HWC)")
-        unbatched = x.ndim == 3
-        if unbatched:
-            x = x[None]  # (H, W, C) -> (1, H, W, C)
-        if x.shape[-1] != self.in_channels:
-            hint = ""
-            if x.shape[1] == self.in_channels:
-                hint = "; the input looks NCHW: convert it with fnml.tensors.nchw_to_nhwc"
+    def _output_padding(self, x: jax.Array, output_size: Any) -> tuple[int, ...]:
+        """torch's _output_padding: the output_padding that yields ``output_size``, within its valid range."""
+        n, where = self._spatial, type(self).__name__
+        if output_size is None:
+            return self.output_padding
+        sizes = [int(s) for s in output_size]
+        batched = x.ndim == n + 2
+        if len(sizes) == n + (2 if batched else 1):  # the full channels-last shape: keep the spatial entries
+            sizes = sizes[1:-1] if batched else sizes[:-1]
+        if len(sizes) != n:
             raise ValueError(
-                f"Conv2d(in_channels={self.in_channels}) got an input with {x.shape[-1]} channels "
-                f"(last axis of NHWC shape {x.shape}); expected {self.in_channels}{hint}"
+                f"{where}: for a {x.ndim}-D input, output_size must have {n} or {n + (2 if batched else 1)} "
+                f"elements, got {len(sizes)}"
             )
-        pad_h, pad_w = self._padding_pairs()
-        for axis, (before, after), k, d in zip((1, 2), (pad_h, pad_w), self.kernel_size, self.dilation):
-            padded = x.shape[axis] + before + after
-            if padded < d * (k - 1) + 1:
-                raise ValueError(
-                    f"Conv2d: padded input size {padded} (axis {axis} of shape {x.shape}) is smaller than "
-                    f"the effective kernel size {d * (k - 1) + 1} (kernel_size={self.kernel_size}, "
-                    f"dilation={self.dilation})"
-                )
-        dtype = _compute_dtype(self.dtype, x, self.kernel[...])
-        x = x.astype(dtype)
-        kernel = self.kernel[...].astype(dtype)
-        mode = _PADDING_MODES[self.padding_mode]
-        if mode is not None:
-            for axis, (before, after) in zip((1, 2), (pad_h, pad_w)):
-                size = x.shape[axis]
-                limit = size - 1 if mode == "reflect" else size
-                if mode != "edge" and max(before, after) > limit:
-                    raise ValueError(
-                        f"Conv2d: padding_mode={self.padding_mode!r} needs padding <= {limit} for an input "
-                        f"of size {size} on axis {axis}, got padding ({before}, {after})"
-                    )
-            # Pad first with the requested mode, then convolve without padding (as torch does).
-            x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), mode=mode)
-            pad_h, pad_w = (0, 0), (0, 0)
-        if self._use_im2col():
-            y = _conv2d_im2col(x, kernel, self.stride, (pad_h, pad_w), self.dilation)
-        else:
-            y = lax.conv_general_dilated(
-                x,
-                kernel,
-                window_strides=self.stride,
-                padding=(pad_h, pad_w),
-                rhs_dilation=self.dilation,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                feature_group_count=self.groups,
+        spatial_in = x.shape[1:-1] if batched else x.shape[:-1]
+        low = [
+            (size - 1) * s - 2 * p + d * (k - 1) + 1
+            for size, s, p, d, k in zip(spatial_in, self.stride, self.padding, self.dilation, self.kernel_size)
+        ]
+        high = [m + s - 1 for m, s in zip(low, self.stride)]
+        if any(not lo <= size <= hi for size, lo, hi in zip(sizes, low, high)):
+            raise ValueError(
+                f"{where}: requested an output size of {tuple(sizes)}, but valid sizes range from {tuple(low)} to "
+                f"{tuple(high)} (for an input of spatial size {tuple(spatial_in)})"
             )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)
-        return y[0] if unbatched else y
+        return tuple(size - lo for size, lo in zip(sizes, low))
 
-    def _use_im2col(self) -> bool:
-        """The lowering rule (see the class docstring); decided at trace time, never per step."""
-        kh, kw = self.kernel_size
-        return self.groups == 1 and self.in_channels * kh * kw >= _IM2COL_MIN_DEPTH and jax.default_backend() == "cpu"
+    def __call__(self, x: jax.Array, output_size: Any = None) -> jax.Array:
+        n, where = self._spatial, type(self).__name__
+        batched, _ = F._channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
+        F._check_conv_input(batched, self.in_channels, n, True, where)
+        x = jnp.asarray(x)
+        output_padding = self._output_padding(x, output_size)
+        dtype = _compute_dtype(self.dtype, x, self.kernel[...])
+        x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
+        bias = None if self.bias is None else self.bias[...].astype(dtype)
+        conv = F.conv_transpose1d if n == 1 else F.conv_transpose2d
+        return conv(
+            x, kernel, bias, self.stride, self.padding, output_padding, self.groups, self.dilation, channels_last=True
+        )
 
     def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode}"
-        return text
+        return _torch_repr(self, transposed=True)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution over channels-last sequences, torch's signature, output size and init.
+
+    PyTorch equivalent: ``torch.nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=1,
+    padding=0, output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros")``.
+
+    Shapes: ``x: (N, L, in_channels)`` or ``(L, in_channels)`` -> ``(N, L_out, out_channels)``, ``L_out =
+    (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``; ``output_padding`` must be smaller
+    than ``stride`` or ``dilation`` (checked when called, as torch). ``layer(x, output_size=...)`` picks
+    the output_padding that gives that length, as torch (``output_size``: the spatial size, or the full
+    channels-last shape).
+
+    Parameters: ``kernel`` is ``(k, in_channels, out_channels // groups)``, torch's weight ``(in_channels,
+    out_channels // groups, k)`` with its axes moved: ``kernel = weight.transpose(2, 0, 1)`` (back:
+    ``weight = kernel.transpose(1, 2, 0)``); ``bias`` ``(out_channels,)``. Init as torch: weight and bias ~
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with torch's ``fan_in = out_channels / groups * k`` (from
+    ``weight.size(1)``). Only ``padding_mode="zeros"``, as torch. Calls
+    ``functional.conv_transpose1d(..., channels_last=True)``.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> up = layers.ConvTranspose1d(4, 2, 3, stride=2, rngs=nnx.Rngs(0))
+    >>> up(jnp.ones((1, 5, 4))).shape
+    (1, 11, 2)
+    """
+
+    _spatial = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] = 1,
+        padding: int | tuple[int] = 0,
+        output_padding: int | tuple[int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int] = 1,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            output_padding,
+            groups,
+            bias,
+            dilation,
+            padding_mode,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution over channels-last images, torch's signature, output size and init.
+
+    PyTorch equivalent: ``torch.nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride=1,
+    padding=0, output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros")``.
+
+    Shapes: ``x: (N, H, W, in_channels)`` or ``(H, W, in_channels)`` -> ``(N, H_out, W_out,
+    out_channels)``, ``H_out = (H - 1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1``;
+    ``output_padding`` must be smaller than ``stride`` or ``dilation`` (checked when called, as torch).
+    ``layer(x, output_size=(H_out, W_out))`` picks the output_padding, as torch.
+
+    Parameters: ``kernel`` is ``(kh, kw, in_channels, out_channels // groups)``, torch's weight
+    ``(in_channels, out_channels // groups, kh, kw)`` with its axes moved: ``kernel =
+    weight.transpose(2, 3, 0, 1)`` (back: ``weight = kernel.transpose(2, 3, 0, 1)``), not flipped;
+    ``bias`` ``(out_channels,)``. Init as torch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+    torch's ``fan_in = out_channels / groups * kh * kw`` (from ``weight.size(1)``). Only
+    ``padding_mode="zeros"``, as torch. Calls ``functional.conv_transpose2d(..., channels_last=True)``.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> up = layers.ConvTranspose2d(8, 4, 4, stride=2, padding=1, rngs=nnx.Rngs(0))
+    >>> up(jnp.ones((1, 7, 7, 8))).shape
+    (1, 14, 14, 4)
+    >>> print(up)
+    ConvTranspose2d(8, 4, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
+    """
+
+    _spatial = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            output_padding,
+            groups,
+            bias,
+            dilation,
+            padding_mode,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
