@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnml._validation import check_bool, check_choice, check_non_negative, check_positive
+
 __all__ = [
     "GradcheckError",
     "accumulate_grad",
@@ -47,14 +49,21 @@ class GradcheckError(RuntimeError):
 
 def _check_argnums(argnums: Any, where: str) -> None:
     """argnums is an int or a non-empty sequence of ints (not bools)."""
-    items = (argnums,) if isinstance(argnums, int) else argnums
-    ok = (
-        isinstance(items, (tuple, list))
-        and items
-        and all(isinstance(i, int) and not isinstance(i, bool) for i in items)
+    items = (argnums,) if isinstance(argnums, (int, np.integer)) else argnums
+    ok = isinstance(items, (tuple, list)) and all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in items
     )
     if not ok:
         raise TypeError(f"{where}: argnums must be an int or a sequence of ints, got argnums={argnums!r}")
+    if not items:
+        raise ValueError(f"{where}: argnums must name at least one argument, got argnums={argnums!r}")
+
+
+def _check_transform(f: Any, argnums: Any, has_aux: Any, where: str) -> None:
+    """The shared arguments of grad / value_and_grad / jacobian / hessian."""
+    _check_callable(f, where)
+    _check_argnums(argnums, where)
+    check_bool("has_aux", has_aux, where=where)
 
 
 def _check_callable(f: Any, where: str) -> None:
@@ -78,12 +87,15 @@ def grad(f: Callable[..., Any], argnums: Argnums = 0, *, has_aux: bool = False) 
     the result is ``(grad, aux)``. Gradients are returned, never accumulated into ``.grad``.
     Like ``out.backward()`` without an argument, ``f`` must return a scalar.
 
-    Example::
-
-        g = grad(lambda x: ((x + 2) ** 2 * 3).mean())(x)    # the tutorial's x.grad
+    >>> x = jnp.array([[1.0, 1.0], [1.0, 1.0]])
+    >>> print(grad(lambda x: ((x + 2) ** 2 * 3).mean())(x))  # the tutorial's x.grad: 6 (x + 2) / 4
+    [[4.5 4.5]
+     [4.5 4.5]]
+    >>> dw, db = grad(lambda w, b: (w * 3.0 + b) ** 2, argnums=(0, 1))(1.0, 0.5)
+    >>> float(dw), float(db)
+    (21.0, 7.0)
     """
-    _check_callable(f, "grad")
-    _check_argnums(argnums, "grad")
+    _check_transform(f, argnums, has_aux, "grad")
     return jax.grad(f, argnums=argnums, has_aux=has_aux)
 
 
@@ -94,12 +106,11 @@ def value_and_grad(f: Callable[..., Any], argnums: Argnums = 0, *, has_aux: bool
 
     With ``has_aux=True``, ``f`` returns ``(out, aux)`` and the result is ``((out, aux), grad)``.
 
-    Example::
-
-        loss, grads = value_and_grad(loss_fn)(params, X, Y)
+    >>> loss, g = value_and_grad(lambda w: (w * 3.0 - 1.0) ** 2)(1.0)
+    >>> float(loss), float(g)
+    (4.0, 12.0)
     """
-    _check_callable(f, "value_and_grad")
-    _check_argnums(argnums, "value_and_grad")
+    _check_transform(f, argnums, has_aux, "value_and_grad")
     return jax.value_and_grad(f, argnums=argnums, has_aux=has_aux)
 
 
@@ -112,17 +123,16 @@ def jacobian(
     (``torch.func.jacrev`` / ``jacfwd``). ``strategy="reverse-mode"`` (torch's default) uses
     :func:`jax.jacrev`, ``"forward-mode"`` :func:`jax.jacfwd`; the values are the same.
 
-    Example::
-
-        J = jacobian(jnp.sin)(x)        # diag(cos(x)) for 1-D x
+    >>> x = jnp.array([0.0, 1.0])
+    >>> print(jnp.round(jacobian(jnp.sin)(x), 4))  # diag(cos(x))
+    [[1.     0.    ]
+     [0.     0.5403]]
     """
-    _check_callable(f, "jacobian")
-    _check_argnums(argnums, "jacobian")
+    _check_transform(f, argnums, has_aux, "jacobian")
+    check_choice("strategy", strategy, ("reverse-mode", "forward-mode"), where="jacobian")
     if strategy == "reverse-mode":
         return jax.jacrev(f, argnums=argnums, has_aux=has_aux)
-    if strategy == "forward-mode":
-        return jax.jacfwd(f, argnums=argnums, has_aux=has_aux)
-    raise ValueError(f"jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy={strategy!r}")
+    return jax.jacfwd(f, argnums=argnums, has_aux=has_aux)
 
 
 def hessian(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[..., Any]:
@@ -131,12 +141,11 @@ def hessian(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[..., Any]:
     PyTorch equivalent: ``torch.autograd.functional.hessian(f, x)`` (``torch.func.hessian``);
     forward-over-reverse, like ``torch.func.hessian``.
 
-    Example::
-
-        H = hessian(lambda x: (x ** 3).sum())(x)    # diag(6 x)
+    >>> print(hessian(lambda x: (x ** 3).sum())(jnp.array([1.0, 2.0])))  # diag(6 x)
+    [[ 6.  0.]
+     [ 0. 12.]]
     """
-    _check_callable(f, "hessian")
-    _check_argnums(argnums, "hessian")
+    _check_transform(f, argnums, False, "hessian")
     return jax.hessian(f, argnums=argnums)
 
 
@@ -152,10 +161,10 @@ def backward(f: Callable[..., Any], *args: Any, grad_outputs: Any = None, argnum
     outputs``. Returns one gradient per argument (a tuple when there are several), or for the
     arguments in ``argnums``. Nothing accumulates: call again and add, or see :func:`accumulate_grad`.
 
-    Example::
-
-        g = backward(lambda x: x * 2, tensor([1.0]))                   # [2.]
-        g = backward(lambda x: x ** 2, x, grad_outputs=jnp.ones(3))     # 2 x
+    >>> print(backward(lambda x: x * 2, jnp.array([1.0])))  # out.backward() on a one-element output
+    [2.]
+    >>> print(backward(lambda x: x ** 2, jnp.array([1.0, 2.0, 3.0]), grad_outputs=jnp.ones(3)))  # 2 x
+    [2. 4. 6.]
     """
     _check_callable(f, "backward")
     if not args:
@@ -218,9 +227,10 @@ def accumulate_grad(f: Callable[..., Any], params: Any, batches: Iterable[Any], 
     was not zeroed). Gradients are added in batch order, as torch does. The gradient function is
     jitted once and reused for every batch of the same shapes.
 
-    Example::
-
-        g = accumulate_grad(loss_fn, params, [(x1, y1), (x2, y2)])
+    >>> loss_fn = lambda w, x, y: ((w * x - y) ** 2).sum()
+    >>> g = accumulate_grad(loss_fn, 1.0, [(jnp.array([1.0]), jnp.array([0.0])), (jnp.array([2.0]), jnp.array([0.0]))])
+    >>> float(g)  # 2 * 1 + 2 * 4: the sum of both batches' gradients, like two .backward() calls
+    10.0
     """
     _check_callable(f, "accumulate_grad")
     grad_fn = jax.jit(jax.grad(f))
@@ -258,13 +268,14 @@ def no_grad(value_or_fn: Any = None, /) -> Any:
     function does. Outside any transform nothing is recorded at all, so plain inference code needs
     no ``no_grad``. Calling ``no_grad()`` with no argument raises a TypeError saying this.
 
-    Example::
-
-        y = no_grad(x * 2)                      # with torch.no_grad(): y = x * 2
-
-        @no_grad
-        def predict(model, x):
-            return model(x)
+    >>> f = lambda x: (x * no_grad(x * 2)).sum()  # with torch.no_grad(): y = x * 2
+    >>> print(grad(f)(jnp.array([1.0, 2.0])))  # only the first factor is differentiated
+    [2. 4.]
+    >>> @no_grad
+    ... def predict(w, x):
+    ...     return w * x
+    >>> float(grad(lambda w: predict(w, 3.0))(1.0))
+    0.0
     """
     if value_or_fn is None:
         raise TypeError(
@@ -309,18 +320,18 @@ def gradcheck(
     and showing both Jacobians, or ``False`` with ``raise_exception=False``. ``f`` may return an
     array or a pytree of arrays.
 
-    Example::
-
-        gradcheck(lambda x: jnp.sin(x) * x, jnp.linspace(0.1, 1.0, 5))     # True
+    >>> gradcheck(lambda x: jnp.sin(x) * x, jnp.linspace(0.1, 1.0, 5))
+    True
+    >>> gradcheck(lambda x: jax.lax.stop_gradient(x) ** 2, jnp.array([1.0]), raise_exception=False)
+    False
     """
     _check_callable(f, "gradcheck")
     if not inputs:
         raise TypeError("gradcheck: pass at least one input, gradcheck(f, *inputs)")
-    for name, value in (("eps", eps), ("atol", atol), ("rtol", rtol)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"gradcheck: {name} must be a non-negative number, got {name}={value!r}")
-    if eps == 0:
-        raise ValueError("gradcheck: eps must be > 0, got eps=0")
+    check_positive("eps", eps, where="gradcheck")
+    check_non_negative("atol", atol, where="gradcheck")
+    check_non_negative("rtol", rtol, where="gradcheck")
+    check_bool("raise_exception", raise_exception, where="gradcheck")
     with jax.enable_x64(True):
         return _gradcheck64(f, inputs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception)
 
@@ -381,10 +392,11 @@ def show_graph(f: Callable[..., Any], *args: Any, backward: bool = False, **kwar
     shapes and dtypes of every intermediate. ``backward=True`` shows the gradient computation of a
     scalar ``f`` instead (the graph ``out.backward()`` would walk).
 
-    Example::
-
-        show_graph(lambda x: ((x + 2) * (x + 2) * 3).mean(), x)
-        # { lambda ; a:f32[2,2]. let b:f32[2,2] = add a 2.0:f32[] ... in (f,) }
+    >>> text = show_graph(lambda x: ((x + 2) * 3).mean(), jnp.ones((2, 2), jnp.float32))
+    { lambda ; a:f32[2,2]. let
+        b:f32[2,2] = add a 2.0...
+    >>> "reduce_sum" in text
+    True
     """
     _check_callable(f, "show_graph")
     target = jax.grad(f) if backward else f

@@ -253,10 +253,16 @@ def test_gradcheck_catches_a_wrong_custom_vjp():
 def test_gradcheck_input_errors():
     with pytest.raises(ValueError, match="no floating-point input"):
         fgrad.gradcheck(lambda n: n * 2, jnp.arange(3))
-    with pytest.raises(ValueError, match="gradcheck: eps must be a non-negative number, got eps=-1"):
+    with pytest.raises(ValueError, match="gradcheck: eps must be > 0 and finite, got eps=-1"):
         fgrad.gradcheck(jnp.sin, jnp.ones(2), eps=-1)
     with pytest.raises(ValueError, match="gradcheck: eps must be > 0"):
         fgrad.gradcheck(jnp.sin, jnp.ones(2), eps=0)
+    with pytest.raises(TypeError, match=r"gradcheck: atol must be a number, got '1e-5' \(str\)"):
+        fgrad.gradcheck(jnp.sin, jnp.ones(2), atol="1e-5")
+    with pytest.raises(ValueError, match="gradcheck: rtol must be >= 0 and finite, got rtol=-0.1"):
+        fgrad.gradcheck(jnp.sin, jnp.ones(2), rtol=-0.1)
+    with pytest.raises(TypeError, match=r"gradcheck: raise_exception must be a bool \(True or False\), got 0"):
+        fgrad.gradcheck(jnp.sin, jnp.ones(2), raise_exception=0)
     with pytest.raises(TypeError, match="gradcheck: pass at least one input"):
         fgrad.gradcheck(jnp.sin)
 
@@ -287,12 +293,17 @@ def test_transform_argument_errors(transform):
         match=f"{transform.__name__}: argnums must be an int or a sequence of ints, got argnums='x'",
     ):
         transform(jnp.sin, argnums="x")
+    with pytest.raises(ValueError, match=f"{transform.__name__}: argnums must name at least one argument"):
+        transform(jnp.sin, argnums=())
+    if transform is not fgrad.hessian:
+        with pytest.raises(TypeError, match=f"{transform.__name__}: has_aux must be a bool .*got 1 \\(int\\)"):
+            transform(jnp.sin, has_aux=1)
 
 
 def test_other_callable_errors():
     with pytest.raises(
         ValueError,
-        match="jacobian: strategy must be 'reverse-mode' or 'forward-mode', got strategy='central'",
+        match="jacobian: strategy must be one of 'reverse-mode', 'forward-mode'; got strategy='central'",
     ):
         fgrad.jacobian(jnp.sin, strategy="central")
     for fn, name in (
