@@ -9,17 +9,16 @@ training loop, the fused ``lax.scan`` loop and a resumed run all call that same 
 exactly the same batches. Torch's global-generator permutations cannot be reproduced in JAX; parity
 tests feed torch the permutation computed here instead.
 
-Example::
-
-    import jax
-    from fnml import data
-
-    train_idx, val_idx = data.random_split(jax.random.key(0), 100, [0.8, 0.2])
-    scaler = data.Standardizer.fit(X[train_idx])            # statistics of the training split only
-    loader = data.DataLoader(scaler.transform(X[train_idx]), Y[train_idx], batch_size=16,
-                             shuffle=True, key=jax.random.key(1))
-    for xb, yb in loader:
-        ...
+>>> import jax
+>>> import numpy as np
+>>> from fnml import data
+>>> X, Y = np.arange(20.0).reshape(10, 2), np.arange(10)
+>>> train_idx, val_idx = data.random_split(jax.random.key(0), 10, [0.8, 0.2])
+>>> scaler = data.Standardizer.fit(X[train_idx])  # statistics of the training split only
+>>> loader = data.DataLoader(scaler.transform(X[train_idx]), Y[train_idx], batch_size=4,
+...                          shuffle=True, key=jax.random.key(1))
+>>> [tuple(xb.shape) for xb, yb in loader]  # 8 training samples: two batches of 4
+[(4, 2), (4, 2)]
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnml._validation import check_positive_int
+from fnml._validation import check_bool, check_int, check_key, check_number, check_positive_int
 
 __all__ = [
     "DataLoader",
@@ -45,15 +44,6 @@ __all__ = [
     "random_split",
     "split_lengths",
 ]
-
-
-def _check_key(name: str, key: Any, *, where: str) -> None:
-    """``key`` is a typed jax key (``jax.random.key``) or a raw uint32 (2,) key (``PRNGKey``)."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return
-    if hasattr(key, "shape") and hasattr(key, "dtype") and key.dtype == np.uint32 and key.shape == (2,):
-        return
-    raise TypeError(f"{where}: {name} must be a jax.random key (jax.random.key(seed)), got {key!r}")
 
 
 def _length(arrays: Sequence[Any], *, where: str) -> int:
@@ -81,10 +71,17 @@ def split_lengths(n: int, lengths: Sequence[float]) -> list[int]:
     PyTorch equivalent: the length computation inside ``torch.utils.data.random_split``.
     Fractions: ``floor(n * f)`` each, then the remainder is added one by one round-robin starting at
     the first split. Counts must sum to ``n``.
+
+    >>> split_lengths(10, [0.7, 0.15, 0.15]), split_lengths(10, [6, 4])
+    ([8, 1, 1], [6, 4])
     """
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, (Sequence, np.ndarray)):
+        raise TypeError(f"random_split: lengths must be a sequence of counts or fractions, got lengths={lengths!r}")
     lengths = list(lengths)
     if not lengths:
         raise ValueError("random_split: lengths must be a non-empty sequence, got []")
+    for index, length in enumerate(lengths):
+        check_number(f"lengths[{index}]", length, where="random_split")
     total = sum(lengths)
     if math.isclose(total, 1) and total <= 1:
         sizes = []
@@ -121,12 +118,15 @@ def random_split(key: jax.Array, dataset: Any, lengths: Sequence[float]) -> tupl
     ``jax.random.permutation(key, n)``; torch's generator draws a different one (random streams
     never match across frameworks), the split sizes are identical.
 
-    Example::
-
-        train_idx, val_idx, test_idx = random_split(jax.random.key(0), 1797, [0.7, 0.15, 0.15])
-        (X_tr, Y_tr), (X_va, Y_va) = random_split(jax.random.key(0), (X, Y), [0.8, 0.2])
+    >>> train_idx, val_idx, test_idx = random_split(jax.random.key(0), 10, [0.7, 0.15, 0.15])
+    >>> len(train_idx), len(val_idx), len(test_idx)  # floor(n * f), the remainder round-robin, as torch
+    (8, 1, 1)
+    >>> X, Y = np.arange(20.0).reshape(10, 2), np.arange(10)
+    >>> (X_tr, Y_tr), (X_va, Y_va) = random_split(jax.random.key(0), (X, Y), [0.8, 0.2])
+    >>> X_tr.shape, Y_va.shape
+    ((8, 2), (2,))
     """
-    _check_key("key", key, where="random_split")
+    check_key("key", key, where="random_split")
     if isinstance(dataset, (int, np.integer)) and not isinstance(dataset, bool):
         if dataset < 1:
             raise ValueError(f"random_split: the dataset is empty; got n={dataset}, expected n >= 1")
@@ -158,14 +158,31 @@ class Standardizer:
 
     ``mean``, ``scale``: (features...) arrays over the leading sample axis.
 
-    Example::
-
-        scaler = Standardizer.fit(X_train)
-        X_train, X_val = scaler.transform(X_train), scaler.transform(X_val)
+    >>> scaler = Standardizer.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    >>> print(scaler.mean, scaler.scale)  # the constant feature gets scale 1
+    [2. 5.] [1. 1.]
+    >>> print(scaler.transform(np.array([[2.0, 5.0], [4.0, 6.0]])))
+    [[0. 0.]
+     [2. 1.]]
     """
 
     mean: jax.Array
     scale: jax.Array
+
+    def __post_init__(self) -> None:
+        # Built by fit() or directly (e.g. from saved statistics): same shapes, positive scales.
+        for name in ("mean", "scale"):
+            value = getattr(self, name)
+            array = value if isinstance(value, jax.Array) else np.asarray(value)
+            if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+                raise TypeError(f"Standardizer: {name} must be a real numeric array, got dtype {array.dtype}")
+            object.__setattr__(self, name, jnp.asarray(array))
+        if self.mean.shape != self.scale.shape:
+            raise ValueError(
+                f"Standardizer: mean and scale must have the same shape, got {self.mean.shape} and {self.scale.shape}"
+            )
+        if not isinstance(self.scale, jax.core.Tracer) and not bool(jnp.all(self.scale > 0)):
+            raise ValueError("Standardizer: every scale must be > 0 (constant features use scale 1)")
 
     @classmethod
     def fit(cls, X: Any) -> Standardizer:
@@ -199,7 +216,13 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
     """How many batches one epoch has: ``n // batch_size`` or ``ceil(n / batch_size)``.
 
     PyTorch equivalent: ``len(DataLoader(..., batch_size, drop_last))``.
+
+    >>> num_batches(10, 4), num_batches(10, 4, drop_last=True)
+    (3, 2)
     """
+    check_int("n", n, minimum=0, where="num_batches")
+    check_positive_int("batch_size", batch_size, where="num_batches")
+    check_bool("drop_last", drop_last, where="num_batches")
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -210,13 +233,20 @@ def epoch_permutation(key: jax.Array, n: int, epoch: Any) -> jax.Array:
 
     The single definition of the data order shared by :class:`DataLoader`, ``train.fit`` (fused and
     unfused) and resumed runs.
+
+    >>> order = epoch_permutation(jax.random.key(0), 5, 0)
+    >>> sorted(order.tolist())
+    [0, 1, 2, 3, 4]
+    >>> bool((order == epoch_permutation(jax.random.key(0), 5, 0)).all())  # same key and epoch, same order
+    True
     """
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
 def _check_batching(n: int, batch_size: Any, drop_last: bool, *, where: str) -> None:
-    """``batch_size`` positive, and at least one batch with ``drop_last``."""
+    """``batch_size`` positive, ``drop_last`` a bool, and at least one batch with ``drop_last``."""
     check_positive_int("batch_size", batch_size, where=where)
+    check_bool("drop_last", drop_last, where=where)
     if drop_last and batch_size > n:
         raise ValueError(
             f"{where}: batch_size={batch_size} is larger than the dataset ({n} samples) with drop_last=True; "
@@ -238,13 +268,20 @@ def batch_indices(
     PyTorch equivalent: ``list(BatchSampler(RandomSampler or SequentialSampler, batch_size, drop_last))``.
     With ``shuffle`` the order is :func:`epoch_permutation` ``(key, n, epoch)``. Parity tests feed these
     exact indices to torch so both sides train on identical batches.
+
+    >>> [batch.tolist() for batch in batch_indices(5, 2)]
+    [[0, 1], [2, 3], [4]]
+    >>> [batch.tolist() for batch in batch_indices(5, 2, drop_last=True)]
+    [[0, 1], [2, 3]]
     """
     check_positive_int("n", n, where="batch_indices")
     _check_batching(n, batch_size, drop_last, where="batch_indices")
+    check_bool("shuffle", shuffle, where="batch_indices")
+    check_int("epoch", epoch, minimum=0, where="batch_indices")
     if shuffle:
         if key is None:
             raise ValueError("batch_indices: shuffle=True needs key=jax.random.key(seed), got key=None")
-        _check_key("key", key, where="batch_indices")
+        check_key("key", key, where="batch_indices")
         order = np.array(epoch_permutation(key, n, epoch))  # a writable copy (torch.as_tensor warns otherwise)
     else:
         order = np.arange(n)
@@ -263,7 +300,13 @@ def epoch_batches(
     ``(k, B, ...)`` (k full batches of size B), ``remainder[i]`` is the last partial batch
     ``arrays[i][order[k * B:]]`` or ``None`` when there is none (or ``drop_last``).
     Batch ``j`` of ``stacked`` holds exactly the samples of :func:`batch_indices`'s batch ``j``.
+
+    >>> stacked, remainder = epoch_batches((jnp.arange(5.0),), jnp.arange(5), 2)
+    >>> stacked[0].shape, remainder[0].shape  # 2 batches of 2, then 1 sample
+    ((2, 2), (1,))
     """
+    check_positive_int("batch_size", batch_size, where="epoch_batches")
+    check_bool("drop_last", drop_last, where="epoch_batches")
     n = order.shape[0]
     full = n // batch_size
     # (full * B,) -> (full, B): one gather per array builds every batch of the epoch at once.
@@ -286,12 +329,13 @@ class DataLoader:
     :func:`epoch_permutation` ``(key, n, e)``, so ``loader.epoch(e)`` replays any epoch exactly.
     Difference from torch: ``shuffle=True`` requires an explicit ``key`` (no global generator).
 
-    Example::
-
-        loader = DataLoader(X, Y, batch_size=32, shuffle=True, key=jax.random.key(0))
-        for epoch in range(3):
-            for xb, yb in loader:
-                ...
+    >>> X, Y = np.arange(20.0).reshape(10, 2), np.arange(10)
+    >>> loader = DataLoader(X, Y, batch_size=4, shuffle=True, key=jax.random.key(0))
+    >>> len(loader), [tuple(xb.shape) for xb, yb in loader]  # the last batch is smaller
+    (3, [(4, 2), (4, 2), (2, 2)])
+    >>> epoch_1 = [yb.tolist() for _, yb in loader]  # each iter() is the next epoch, reshuffled
+    >>> epoch_1 == [yb.tolist() for _, yb in loader.epoch(1)]  # any epoch can be replayed
+    True
     """
 
     def __init__(
@@ -305,10 +349,11 @@ class DataLoader:
         self.arrays = tuple(jnp.asarray(a) for a in arrays)
         self.n = _length(self.arrays, where="DataLoader")
         _check_batching(self.n, batch_size, drop_last, where="DataLoader")
+        check_bool("shuffle", shuffle, where="DataLoader")
         if shuffle:
             if key is None:
                 raise ValueError("DataLoader: shuffle=True needs key=jax.random.key(seed), got key=None")
-            _check_key("key", key, where="DataLoader")
+            check_key("key", key, where="DataLoader")
         self.batch_size, self.shuffle, self.drop_last, self.key = batch_size, shuffle, drop_last, key
         self._next_epoch = 0
 
