@@ -11,18 +11,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fnml import functional as F
 from fnml._validation import check_positive_int
 from fnml.layers.base import (
     Module,
+    _compute_dtype,
     _fan_in_bound,
     torch_uniform,
 )
 
-__all__ = ["Linear", "Identity"]
+__all__ = ["Linear", "Identity", "NonDynamicallyQuantizableLinear"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Linear, Conv2d
+# Linear
 # --------------------------------------------------------------------------------------------------
 
 
@@ -32,8 +34,9 @@ class Linear(Module, nnx.Linear):
     PyTorch equivalent: ``torch.nn.Linear(in_features, out_features, bias=True)``.
 
     Shapes: ``x: (*, in_features) -> (*, out_features)``. ``kernel`` is ``(in_features, out_features)`` =
-    torch ``weight.T``; ``bias`` is ``(out_features,)`` or None. Built on ``nnx.Linear`` (same math);
-    only the initialisation differs from flax's: weight AND bias ~ U(-1/sqrt(in_features),
+    torch ``weight.T``; ``bias`` is ``(out_features,)`` or None. Built on ``nnx.Linear`` (same parameters);
+    the call is :func:`fnml.functional.linear` with ``weight = kernel.T`` (XLA folds the transpose into the
+    contraction). Only the initialisation differs from flax's: weight AND bias ~ U(-1/sqrt(in_features),
     1/sqrt(in_features)) as in torch (flax: truncated lecun-normal kernel, zero bias). ``param_dtype``
     is the parameter dtype (float64 for exactness checks); ``dtype`` the computation dtype (None:
     promote input and parameters).
@@ -80,10 +83,21 @@ class Linear(Module, nnx.Linear):
                 f"Linear(in_features={self.in_features}) got an input with {x.shape[-1]} features "
                 f"(last axis of shape {x.shape}); expected {self.in_features}"
             )
-        return super().__call__(x)
+        bias = None if self.bias is None else self.bias[...]
+        dtype = _compute_dtype(self.dtype, x, self.kernel[...], *(() if bias is None else (bias,)))
+        weight = self.kernel[...].astype(dtype).T  # fnml kernel (in, out) -> torch weight (out, in)
+        return F.linear(x.astype(dtype), weight, None if bias is None else bias.astype(dtype))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"
+
+
+class NonDynamicallyQuantizableLinear(Linear):
+    """A :class:`Linear` under torch's class name for ``MultiheadAttention.out_proj`` (so ``print`` matches).
+
+    PyTorch equivalent: ``torch.nn.modules.linear.NonDynamicallyQuantizableLinear`` (a Linear that
+    torch's quantisation tooling skips; same math, parameters and initialisation).
+    """
 
 
 class Identity(Module):

@@ -5,23 +5,49 @@ PyTorch equivalent: ``torch/nn/modules/batchnorm.py``, ``normalization.py``.
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from fnml._validation import check_in_interval, check_ndim, check_number, check_positive_int
+from fnml import functional as F
+from fnml._validation import (
+    check_bool,
+    check_in_interval,
+    check_ndim,
+    check_non_negative,
+    check_number,
+    check_positive,
+    check_positive_int,
+)
 from fnml.layers.base import (
     Module,
     _compute_dtype,
     _int_dtype,
 )
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "RMSNorm",
+    "LocalResponseNorm",
+]
+
+
+def _params(variable: Any) -> jax.Array | None:
+    """The array of an optional parameter / buffer (None stays None)."""
+    return None if variable is None else variable[...]
+
+
+def _cast(array: jax.Array | None, dtype: Any) -> jax.Array | None:
+    return None if array is None else array.astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,39 +114,29 @@ class _BatchNorm(Module):
             )
         training = not self.use_running_average
         use_batch_stats = training or not self.track_running_stats
-        axes = tuple(range(x.ndim - 1))
-        count = math.prod(x.shape[:-1])
-        dtype = _compute_dtype(self.dtype, x, *(v[...] for v in (self.weight,) if v is not None))
-        x = x.astype(dtype)
-        if use_batch_stats:
-            if training and count <= 1:
-                raise ValueError(
-                    f"{self._name}: expected more than 1 value per channel when training, got input shape {x.shape}"
-                )
-            mean = jnp.mean(x, axis=axes)
-            # Two-pass variance; torch normalises with the biased one and tracks the unbiased one.
-            centred_sum_sq = jnp.sum(jnp.square(x - mean), axis=axes)
-            var = centred_sum_sq / count
-            if training and self.track_running_stats:
-                tracked = self.num_batches_tracked[...] + 1
-                self.num_batches_tracked[...] = tracked
-                if self.momentum is None:  # cumulative moving average, as torch
-                    factor = 1.0 / tracked.astype(self.running_mean[...].dtype)
-                else:
-                    factor = self.momentum
-                stat_dtype = self.running_mean[...].dtype
-                unbiased = lax.stop_gradient(centred_sum_sq / (count - 1)).astype(stat_dtype)
-                batch_mean = lax.stop_gradient(mean).astype(stat_dtype)
-                self.running_mean[...] = factor * batch_mean + (1 - factor) * self.running_mean[...]
-                self.running_var[...] = factor * unbiased + (1 - factor) * self.running_var[...]
-        else:
-            mean = self.running_mean[...].astype(dtype)
-            var = self.running_var[...].astype(dtype)
-        y = (x - mean) * lax.rsqrt(var + jnp.asarray(self.eps, dtype))
-        if self.weight is not None:
-            y = y * self.weight[...].astype(dtype)
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)
+        weight, bias = _params(self.weight), _params(self.bias)
+        dtype = _compute_dtype(self.dtype, x, *(v for v in (weight,) if v is not None))
+        update = training and self.track_running_stats
+        momentum = self.momentum
+        if update:
+            tracked = self.num_batches_tracked[...] + 1
+            self.num_batches_tracked[...] = tracked
+            if self.momentum is None:  # cumulative moving average, as torch
+                momentum = 1.0 / tracked.astype(self.running_mean[...].dtype)
+        y, mean, var = F.batch_norm_with_stats(
+            x.astype(dtype),
+            _params(self.running_mean),
+            _params(self.running_var),
+            _cast(weight, dtype),
+            _cast(bias, dtype),
+            use_batch_stats,
+            momentum,
+            self.eps,
+            channels_last=True,
+        )
+        if update:
+            self.running_mean[...] = mean
+            self.running_var[...] = var
         return y
 
     def extra_repr(self) -> str:
@@ -237,22 +253,295 @@ class LayerNorm(Module):
                 f"LayerNorm(normalized_shape={self.normalized_shape}) got an input of shape {x.shape}; its "
                 f"trailing axes must be {self.normalized_shape}"
             )
-        axes = tuple(range(x.ndim - k, x.ndim))
-        params = [p[...] for p in (self.weight, self.bias) if p is not None]
-        dtype = _compute_dtype(self.dtype, x, *params)
-        x = x.astype(dtype)
-        mean = jnp.mean(x, axis=axes, keepdims=True)
-        centred = x - mean
-        var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
-        y = centred * lax.rsqrt(var + jnp.asarray(self.eps, dtype))
-        if self.weight is not None:
-            y = y * self.weight[...].astype(dtype)
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)
-        return y
+        weight, bias = _params(self.weight), _params(self.bias)
+        dtype = _compute_dtype(self.dtype, x, *(p for p in (weight, bias) if p is not None))
+        return F.layer_norm(x.astype(dtype), self.normalized_shape, _cast(weight, dtype), _cast(bias, dtype), self.eps)
 
     def extra_repr(self) -> str:
         return (
             f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
             f"bias={self.bias is not None}"
         )
+
+
+class GroupNorm(Module):
+    """Group normalisation over channels-last data ``(N, *, C)``, torch's numbers and init.
+
+    PyTorch equivalent: ``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5, affine=True, *,
+    bias=True)`` (torch takes ``(N, C, *)``: here the channel axis is LAST, like the other fnml layers).
+
+    The ``num_channels`` channels are split into ``num_groups`` consecutive groups; each (sample, group)
+    is normalised with its mean and biased variance over the group's channels and the spatial axes, then
+    scaled by the per-channel ``weight`` (ones) and shifted by ``bias`` (zeros). Calls
+    :func:`fnml.functional.group_norm` with ``channels_last=True``.
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> gn = layers.GroupNorm(2, 4)
+    >>> gn
+    GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)
+    >>> gn(jnp.ones((3, 5, 4))).shape
+    (3, 5, 4)
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        bias: bool = True,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
+        where = "GroupNorm"
+        check_positive_int("num_groups", num_groups, where=where)
+        check_positive_int("num_channels", num_channels, where=where)
+        if num_channels % num_groups:
+            raise ValueError(f"{where}: num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        check_positive("eps", eps, where=where)
+        check_bool("affine", affine, where=where)
+        check_bool("bias", bias, where=where)
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        shape = (num_channels,)
+        self.weight = nnx.Param(jnp.ones(shape, param_dtype)) if affine else nnx.data(None)
+        self.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if affine and bias else nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim < 2 or x.shape[-1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm(num_channels={self.num_channels}) expects channels-last input (N, *, "
+                f"{self.num_channels}), got shape {x.shape}"
+            )
+        weight, bias = _params(self.weight), _params(self.bias)
+        dtype = _compute_dtype(self.dtype, x, *(p for p in (weight, bias) if p is not None))
+        return F.group_norm(
+            x.astype(dtype), self.num_groups, _cast(weight, dtype), _cast(bias, dtype), self.eps, channels_last=True
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class _InstanceNorm(_BatchNorm):
+    """Shared InstanceNorm: BatchNorm's parameters and buffers, per-sample statistics."""
+
+    _spatial = 1
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        *,
+        bias: bool = True,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
+        super().__init__(
+            num_features,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            bias=bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        check_ndim("input", x.shape, self._ranks, where=f"{self._name} ({self._layout})")
+        if x.shape[-1] != self.num_features:
+            if self.affine or self.track_running_stats:
+                raise ValueError(
+                    f"{self._name}(num_features={self.num_features}) got an input with {x.shape[-1]} channels "
+                    f"(last axis of channels-last shape {x.shape}); expected {self.num_features}"
+                )
+            # torch only warns here: without affine parameters or running statistics num_features is unused.
+            warnings.warn(
+                f"{self._name}: the input's channel axis ({x.shape[-1]}) does not match num_features="
+                f"{self.num_features}, which is unused because affine=False",
+                UserWarning,
+                stacklevel=2,
+            )
+        unbatched = x.ndim == self._spatial + 1
+        if unbatched:
+            x = x[None]  # (*spatial, C) -> (1, *spatial, C)
+        training = not self.use_running_average
+        use_input_stats = training or not self.track_running_stats
+        weight, bias = _params(self.weight), _params(self.bias)
+        dtype = _compute_dtype(self.dtype, x, *(v for v in (weight,) if v is not None))
+        y, mean, var = F.instance_norm_with_stats(
+            x.astype(dtype),
+            _params(self.running_mean),
+            _params(self.running_var),
+            _cast(weight, dtype),
+            _cast(bias, dtype),
+            use_input_stats,
+            self.momentum if self.momentum is not None else 0.0,  # torch: momentum=None never moves the stats
+            self.eps,
+            channels_last=True,
+        )
+        if self.track_running_stats and use_input_stats:
+            self.running_mean[...] = mean
+            self.running_var[...] = var
+        return y[0] if unbatched else y
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation over channels-last sequences ``(N, L, C)`` or unbatched ``(L, C)``.
+
+    PyTorch equivalent: ``torch.nn.InstanceNorm1d(num_features, eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False, *, bias=True)`` (torch takes ``(N, C, L)`` / ``(C, L)``: channel axis LAST here).
+
+    Each (sample, channel) is normalised over L with its own mean and biased variance. With
+    ``track_running_stats=True`` training mode also updates ``running_mean`` / ``running_var`` (torch's
+    rule: the batch average of each sample's momentum update, with the UNBIASED variance) and eval mode
+    (``model.eval()``) normalises with them; ``num_batches_tracked`` exists, as in torch, but instance
+    norm never increments it, and ``momentum=None`` leaves the statistics unchanged (torch passes 0).
+    ``affine=True`` adds ``weight`` (ones) and ``bias`` (zeros). Same attribute names as BatchNorm1d.
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.InstanceNorm1d(3, affine=True)
+    InstanceNorm1d(3, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=False)
+    >>> layers.InstanceNorm1d(3)(jnp.ones((2, 5, 3))).shape
+    (2, 5, 3)
+    """
+
+    _name = "InstanceNorm1d"
+    _ranks = (2, 3)
+    _layout = "channels-last (N, L, C) or unbatched (L, C)"
+    _spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation over channels-last images ``(N, H, W, C)`` or unbatched ``(H, W, C)``.
+
+    PyTorch equivalent: ``torch.nn.InstanceNorm2d(num_features, eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False, *, bias=True)`` (torch takes NCHW / CHW: channel axis LAST here).
+
+    Same rules as :class:`InstanceNorm1d`, with statistics over (H, W) per sample and channel.
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.InstanceNorm2d(3)(jnp.ones((2, 4, 4, 3))).shape
+    (2, 4, 4, 3)
+    """
+
+    _name = "InstanceNorm2d"
+    _ranks = (3, 4)
+    _layout = "channels-last (N, H, W, C) or unbatched (H, W, C)"
+    _spatial = 2
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the trailing ``normalized_shape`` axes, torch's eps default.
+
+    PyTorch equivalent: ``torch.nn.RMSNorm(normalized_shape, eps=None, elementwise_affine=True)``.
+
+    ``y = x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` axes; ``weight``
+    (ones, shape ``normalized_shape``) or none with ``elementwise_affine=False``; no bias. ``eps=None``
+    (torch's default) is the machine epsilon of the computation dtype (see
+    :func:`fnml.functional.rms_norm`).
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.RMSNorm((2, 3))
+    RMSNorm((2, 3), eps=None, elementwise_affine=True)
+    >>> layers.RMSNorm(3)(jnp.ones((4, 3))).shape
+    (4, 3)
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ):
+        where = "RMSNorm"
+        shape = F._normalized_shape(normalized_shape, where)
+        if eps is not None:
+            check_non_negative("eps", eps, where=where)
+        check_bool("elementwise_affine", elementwise_affine, where=where)
+        self.normalized_shape = shape
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.weight = nnx.Param(jnp.ones(shape, param_dtype)) if elementwise_affine else nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        k = len(self.normalized_shape)
+        if x.ndim < k or tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ValueError(
+                f"RMSNorm(normalized_shape={self.normalized_shape}) got an input of shape {x.shape}; its "
+                f"trailing axes must be {self.normalized_shape}"
+            )
+        weight = _params(self.weight)
+        dtype = _compute_dtype(self.dtype, x, *(() if weight is None else (weight,)))
+        return F.rms_norm(x.astype(dtype), self.normalized_shape, _cast(weight, dtype), self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class LocalResponseNorm(Module):
+    """Local response normalisation across the channels of channels-last data ``(N, *, C)`` (at least 3-D).
+
+    PyTorch equivalent: ``torch.nn.LocalResponseNorm(size, alpha=1e-4, beta=0.75, k=1.0)`` (torch takes
+    ``(N, C, *)``: channel axis LAST here).
+
+    ``y = x / (k + alpha / size * sum of x**2 over size neighbouring channels) ** beta``, zero-padded at the
+    ends (see :func:`fnml.functional.local_response_norm`). No parameters.
+
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.LocalResponseNorm(2)
+    LocalResponseNorm(2, alpha=0.0001, beta=0.75, k=1.0)
+    >>> layers.LocalResponseNorm(2)(jnp.ones((1, 4, 3))).shape
+    (1, 4, 3)
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        where = "LocalResponseNorm"
+        check_positive_int("size", size, where=where)
+        for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+            check_number(name, value, where=where)
+        self.size = size
+        self.alpha = alpha
+        self.beta = beta
+        self.k = k
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim < 3:
+            raise ValueError(
+                f"LocalResponseNorm: expected a channels-last input of at least 3 dimensions (N, *, C), got shape "
+                f"{x.shape}"
+            )
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k, channels_last=True)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
