@@ -44,6 +44,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from fnml._validation import check_non_negative, check_number
+
 # The tour's parent process reads lines that start with this marker.
 PARITY_MARKER = "PARITY"
 # Width used when stdout is not a terminal (a file, a pipe, a test's capture).
@@ -82,6 +84,13 @@ def function_body(fn: Callable[..., Any]) -> str:
     """Source of ``fn`` without its ``def`` line (and decorators), dedented.
 
     PyTorch equivalent: none (the tour's presentation layer).
+
+    >>> def fnml_side():
+    ...     e = 1 + 1
+    ...     return e
+    >>> print(function_body(fnml_side))
+    e = 1 + 1
+    return e
     """
     source = textwrap.dedent(inspect.getsource(fn))
     lines = source.splitlines()
@@ -104,6 +113,9 @@ def run_captured(fn: Callable[[], Any]) -> tuple[Any, str]:
     """Call ``fn()`` and return ``(its result, what it printed)``.
 
     PyTorch equivalent: none (the tour's presentation layer).
+
+    >>> run_captured(lambda: print("hello") or 42)
+    (42, 'hello')
     """
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -115,6 +127,10 @@ def to_numpy_tree(value: Any) -> Any:
     """Convert torch tensors / jax arrays / numbers inside a pytree-like value to numpy arrays.
 
     PyTorch equivalent: ``tensor.detach().cpu().numpy()`` over a tree.
+
+    >>> import torch
+    >>> to_numpy_tree({"w": torch.ones(2), "b": [0.5]})
+    {'w': array([1., 1.], dtype=float32), 'b': [array(0.5)]}
     """
     if isinstance(value, dict):
         return {k: to_numpy_tree(v) for k, v in value.items()}
@@ -129,6 +145,10 @@ def max_abs_diff(expected: Any, actual: Any) -> float:
     """Largest |expected - actual| over matching leaves (dicts by key, sequences by position).
 
     PyTorch equivalent: ``(a - b).abs().max()`` over matching leaves.
+
+    >>> import torch
+    >>> max_abs_diff({"w": torch.tensor([1.0, 2.0])}, {"w": np.array([1.0, 2.5])})
+    0.5
     """
     expected, actual = to_numpy_tree(expected), to_numpy_tree(actual)
     if isinstance(expected, dict):
@@ -153,11 +173,22 @@ class ParityCheck:
     """One measured comparison: a label, the max |difference| and the tolerance it must meet.
 
     PyTorch equivalent: none (the tour's presentation layer).
+
+    A NaN or infinite difference never passes.
+
+    >>> ParityCheck("loss", 2e-7, 1e-6).passed, ParityCheck("loss", float("nan"), 1e-6).passed
+    (True, False)
     """
 
     label: str
     max_abs_diff: float
     tol: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str):
+            raise TypeError(f"ParityCheck: label must be a str, got {self.label!r} ({type(self.label).__name__})")
+        check_number("max_abs_diff", self.max_abs_diff, where="ParityCheck")  # NaN allowed: it fails
+        check_non_negative("tol", self.tol, where="ParityCheck")
 
     @property
     def passed(self) -> bool:
@@ -212,6 +243,7 @@ class SideBySide:
 
     def record(self, label: str, diff: float, *, tol: float) -> ParityCheck:
         """Record an already measured difference (e.g. a per-step trajectory maximum)."""
+        check_non_negative("tol", tol, where="SideBySide.record")
         result = ParityCheck(label, float(diff), float(tol))
         self.checks.append(result)
         status = "ok" if result.passed else "FAIL"
@@ -242,6 +274,13 @@ def parse_parity_line(line: str) -> dict[str, Any] | None:
     """Parse a line written by :meth:`SideBySide.finish`; None if it is not one.
 
     PyTorch equivalent: none (the tour's presentation layer).
+
+    >>> line = "PARITY 01 tensors: max|diff| = 0 over 5 checks; tightest: e + e (0 vs tol 0e+00) PASS"
+    >>> parsed = parse_parity_line(line)
+    >>> parsed["name"], parsed["checks"], parsed["passed"]
+    ('01 tensors', 5, True)
+    >>> parse_parity_line("loss 0.25") is None
+    True
     """
     if not line.startswith(PARITY_MARKER + " "):
         return None
