@@ -61,31 +61,40 @@ def _is_lower_precision_layer(module: Any) -> bool:
 
 
 def apply_autocast(model: nnx.Module, dtype: Any) -> None:
-    """Set the computation dtype of every matmul/conv layer of ``model`` (a copy built while tracing)."""
+    """torch's autocast on ``model`` (a copy built while tracing): matmul/conv layers compute in ``dtype``.
+
+    Each such layer gets its computation ``dtype`` attribute (the flax convention every fnml matmul/conv layer
+    reads): input, kernel and bias are cast to ``dtype`` and the result is ``dtype``. flax's own
+    ``nnx.Linear``/``nnx.Conv`` also get ``preferred_element_type=float32``: products accumulated in float32
+    and the bias added before any rounding, which is the value torch's autocast ``addmm`` rounds once.
+    """
     for _, module in nnx.iter_modules(model):
         if _is_lower_precision_layer(module):
             module.dtype = dtype
+            if isinstance(module, _LOWER_PRECISION_NNX) and hasattr(module, "preferred_element_type"):
+                module.preferred_element_type = jnp.float32
 
 
-def upcast(tree: Any) -> Any:
-    """bfloat16/float16 leaves -> float32 (what torch's float32-list ops, the losses, do to their inputs)."""
+def loss_input(tree: Any, dtype: Any) -> Any:
+    """The model's floating outputs as torch's autocast hands them to a loss: rounded to ``dtype``, then float32."""
 
     def cast(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and leaf.dtype in (jnp.bfloat16, jnp.float16):
-            return leaf.astype(jnp.float32)
+        if isinstance(leaf, jax.Array) and leaf.dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+            return leaf.astype(dtype).astype(jnp.float32)
         return leaf
 
     return jax.tree.map(cast, tree)
 
 
 class _AutocastModel:
-    """The module as the general ``loss_fn`` sees it under autocast: its outputs come back in float32."""
+    """The module as a loss sees it under autocast: outputs rounded to the autocast dtype, returned in float32."""
 
-    def __init__(self, module: nnx.Module) -> None:
+    def __init__(self, module: nnx.Module, dtype: Any) -> None:
         object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_dtype", dtype)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return upcast(self._module(*args, **kwargs))
+        return loss_input(self._module(*args, **kwargs), self._dtype)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
@@ -163,7 +172,7 @@ def pure_train_step(
             seen = model
             if compute_dtype is not None:
                 apply_autocast(model, compute_dtype)
-                seen = _AutocastModel(model)
+                seen = _AutocastModel(model, compute_dtype)
             out = loss_fn(seen, *batch)
             loss, aux = out if has_aux else (out, None)
             new_rest = nnx.state(model, nnx.Not(nnx.Param))
@@ -226,7 +235,7 @@ def pure_eval_step(
         seen = model
         if compute_dtype is not None:
             apply_autocast(model, compute_dtype)
-            seen = _AutocastModel(model)
+            seen = _AutocastModel(model, compute_dtype)
         if loss_fn is not None:
             out = loss_fn(seen, *batch)
             return {"loss": out[0], "aux": out[1]} if has_aux else {"loss": out}
