@@ -111,16 +111,42 @@ def _as_tuple(inputs: Any) -> tuple:
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
-def _torch_inputs(inputs: tuple) -> tuple:
-    """Inputs for the torch model: tensors as given, numpy / jax arrays as tensors."""
+def _map_structure(fn: Callable[[Any], Any], value: Any) -> Any:
+    """Apply ``fn`` to every leaf of nested tuples / lists / dicts, keeping the structure (``(x, (h0, c0))``)."""
+    if isinstance(value, dict):
+        return {key: _map_structure(fn, item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_structure(fn, item) for item in value)
+    return fn(value)
+
+
+def _is_plain_value(value: Any) -> bool:
+    """None, Python scalars and strings: passed to both models unchanged (flags, sizes)."""
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _torch_inputs(inputs: Any) -> Any:
+    """Inputs for the torch model, any structure: tensors as given, numpy / jax arrays as tensors."""
     import torch
 
-    return tuple(v if _is_tensor(v) or v is None else torch.from_numpy(np.array(_numpy(v))) for v in inputs)
+    def leaf(v: Any) -> Any:
+        return v if _is_tensor(v) or _is_plain_value(v) else torch.from_numpy(np.array(_numpy(v)))
+
+    return _map_structure(leaf, inputs)
 
 
-def _fnml_inputs(inputs: tuple) -> tuple:
-    """The same values as jax arrays (x64 off: float64 becomes float32, as the fnml model computes)."""
-    return tuple(v if v is None else jnp.asarray(_numpy(v)) for v in inputs)
+def _fnml_inputs(inputs: Any) -> Any:
+    """The same values as jax arrays, same structure (x64 off: float64 becomes float32, as the fnml model computes)."""
+    return _map_structure(lambda v: v if _is_plain_value(v) else jnp.asarray(_numpy(v)), inputs)
+
+
+def _check_kwargs(kwargs: Any) -> dict:
+    """``kwargs``: None or a mapping of keyword arguments for both models."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict of keyword arguments for both models, got {type(kwargs).__name__}")
+    return kwargs
 
 
 def _default_tolerance(dtype: Any) -> tuple[float, float]:
@@ -484,28 +510,42 @@ def _check_models(torch_model: Any, fnml_model: Any) -> None:
         raise TypeError(f"fnml_model must be a flax.nnx.Module, got {type(fnml_model).__name__}")
 
 
-def _jitted_forward(fnml_model: nnx.Module, inputs: tuple) -> Any:
-    """One jitted forward (eager JAX compiles every op separately); state updates go back to the model."""
+def _jitted_forward(fnml_model: nnx.Module, inputs: tuple, kwargs: dict | None = None) -> Any:
+    """One jitted forward (eager JAX compiles every op separately); state updates go back to the model.
+
+    Array leaves of ``(inputs, kwargs)`` are traced; other leaves (flags, sizes, None) stay Python values.
+    """
     graphdef, state = nnx.split(fnml_model)
+    leaves, treedef = jax.tree.flatten((inputs, kwargs or {}), is_leaf=lambda v: v is None)
+    is_array = [isinstance(v, (jax.Array, np.ndarray)) for v in leaves]
+    arrays = [v for v, traced in zip(leaves, is_array) if traced]
 
     @jax.jit
-    def forward(state, inputs):
+    def forward(state, arrays):
+        values = iter(arrays)
+        call_args, call_kwargs = jax.tree.unflatten(
+            treedef, [next(values) if traced else v for v, traced in zip(leaves, is_array)]
+        )
         model = nnx.merge(graphdef, jax.tree.map(lambda v: v, state))
-        return model(*inputs), nnx.split(model)[1]
+        return model(*call_args, **call_kwargs), nnx.split(model)[1]
 
-    out, new_state = forward(state, inputs)
+    out, new_state = forward(state, arrays)
     nnx.update(fnml_model, new_state)  # BatchNorm statistics in training mode, as torch's forward
     return out
 
 
-def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None) -> ForwardReport:
+def compare_forward(
+    torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fnml_inputs: Any = None, kwargs: dict | None = None
+) -> ForwardReport:
     """Run both models on the same inputs and measure every output's difference.
 
     PyTorch equivalent: none (``torch.testing.assert_close(fnml_out, torch_out)`` on each output).
 
-    ``inputs``: one input or a tuple of inputs (torch tensors or numpy arrays); the fnml model gets the
-    same values as jax arrays (twins from ``interop.from_torch`` take torch's layouts). Give
-    ``fnml_inputs`` for a hand-written channels-last fnml model. Both models run in their current mode
+    ``inputs``: one input or a tuple of positional inputs, nested as the torch forward takes them
+    (``(x, (h0, c0))`` for an LSTM; torch tensors, numpy arrays, or Python values such as flags); ``kwargs``:
+    keyword arguments for both (``{"attention_mask": m}``). The fnml model gets the same structure with
+    jax arrays (twins from ``interop.from_torch`` take torch's layouts). Give ``fnml_inputs`` for a
+    hand-written channels-last fnml model. Both models run in their current mode
     (``train()``/``eval()``); torch runs under ``no_grad``. Outputs may be nested tuples (LSTM).
 
     Example::
@@ -516,10 +556,11 @@ def compare_forward(torch_model: Any, fnml_model: nnx.Module, inputs: Any, *, fn
     import torch
 
     _check_models(torch_model, fnml_model)
-    inputs = _as_tuple(inputs)
+    inputs, kwargs = _as_tuple(inputs), _check_kwargs(kwargs)
     with torch.no_grad():
-        torch_out = torch_model(*_torch_inputs(inputs))
-    fnml_out = _jitted_forward(fnml_model, _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
+        torch_out = torch_model(*_torch_inputs(inputs), **_torch_inputs(kwargs))
+    fnml_args = _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs)
+    fnml_out = _jitted_forward(fnml_model, fnml_args, _fnml_inputs(kwargs))
     torch_leaves, fnml_leaves = _leaves(torch_out), _leaves(fnml_out)
     if [p for p, _ in torch_leaves] != [p for p, _ in fnml_leaves]:
         raise ValueError(
@@ -556,6 +597,7 @@ def compare_gradients(
     criterion: tuple[Callable, Callable],
     *,
     fnml_inputs: Any = None,
+    kwargs: dict | None = None,
 ) -> GradientReport:
     """Gradients of ``criterion(model(inputs), targets)`` w.r.t. every parameter, torch vs fnml.
 
@@ -564,8 +606,10 @@ def compare_gradients(
     ``criterion`` is the pair ``(torch_criterion, fnml_criterion)``, each ``(output, target) -> scalar``
     (e.g. ``(torch.nn.CrossEntropyLoss(), losses.CrossEntropyLoss())``). fnml gradients come from
     ``jax.grad`` over the ``nnx.Param`` state and are reported under torch names in torch layouts
-    (kernels transposed back), so rows line up with ``torch_model.named_parameters()``. In training mode
-    both sides update BatchNorm running statistics once, as torch's forward does.
+    (kernels transposed back), so rows line up with ``torch_model.named_parameters()`` (a tied parameter:
+    one row, its summed gradient). ``inputs`` / ``kwargs`` take any structure the forward takes, as in
+    :func:`compare_forward`. In training mode both sides update BatchNorm running statistics once, as
+    torch's forward does.
 
     Example::
 
@@ -575,9 +619,10 @@ def compare_gradients(
 
     _check_models(torch_model, fnml_model)
     torch_criterion, fnml_criterion = _criteria(criterion)
-    inputs = _as_tuple(inputs)
+    inputs, kwargs = _as_tuple(inputs), _check_kwargs(kwargs)
     torch_model.zero_grad(set_to_none=True)
-    torch_loss = torch_criterion(torch_model(*_torch_inputs(inputs)), _torch_inputs((targets,))[0])
+    torch_out = torch_model(*_torch_inputs(inputs), **_torch_inputs(kwargs))
+    torch_loss = torch_criterion(torch_out, _torch_inputs((targets,))[0])
     torch_loss.backward()
     torch_grads = OrderedDict(
         (name, p.grad.detach().cpu().numpy()) for name, p in torch_model.named_parameters() if p.grad is not None
@@ -586,11 +631,12 @@ def compare_gradients(
     graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
     x = _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs)
     y = _fnml_inputs((targets,))[0]
+    fnml_kwargs = _fnml_inputs(kwargs)
 
     def loss_fn(p):
         # Fresh Variable objects at this trace level (BatchNorm mutates its statistics inside grad).
         model = nnx.merge(graphdef, p, jax.tree.map(lambda v: v, rest))
-        loss = fnml_criterion(model(*x), y)
+        loss = fnml_criterion(model(*x, **fnml_kwargs), y)
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
     # jitted: eager JAX would compile every primitive of the backward pass separately.
@@ -817,6 +863,7 @@ def first_divergence(
     inputs: Any,
     *,
     fnml_inputs: Any = None,
+    kwargs: dict | None = None,
     atol: float | None = None,
     rtol: float | None = None,
 ) -> DivergenceReport:
@@ -827,7 +874,8 @@ def first_divergence(
 
     Leaf torch modules are hooked; the fnml model's layers (found by torch name, see
     ``interop.named_layers``) record their outputs during one eager forward. Channels-last fnml outputs
-    are moved to torch's layout before comparing. A layer differs when ``max |diff| > atol + rtol * max
+    are moved to torch's layout before comparing (``inputs`` / ``kwargs``: any structure, as in
+    :func:`compare_forward`). A layer differs when ``max |diff| > atol + rtol * max
     |torch|`` (defaults: 1e-10/1e-9 in float64, 1e-4/1e-3 otherwise). Every layer after the first
     divergent one usually differs too: the first one is the one to fix (compare with ``check_defaults``).
 
@@ -839,7 +887,7 @@ def first_divergence(
     import torch
 
     _check_models(torch_model, fnml_model)
-    inputs = _as_tuple(inputs)
+    inputs, kwargs = _as_tuple(inputs), _check_kwargs(kwargs)
     torch_outputs: OrderedDict[str, Any] = OrderedDict()
     kinds = {}
     handles = []
@@ -853,14 +901,14 @@ def first_divergence(
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            torch_model(*_torch_inputs(inputs))
+            torch_model(*_torch_inputs(inputs), **_torch_inputs(kwargs))
     finally:
         for handle in handles:
             handle.remove()
 
     fnml_outputs: dict[str, Any] = {}
     with _record_fnml_layers(fnml_model, fnml_outputs):
-        fnml_model(*_fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs))
+        fnml_model(*_fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs), **_fnml_inputs(kwargs))
 
     first_param = next(iter(torch_model.parameters()), None)
     dtype = np.float32 if first_param is None else first_param.detach().cpu().numpy().dtype

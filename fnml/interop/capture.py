@@ -1,0 +1,1161 @@
+"""Capture: ``from_torch`` runs a torch module's real forward and builds its fnml twin.
+
+PyTorch equivalent: ``torch.export.export(module, args, strict=False)`` (what the capture uses) and
+``torch.fx.symbolic_trace`` (the path without example inputs).
+
+Steps, in order (:func:`from_torch`): build the twin's module tree (fnml layers where fnml has a faithful
+one, torch-layout containers elsewhere), load the weights by torch name, tie shared parameters and mark
+frozen ones, capture the forward in training and in eval mode, and compile each captured graph into a
+hashable program of lowering-table ops (:mod:`fnml.interop.lowering`) and fnml layer calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+import re
+import traceback
+import warnings
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fnml import layers
+from fnml.interop import lowering
+from fnml.interop.lowering import UnsupportedTorchOpError, jax_dtype
+from fnml.interop.state_dicts import _CONVERTERS, _PERSISTENT, _fnml_layer_class, _load, _named_slots
+
+__all__ = ["TorchTwin", "from_torch"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The twin's modules
+# ----------------------------------------------------------------------------------------------------
+
+
+class _TorchContainer(layers.Module):
+    """A twin of a custom torch module (or of a torch leaf without an fnml layer): torch names, torch layouts."""
+
+    def __init__(self, torch_class: str, order: tuple[str, ...], extra: str = ""):
+        self._torch_class = torch_class
+        self._torch_order = order
+        self._torch_extra = extra
+
+    def extra_repr(self) -> str:
+        return self._torch_extra
+
+    def __repr__(self) -> str:
+        # Print like torch's tree, under the torch class name: "SimpleNN(\n  (fc1): Linear(...)".
+        text = layers.module_repr(self)
+        return self._torch_class + text[len(type(self).__name__) :]
+
+    __str__ = __repr__
+
+    def _torch_children(self) -> list[tuple[str, Any]]:
+        """Children in torch's registration order (nnx sorts attributes)."""
+        return [
+            (name, getattr(self, name)) for name in self._torch_order if isinstance(getattr(self, name), nnx.Module)
+        ]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"the twin of {self._torch_class} is run by its root TorchTwin (its forward was captured into "
+            f"the root's program); call the root module"
+        )
+
+
+@functools.cache
+def _container_class(torch_class: str) -> type:
+    """A _TorchContainer subclass named like the torch class (so nested twins print torch's names)."""
+    return type(torch_class, (_TorchContainer,), {"__module__": __name__, "__qualname__": torch_class})
+
+
+class _Ref(NamedTuple):
+    """A reference to an earlier node's value in a compiled program."""
+
+    name: str
+
+
+class _SliceSpec(NamedTuple):
+    """A slice whose bounds may be references (Python 3.11 slices are not hashable)."""
+
+    start: Any
+    stop: Any
+    step: Any
+
+
+class _Const(NamedTuple):
+    """A tensor constant of the captured forward, hashable (bytes + dtype + shape)."""
+
+    data: bytes
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, value: Any) -> _Const:
+        array = np.ascontiguousarray(value.detach().cpu().numpy())
+        return cls(array.tobytes(), array.dtype.str, array.shape)
+
+    def array(self) -> jax.Array:
+        return jnp.asarray(np.frombuffer(self.data, np.dtype(self.dtype)).reshape(self.shape))
+
+
+class _Node(NamedTuple):
+    """One captured op: ``kind`` "op" (a lowering-table entry), "layer" (an fnml layer call) or "alias"."""
+
+    name: str
+    kind: str
+    target: str  # op name, or the layer's torch path
+    args: tuple
+    kwargs: tuple  # ((key, value), ...)
+    adapter: str  # layer calls: how torch's op arguments map onto the fnml layer
+    write_back: str  # in-place op on a container buffer: that buffer's torch name, written after the op
+    where: str  # "module 'path' (Class), file:line: code", for error messages
+
+
+class _Input(NamedTuple):
+    """A program input: a user leaf (``index``), a variable (torch name) or a constant."""
+
+    name: str
+    kind: str  # "user" | "var" | "const"
+    value: Any
+    shape: tuple | None  # user tensors: captured shape, None for a free dim
+
+
+class _Variable(NamedTuple):
+    """Where a torch-named tensor lives in the twin, and the transpose fnml layout -> torch layout."""
+
+    owner: str
+    attr: str
+    perm: tuple[int, ...] | None
+
+
+class _Program(NamedTuple):
+    """A captured forward, hashable: inputs, nodes, outputs and the input/output tree structures."""
+
+    inputs: tuple[_Input, ...]
+    nodes: tuple[_Node, ...]
+    outputs: tuple
+    in_spec: str
+    out_spec: str
+    kwarg_order: tuple[str, ...]
+    variables: tuple[tuple[str, _Variable], ...]
+    source: str
+
+
+class TorchTwin(_TorchContainer):
+    """An fnml module built by :func:`from_torch`: fnml layers + the captured torch forward as a jax program.
+
+    PyTorch equivalent: the torch module it was built from (same inputs, same layouts, same outputs).
+
+    Children are fnml layers / containers under the torch attribute names, so ``state_dict`` and
+    ``load_state_dict`` use torch's names and ``print(twin)`` shows torch's tree. ``__call__`` runs the
+    program captured for the current mode: ``twin.train()`` / ``twin.eval()`` switch dropout, BatchNorm
+    and every ``self.training`` branch of the forward, as torch's do. Random ops draw from ``twin.rngs``.
+    """
+
+    def __init__(self, torch_class: str, order: tuple[str, ...], programs: Any, source: str, *, rngs: nnx.Rngs):
+        super().__init__(torch_class, order)
+        self._programs = programs  # captured: (eval program, train program); fx: the one program
+        self._source = source
+        self.training = True
+        self.rngs = rngs  # None unless the captured forward has random ops (then nnx.split sees no keys)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self._programs, tuple) and len(self._programs) == 2 and isinstance(self._programs[0], _Program):
+            return _run_program(self, self._programs[int(self.training)], args, kwargs)
+        return _run_fx_program(self, self._programs, args, kwargs)
+
+    def program_text(self) -> str:
+        """The captured torch forward this twin runs (torch.export / torch.fx readable code)."""
+        return self._source
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building the module tree
+# ----------------------------------------------------------------------------------------------------
+
+# torch leaf class -> (ATen ops the fnml layer replaces, adapter). Other leaves lower op by op.
+_LAYER_CALLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "Linear": (("aten.linear",), "first"),
+    "Embedding": (("aten.embedding",), "embedding"),
+    "LayerNorm": (("aten.layer_norm",), "first"),
+    "Conv2d": (("aten.conv2d",), "nchw"),
+    "BatchNorm1d": (("aten.batch_norm",), "batch_norm"),
+    "BatchNorm2d": (("aten.batch_norm",), "batch_norm"),
+    "LSTM": (("aten.lstm",), "lstm"),
+    "GRU": (("aten.gru",), "rnn"),
+    "RNN": (("aten.rnn_tanh", "aten.rnn_relu"), "rnn"),
+    "Dropout": (("aten.dropout",), "first"),
+    "ReLU": (("aten.relu", "aten.relu_"), "first"),
+    "ReLU6": (("aten.hardtanh", "aten.hardtanh_"), "first"),
+    "Hardtanh": (("aten.hardtanh", "aten.hardtanh_"), "first"),
+    "Tanh": (("aten.tanh",), "first"),
+    "Sigmoid": (("aten.sigmoid",), "first"),
+    "GELU": (("aten.gelu",), "first"),
+    "SiLU": (("aten.silu", "aten.silu_"), "first"),
+    "ELU": (("aten.elu", "aten.elu_"), "first"),
+    "LeakyReLU": (("aten.leaky_relu", "aten.leaky_relu_"), "first"),
+    "Softplus": (("aten.softplus",), "first"),
+    "Mish": (("aten.mish",), "first"),
+    "Softmax": (("aten.softmax",), "first"),
+    "LogSoftmax": (("aten.log_softmax",), "first"),
+    "Flatten": (("aten.flatten",), "first"),
+    "MaxPool2d": (("aten.max_pool2d",), "nchw"),
+    "AvgPool2d": (("aten.avg_pool2d",), "nchw"),
+    "AdaptiveAvgPool2d": (("aten.adaptive_avg_pool2d",), "nchw"),
+}
+
+
+def _layer_kwargs(fnml_cls: type, torch_module: Any, dtype: Any, seed: int) -> dict[str, Any]:
+    """Constructor keywords for ``fnml_cls`` read from the torch module's attributes of the same names."""
+    kwargs: dict[str, Any] = {}
+    signature = inspect.signature(fnml_cls.__init__).parameters
+    for name, parameter in signature.items():
+        if name in ("self", "rngs") or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name == "param_dtype":
+            kwargs[name] = dtype  # parameters in the torch module's dtype
+            continue
+        if name == "dtype":
+            continue  # computation dtype: None promotes input and parameters, as torch computes
+        if not hasattr(torch_module, name):
+            continue
+        value = getattr(torch_module, name)
+        if name == "bias" and not isinstance(value, bool):
+            value = value is not None  # torch keeps the bias Parameter (or None); fnml takes a flag
+        kwargs[name] = value
+    if "rngs" in signature:
+        kwargs["rngs"] = nnx.Rngs(seed, dropout=seed)  # one stream per layer: masks independent across layers
+    return kwargs
+
+
+def _unsupported_settings(torch_module: Any) -> list[str]:
+    """Settings fnml's layers do not implement (the module then lowers op by op, or is refused)."""
+    unsupported = []
+    if getattr(torch_module, "proj_size", 0):
+        unsupported.append(f"proj_size={torch_module.proj_size}")
+    if getattr(torch_module, "max_norm", None) is not None:
+        unsupported.append(f"max_norm={torch_module.max_norm}")
+    if getattr(torch_module, "return_indices", False):
+        unsupported.append("return_indices=True")
+    if getattr(torch_module, "ceil_mode", False):
+        unsupported.append("ceil_mode=True")
+    return unsupported
+
+
+def _is_plain_sequential(torch_module: Any) -> bool:
+    """An ``nn.Sequential`` whose children are named 0, 1, ... (an OrderedDict's names keep a container)."""
+    import torch
+
+    if type(torch_module) is not torch.nn.Sequential:
+        return False
+    return [name for name, _ in torch_module.named_children()] == [str(i) for i in range(len(torch_module))]
+
+
+class _Builder:
+    """Builds the twin's tree; ``generic`` leaves (torch paths) become torch-layout containers."""
+
+    def __init__(self, dtype: Any, *, captured: bool, generic: frozenset[str] = frozenset()):
+        self.dtype = dtype
+        self.captured = captured  # True: export capture (any leaf can lower op by op); False: torch.fx
+        self.generic = generic
+        self.seed = 0
+        self.layer_paths: dict[str, str] = {}  # torch path -> torch class, for leaves built as fnml layers
+
+    def build(self, torch_module: Any, path: str) -> Any:
+        import torch
+
+        name = type(torch_module).__name__
+        is_torch_nn = type(torch_module).__module__.startswith("torch.nn.modules")
+        if _is_plain_sequential(torch_module):
+            children = [self.build(child, _join(path, str(i))) for i, child in enumerate(torch_module)]
+            return layers.Sequential(*children)
+        is_leaf = is_torch_nn and not isinstance(torch_module, (torch.nn.Sequential, torch.nn.ModuleList))
+        is_leaf = is_leaf and not isinstance(torch_module, torch.nn.ModuleDict) and not list(torch_module.children())
+        if is_leaf:
+            layer = self._fnml_layer(torch_module, path)
+            if layer is not None:
+                self.layer_paths[path] = name
+                return layer
+            extra = torch_module.extra_repr()
+        else:
+            extra = ""
+        return self._container(torch_module, path, extra)
+
+    def _fnml_layer(self, torch_module: Any, path: str) -> Any:
+        """The fnml layer for a torch leaf, or None when it lowers op by op (or raise on the fx path)."""
+        name = type(torch_module).__name__
+        fnml_cls = _fnml_layer_class(name)
+        faithful = fnml_cls is not None and fnml_cls in _CONVERTERS
+        settings = _unsupported_settings(torch_module)
+        if self.captured:
+            if not faithful or settings or path in self.generic or name not in _LAYER_CALLS:
+                return None
+        else:
+            where = path or "<root>"
+            if not faithful:
+                raise UnsupportedTorchOpError(
+                    f"from_torch: torch.nn.{name} at {where!r} has no fnml layer; pass example inputs "
+                    f"(interop.from_torch(model, x)) to lower it op by op. Layers without example inputs: "
+                    f"{sorted(c.__name__ for c in _CONVERTERS)}"
+                )
+            if settings:
+                raise UnsupportedTorchOpError(
+                    f"from_torch: torch.nn.{name} at {where!r} uses {', '.join(settings)}, which "
+                    f"fnml.layers.{name} does not implement"
+                )
+        self.seed += 1
+        seed = self.seed
+        # Shapes only, then zeros: the torch weights are loaded next, so no random init (one XLA compile each).
+        abstract = nnx.eval_shape(lambda: fnml_cls(**_layer_kwargs(fnml_cls, torch_module, self.dtype, seed)))
+        layer = _materialize(abstract, seed)
+        return layer.train(torch_module.training) if isinstance(layer, layers.Module) else layer
+
+    def _container(self, torch_module: Any, path: str, extra: str) -> _TorchContainer:
+        own = [n for n, _ in torch_module.named_parameters(recurse=False)]
+        own += [n for n, b in torch_module.named_buffers(recurse=False) if b is not None and n not in own]
+        children = list(torch_module.named_children())
+        container = _container_class(type(torch_module).__name__)(
+            type(torch_module).__name__, tuple(own) + tuple(n for n, _ in children), extra
+        )
+        self.fill(container, torch_module, children, path)
+        return container
+
+    def fill(self, container: Any, torch_module: Any, children: list, path: str) -> None:
+        """Attach a module's own parameters / buffers (torch layout) and its converted children."""
+        persistent = set(torch_module.state_dict(keep_vars=True)) if hasattr(torch_module, "state_dict") else set()
+        for param_name, param in torch_module.named_parameters(recurse=False):
+            setattr(container, param_name, nnx.Param(_jax_value(param)))
+        for buffer_name, buffer in torch_module.named_buffers(recurse=False):
+            if buffer is not None:
+                setattr(
+                    container,
+                    buffer_name,
+                    nnx.BatchStat(_jax_value(buffer), **{_PERSISTENT: buffer_name in persistent}),
+                )
+        for child_name, child in children:
+            setattr(container, child_name, self.build(child, _join(path, child_name)))
+
+
+def _materialize(module: Any, seed: int) -> Any:
+    """Give an ``nnx.eval_shape`` module concrete values: zeros, and real keys for its random streams."""
+    for _, variable in nnx.iter_graph(module):
+        if not isinstance(variable, nnx.Variable):
+            continue
+        value = variable.get_value()
+        if isinstance(value, jax.ShapeDtypeStruct):
+            if jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+                keys = jax.random.split(jax.random.key(seed), max(1, math.prod(value.shape)))
+                variable.set_value(keys.reshape(value.shape))
+            else:
+                variable.set_value(jnp.asarray(np.zeros(value.shape, value.dtype)))
+    return module
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _jax_value(tensor: Any) -> jax.Array:
+    return jnp.asarray(tensor.detach().cpu().numpy())
+
+
+def _aliases(torch_module: Any) -> list[list[str]]:
+    """Groups of torch names bound to one tensor (tied parameters / shared buffers), in torch order."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in torch_module.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(tensor), []).append(name)
+    for name, tensor in torch_module.named_buffers(remove_duplicate=False):
+        if tensor is not None:
+            groups.setdefault(id(tensor), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _owner_path(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def _needs_torch_layout(twin: Any, aliases: list[list[str]]) -> frozenset[str]:
+    """Leaf paths whose fnml layer would store a tied tensor transposed: they lower op by op instead."""
+    slots = _named_slots(twin, with_non_persistent=True)
+    paths = set()
+    for group in aliases:
+        paths.update(_owner_path(name) for name in group if name in slots and slots[name].perm is not None)
+    return frozenset(paths)
+
+
+def _tie(twin: Any, aliases: list[list[str]]) -> None:
+    """Make every name of a tied group point at ONE variable (the first name's): one gradient, one update."""
+    slots = _named_slots(twin, with_non_persistent=True)
+    for group in aliases:
+        present = [name for name in group if name in slots]
+        if len(present) < 2:
+            continue
+        shared = slots[present[0]].variable
+        for name in present[1:]:
+            setattr(slots[name].owner, slots[name].attr, shared)
+
+
+def _freeze(twin: Any, torch_module: Any) -> None:
+    """``requires_grad=False`` torch parameters -> the frozen marking on the twin's nnx.Param."""
+    slots = _named_slots(twin, with_non_persistent=True)
+    for name, param in torch_module.named_parameters(remove_duplicate=False):
+        if not param.requires_grad and name in slots:
+            slots[name].variable.set_metadata("requires_grad", False)
+
+
+def _variables(twin: Any) -> tuple[tuple[str, _Variable], ...]:
+    """torch name -> (owner path, attribute, perm) for every tensor of the twin, non-persistent included."""
+    result = []
+    owners = {id(module): name for name, module in _module_paths(twin)}
+    for name, slot in _named_slots(twin, with_non_persistent=True).items():
+        result.append((name, _Variable(owners[id(slot.owner)], slot.attr, slot.perm)))
+    return tuple(result)
+
+
+def _module_paths(module: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(torch path, module) for every module of the twin (Sequential children by index)."""
+    from fnml.interop.state_dicts import _children
+
+    yield prefix, module
+    for name, child in _children(module):
+        if isinstance(child, nnx.Module):
+            yield from _module_paths(child, _join(prefix, name))
+
+
+def _resolve(root: nnx.Module, path: str) -> Any:
+    """The twin's module at a torch dotted path ("features.0.conv")."""
+    node = root
+    for part in path.split(".") if path else ():
+        if isinstance(node, layers.Sequential):
+            node = node[int(part)]
+        elif isinstance(node, (list, tuple, nnx.List)):
+            node = node[int(part)]
+        else:
+            node = getattr(node, part)
+    return node
+
+
+# ----------------------------------------------------------------------------------------------------
+# Capture with torch.export
+# ----------------------------------------------------------------------------------------------------
+
+
+def _user_frame_of(tb_lines: list[tuple[str, int, str, str]]) -> str:
+    """'file:line in function: code' of the innermost frame outside torch, fnml.interop and the stdlib."""
+    import torch
+
+    skipped = (os.path.dirname(torch.__file__), _HERE, os.path.dirname(os.__file__))
+    for filename, lineno, function, code in reversed(tb_lines):
+        path = os.path.abspath(filename)
+        if not path.startswith(skipped) and "site-packages" not in path:
+            return f"{filename}:{lineno} in {function}: {(code or '').strip()}"
+    return "unknown source location"
+
+
+def _frames_of_exception(error: BaseException) -> list[tuple[str, int, str, str]]:
+    frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(error.__traceback__)]
+    cause = error.__cause__ or error.__context__
+    if cause is not None and cause is not error:
+        frames += _frames_of_exception(cause)
+    return frames
+
+
+_DATA_DEPENDENT = ("data-dependent", "DataDependent", "GuardOnDataDependent", "Could not guard on", "item()")
+
+
+def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
+    """torch.export (non-strict) with every input dimension left to torch (``Dim.AUTO``)."""
+    import torch
+    from torch.export import Dim
+
+    def dims(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {axis: Dim.AUTO for axis in range(value.ndim)} if value.ndim else None
+        if isinstance(value, (tuple, list)):
+            return type(value)(dims(v) for v in value)
+        if isinstance(value, dict):
+            return {k: dims(v) for k, v in value.items()}
+        return None
+
+    signature = inspect.signature(torch_module.forward)
+    try:
+        bound = signature.bind(*args, **kwargs)
+        dynamic = {name: dims(value) for name, value in bound.arguments.items()}
+    except TypeError as error:
+        raise TypeError(
+            f"from_torch: the example inputs do not fit {type(torch_module).__name__}.forward: {error}"
+        ) from None
+    try:
+        with warnings.catch_warnings():
+            # torch's RNN modules re-assign their flat weight list during export: harmless, not actionable.
+            warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+            return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
+    except Exception as error:  # torch raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
+        where = _user_frame_of(_frames_of_exception(error))
+        text = f"{type(error).__name__}: {error}"
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        if any(marker in text for marker in _DATA_DEPENDENT):
+            raise UnsupportedTorchOpError(
+                f"from_torch: {type(torch_module).__name__}.forward branches on a tensor's VALUE at {where}. "
+                f"The capture runs forward on example inputs and can follow Python branches on sizes, not on "
+                f"data. Fix: compute both sides and select with torch.where(cond, a, b), or decide on the "
+                f"Python side (pass a flag argument). ({first})"
+            ) from None
+        raise UnsupportedTorchOpError(
+            f"from_torch: torch.export could not capture {type(torch_module).__name__}.forward at {where} ({first})"
+        ) from None
+
+
+def _with_mode(torch_module: Any, training: bool, capture: Any) -> Any:
+    """Run ``capture()`` with every submodule in ``training`` mode, then restore each module's own mode."""
+    modes = [(module, module.training) for module in torch_module.modules()]
+    torch_module.train(training)
+    try:
+        return capture()
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _tracking_training_reads(torch_module: Any, capture: Any) -> tuple[Any, set[str]]:
+    """Run ``capture()`` while recording which modules read ``self.training`` (torch paths).
+
+    Each module's class is swapped, for the capture only, for a subclass whose ``training`` is a property
+    (a data descriptor wins over the instance attribute), so every read in forward code is seen.
+    """
+    reads: set[int] = set()
+    paths: dict[int, list[str]] = {}
+    for path, module in torch_module.named_modules(remove_duplicate=False):
+        paths.setdefault(id(module), []).append(path)
+    originals = {}
+    for module in {id(m): m for m in torch_module.modules()}.values():
+        cls = module.__class__
+
+        def read(self: Any) -> bool:
+            reads.add(id(self))
+            return self.__dict__["training"]
+
+        def write(self: Any, value: bool) -> None:
+            self.__dict__["training"] = value
+
+        tracked = type(cls.__name__, (cls,), {"training": property(read, write), "__module__": cls.__module__})
+        tracked.__qualname__ = cls.__qualname__
+        originals[id(module)] = (module, cls)
+        module.__class__ = tracked
+    try:
+        result = capture()
+    finally:
+        for module, cls in originals.values():
+            module.__class__ = cls
+    return result, {path for key in reads for path in paths.get(key, [])}
+
+
+def _op_name(target: Any) -> str:
+    """'aten.linear' for an OpOverload, 'operator.getitem' for a Python operator, module.name otherwise."""
+    import torch
+
+    if isinstance(target, torch._ops.OpOverload):
+        return f"{target.namespace}.{target._opname}"
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return f"{target._qualified_op_name.replace('::', '.')}"
+    module = getattr(target, "__module__", None) or ""
+    module = {"_operator": "operator"}.get(module, module)
+    return f"{module}.{getattr(target, '__name__', repr(target))}"
+
+
+def _where(node: Any) -> str:
+    """'module 'blocks.0.attn' (CausalSelfAttention), file:line in fn: code' for a captured node."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path, kind = list(stack.values())[-1] if stack else ("", "")
+    kind = str(kind).rsplit(".", 1)[-1].strip("'>")
+    frames = []
+    lines = (node.meta.get("stack_trace") or "").splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r'\s*File "(.+)", line (\d+), in (.+)', line)
+        if match:
+            code = lines[i + 1] if i + 1 < len(lines) else ""
+            frames.append((match.group(1), int(match.group(2)), match.group(3), code))
+    return f"module {path or '<root>'!r} ({kind}), {_user_frame_of(frames)}"
+
+
+def _leaf_path(node: Any) -> str | None:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else None
+
+
+_VIEW_OPS = {
+    "aten.slice",
+    "aten.select",
+    "aten.view",
+    "aten.transpose",
+    "aten.permute",
+    "aten.t",
+    "aten.expand",
+    "aten.unsqueeze",
+    "aten.squeeze",
+    "aten.narrow",
+    "aten.diagonal",
+    "aten.as_strided",
+    "aten.unflatten",
+    "aten.alias",
+    "aten.split",
+    "aten.split_with_sizes",
+    "aten.chunk",
+    "aten.unbind",
+    "aten.detach",
+    "aten.expand_as",
+}
+_PLACEMENT_KEYWORDS = {"device", "layout", "pin_memory", "memory_format", "non_blocking", "generator"}
+
+
+def _convert(value: Any) -> Any:
+    """An fx argument -> a hashable program argument (nodes become references, torch dtypes numpy dtypes)."""
+    import torch
+    import torch.fx
+
+    if isinstance(value, torch.fx.Node):
+        return _Ref(value.name)
+    if isinstance(value, slice):
+        return _SliceSpec(_convert(value.start), _convert(value.stop), _convert(value.step))
+    if isinstance(value, (list, tuple)):
+        return tuple(_convert(v) for v in value)
+    if isinstance(value, torch.dtype):
+        return jax_dtype(value)
+    if isinstance(value, (torch.device, torch.layout, torch.memory_format)):
+        return None
+    if isinstance(value, dict):
+        raise UnsupportedTorchOpError(f"a dict argument {value!r}")
+    if isinstance(value, torch.Tensor):
+        raise UnsupportedTorchOpError("a tensor constant captured in forward (register it as a buffer)")
+    return value
+
+
+class _Compiler:
+    """ExportedProgram -> :class:`_Program` (checks every op against the lowering table, naming the line)."""
+
+    def __init__(self, exported: Any, layer_paths: dict[str, str], variables: tuple, kwarg_order: tuple):
+        self.exported = exported
+        self.layer_paths = layer_paths
+        self.variables = dict(variables)
+        self.kwarg_order = kwarg_order
+        self.placeholders: dict[str, tuple[str, Any]] = {}  # node name -> ("param"|"buffer"|"user", torch name)
+        self.views: set[str] = set()
+
+    def compile(self) -> _Program:
+        import torch.utils._pytree as pytree
+
+        graph = self.exported.graph_module.graph
+        inputs = self._inputs(graph)
+        nodes, outputs = [], ()
+        for node in graph.nodes:
+            if node.op == "call_function":
+                nodes.append(self._node(node))
+            elif node.op == "output":
+                outputs = self._outputs(node)
+            elif node.op == "get_attr":
+                self._refuse(node, "a captured submodule or attribute (control flow such as torch.cond / no_grad)")
+        call_spec = self.exported.call_spec
+        return _Program(
+            inputs=inputs,
+            nodes=tuple(nodes),
+            outputs=outputs,
+            in_spec=pytree.treespec_dumps(call_spec.in_spec),
+            out_spec=pytree.treespec_dumps(call_spec.out_spec),
+            kwarg_order=self.kwarg_order,
+            variables=tuple(self.variables.items()),
+            source=self.exported.graph_module.code,
+        )
+
+    def _inputs(self, graph: Any) -> tuple[_Input, ...]:
+        specs = {spec.arg.name: spec for spec in self.exported.graph_signature.input_specs}
+        result, user_index = [], 0
+        for node in graph.nodes:
+            if node.op != "placeholder":
+                continue
+            spec = specs[node.name]
+            kind = spec.kind.name
+            if kind == "USER_INPUT":
+                value = node.meta.get("val")
+                shape = None
+                if hasattr(value, "shape"):
+                    shape = tuple(d if isinstance(d, int) else None for d in value.shape)
+                result.append(_Input(node.name, "user", user_index, shape))
+                self.placeholders[node.name] = ("user", user_index)
+                user_index += 1
+            elif kind in ("PARAMETER", "BUFFER"):
+                if spec.target not in self.variables:
+                    raise UnsupportedTorchOpError(
+                        f"from_torch: the captured forward reads {spec.target!r}, which the twin lacks"
+                    )
+                result.append(_Input(node.name, "var", spec.target, None))
+                self.placeholders[node.name] = (kind.lower(), spec.target)
+            elif kind == "CONSTANT_TENSOR":
+                result.append(_Input(node.name, "const", _Const.of(self.exported.constants[spec.target]), None))
+                self.placeholders[node.name] = ("const", spec.target)
+            else:
+                raise UnsupportedTorchOpError(f"from_torch: captured input {node.name!r} of kind {kind}")
+        return tuple(result)
+
+    def _refuse(self, node: Any, what: str) -> None:
+        raise UnsupportedTorchOpError(
+            f"from_torch: unsupported operation {what} in {_where(node)}. The twin lowers torch ops through "
+            f"fnml.interop.lowering.OPS; rewrite this line with supported ops or register the op there."
+        )
+
+    def _node(self, node: Any) -> _Node:
+        import torch
+
+        where = _where(node)
+        if isinstance(node.target, torch._ops.HigherOrderOperator):
+            self._refuse(node, f"{node.target.name()} (a higher-order op: torch.cond, no_grad or autocast region)")
+        name = _op_name(node.target)
+        try:
+            args = _convert(tuple(node.args))
+            kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
+        except UnsupportedTorchOpError as error:
+            self._refuse(node, str(error))
+        if name in _VIEW_OPS or (
+            name == "operator.getitem" and node.args and getattr(node.args[0], "name", None) in self.views
+        ):
+            self.views.add(node.name)
+        path = _leaf_path(node)
+        layer_kind = self.layer_paths.get(path) if path is not None else None
+        if layer_kind is not None and name in _LAYER_CALLS[layer_kind][0]:
+            return _Node(node.name, "layer", path, args, kwargs, _LAYER_CALLS[layer_kind][1], "", where)
+        write_back = ""
+        if _is_inplace(node.target):
+            source = node.args[0].name if node.args and hasattr(node.args[0], "name") else None
+            kind, target = self.placeholders.get(source, (None, None))
+            if kind == "buffer" and layer_kind is not None and _owner_path(target) == path:
+                return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # the fnml layer updates it
+            if kind == "buffer":
+                write_back = target
+            elif kind == "param":
+                self._refuse(node, f"{name} (an in-place write into the parameter {target!r})")
+            elif source in self.views:
+                self._refuse(
+                    node,
+                    f"{name} (an in-place write into a view such as x[:, 0] = v; write it out of place, "
+                    f"e.g. with torch.cat, torch.where or x = x.clone() before indexing with a tensor)",
+                )
+        if name == "aten.dropout" and (len(node.args) < 3 or node.args[2] is False or node.args[1] == 0):
+            return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # eval-mode / p=0 dropout
+        if lowering.lookup(name) is None:
+            self._refuse(node, f"{name} ({node.format_node()})")
+        return _Node(node.name, "op", name, args, kwargs, "", write_back, where)
+
+    def _outputs(self, node: Any) -> tuple:
+        specs = self.exported.graph_signature.output_specs
+        results = _convert(tuple(node.args[0]))
+        user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
+        return user
+
+
+def _is_inplace(target: Any) -> bool:
+    """An ATen op that writes its first argument (``add_``, ``relu_``, ``copy_``, ``index_put_``)."""
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.arguments:
+        return False
+    alias = schema.arguments[0].alias_info
+    return bool(alias is not None and alias.is_write)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running a program
+# ----------------------------------------------------------------------------------------------------
+
+
+def _lookup(env: dict[str, Any], value: Any) -> Any:
+    """Replace program references in a (nested) argument by their computed values."""
+    if isinstance(value, _Ref):
+        return env[value.name]
+    if isinstance(value, _SliceSpec):
+        return slice(_lookup(env, value.start), _lookup(env, value.stop), _lookup(env, value.step))
+    if isinstance(value, tuple):
+        return tuple(_lookup(env, v) for v in value)
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def _spec(text: str) -> Any:
+    import torch.utils._pytree as pytree
+
+    return pytree.treespec_loads(text)
+
+
+def _as_array(value: Any) -> Any:
+    """Inputs: torch tensors / numpy -> jax arrays; other values (None, ints) unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return jnp.asarray(value.detach().cpu().numpy())
+    if isinstance(value, np.ndarray):
+        return jnp.asarray(value)
+    return value
+
+
+def _user_leaves(program: _Program, args: tuple, kwargs: dict) -> list:
+    """The call's inputs flattened as torch flattened the example's (kwargs in the example's order)."""
+    import torch.utils._pytree as pytree
+
+    ordered = {name: kwargs[name] for name in program.kwarg_order if name in kwargs}
+    ordered.update({name: value for name, value in kwargs.items() if name not in ordered})
+    leaves, spec = pytree.tree_flatten((tuple(args), ordered))
+    expected = _spec(program.in_spec)
+    if spec != expected:
+        raise TypeError(
+            f"the twin was captured for inputs structured as {expected} and was called with {spec}; call it "
+            f"with the example's structure (the same positional and keyword arguments)"
+        )
+    return leaves
+
+
+def _check_shape(name: str, value: Any, shape: tuple | None) -> None:
+    if shape is None or not hasattr(value, "shape"):
+        return
+    actual = tuple(value.shape)
+    if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual)):
+        captured = tuple("free" if s is None else s for s in shape)
+        raise ValueError(
+            f"from_torch twin: input {name!r} has shape {actual}, but the forward was captured with shape "
+            f"{captured} (dims marked 'free' may change; the others were fixed by the forward's code at capture). "
+            f"Capture again with an example of this shape: interop.from_torch(model, example)"
+        )
+
+
+def _read_variable(root: nnx.Module, location: _Variable) -> Any:
+    """A twin variable's value in torch layout (transposed from fnml's layout where the two differ)."""
+    value = getattr(_resolve(root, location.owner), location.attr)[...]
+    return value if location.perm is None else jnp.transpose(value, location.perm)
+
+
+def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) -> Any:
+    """Evaluate a captured program: lowering-table ops on jax values, fnml layers for layer calls."""
+    import torch.utils._pytree as pytree
+
+    leaves = _user_leaves(program, args, kwargs)
+    variables = dict(program.variables)
+    env: dict[str, Any] = {}
+    for item in program.inputs:
+        if item.kind == "user":
+            env[item.name] = _as_array(leaves[item.value])
+            _check_shape(item.name, env[item.name], item.shape)
+        elif item.kind == "var":
+            env[item.name] = _read_variable(root, variables[item.value])
+        else:
+            env[item.name] = item.value.array()
+    for node in program.nodes:
+        call_args = _lookup(env, node.args)
+        call_kwargs = {k: _lookup(env, v) for k, v in node.kwargs}
+        if node.kind == "alias":
+            env[node.name] = call_args[0]
+            continue
+        if node.kind == "layer":
+            env[node.name] = _call_layer(_resolve(root, node.target), node.adapter, call_args)
+            continue
+        entry = lowering.lookup(node.target)
+        out = entry.fn(root.rngs(), *call_args, **call_kwargs) if entry.random else entry.fn(*call_args, **call_kwargs)
+        if node.write_back:
+            location = variables[node.write_back]
+            variable = getattr(_resolve(root, location.owner), location.attr)
+            variable[...] = jnp.asarray(out, variable[...].dtype)
+        env[node.name] = out
+    return pytree.tree_unflatten([_lookup(env, ref) for ref in program.outputs], _spec(program.out_spec))
+
+
+def _call_layer(layer: Any, adapter: str, args: tuple) -> Any:
+    """Run an fnml layer in place of the torch op it replaces, converting torch layouts around it."""
+    if adapter == "first":
+        return layer(args[0])
+    if adapter == "embedding":
+        return layer(args[1])
+    if adapter == "nchw":
+        x = args[0]
+        if x.ndim == 3:  # unbatched (C, H, W)
+            return _call_layer(layer, adapter, (x[None],))[0]
+        out = layer(jnp.transpose(x, (0, 2, 3, 1)))  # (N, C, H, W) -> (N, H, W, C)
+        return jnp.transpose(out, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
+    if adapter == "batch_norm":
+        x = args[0]
+        if x.ndim == 4:
+            return jnp.transpose(layer(jnp.transpose(x, (0, 2, 3, 1))), (0, 3, 1, 2))  # NCHW <-> NHWC
+        if x.ndim == 3:
+            return jnp.transpose(layer(jnp.transpose(x, (0, 2, 1))), (0, 2, 1))  # (N, C, L) <-> (N, L, C)
+        return layer(x)
+    if adapter == "lstm":  # aten.lstm(input, [h0, c0], params, ...) -> (output, h_n, c_n)
+        output, (h_n, c_n) = layer(args[0], (args[1][0], args[1][1]))
+        return output, h_n, c_n
+    if adapter == "rnn":  # aten.gru / rnn_tanh(input, h0, params, ...) -> (output, h_n)
+        return layer(args[0], args[1])
+    raise ValueError(f"unknown layer adapter {adapter!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The torch.fx path (no example inputs): symbolic tracing, as before
+# ----------------------------------------------------------------------------------------------------
+
+
+class _FxOp(NamedTuple):
+    """One fx node, hashable: op kind, target (module path / function / method name), args, kwargs."""
+
+    name: str
+    op: str
+    target: Any
+    args: tuple
+    kwargs: tuple  # ((key, value), ...)
+    layout: str  # for call_module: "nchw" (convert to NHWC around the layer), "ncl", or ""
+
+
+_CHANNELS_LAST_2D = {"Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
+_FX_FUNCTIONS: dict[Any, Any] = {}
+_FX_METHODS: dict[str, Any] = {}
+
+
+def _fx_tables() -> tuple[dict, dict]:
+    if not _FX_FUNCTIONS:
+        functions, methods = lowering.build_fx_tables()
+        _FX_FUNCTIONS.update(functions)
+        _FX_METHODS.update(methods)
+    return _FX_FUNCTIONS, _FX_METHODS
+
+
+def _fx_user_frame() -> str:
+    frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_stack()]
+    return _user_frame_of(frames)
+
+
+def _fx_trace(torch_module: Any) -> Any:
+    import torch.fx
+
+    class _LocatingTracer(torch.fx.Tracer):
+        def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            node = super().create_node(*args, **kwargs)
+            node.meta["fnml_location"] = _fx_user_frame()
+            return node
+
+    try:
+        return _LocatingTracer().trace(torch_module)
+    except Exception as error:  # torch.fx raises TraceError, TypeError, RuntimeError...
+        raise UnsupportedTorchOpError(
+            f"from_torch: torch.fx could not trace {type(torch_module).__name__}.forward without example inputs "
+            f"({type(error).__name__}: {error}); pass example inputs, interop.from_torch(model, example_x), so "
+            f"the real forward runs (asserts, sizes and Python branches then work)"
+        ) from error
+
+
+def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
+    functions, methods = _fx_tables()
+    program = []
+    for node in graph.nodes:
+        layout = ""
+        where = node.meta.get("fnml_location") or "unknown source location"
+        described = f"tensor method .{node.target}()" if node.op == "call_method" else _op_name(node.target)
+        unsupported = (node.op == "call_function" and node.target not in functions) or (
+            node.op == "call_method" and node.target not in methods
+        )
+        if unsupported:
+            raise UnsupportedTorchOpError(
+                f"from_torch: unsupported operation {described} at fx node {node.name!r} ({node.format_node()}), "
+                f"used at {where}. Pass example inputs (interop.from_torch(model, x)) for the full op table."
+            )
+        if node.op == "call_module":
+            kind = type(torch_root.get_submodule(node.target)).__name__
+            layout = "nchw" if kind in _CHANNELS_LAST_2D else ("ncl" if kind == "BatchNorm1d" else "")
+        try:
+            args = _convert(tuple(node.args))
+            kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items())
+        except UnsupportedTorchOpError as error:
+            raise UnsupportedTorchOpError(
+                f"from_torch: unsupported operation {error} at fx node {node.name!r}, used at {where}"
+            ) from None
+        program.append(_FxOp(node.name, node.op, node.target, args, kwargs, layout))
+    return tuple(program)
+
+
+def _run_fx_program(root: nnx.Module, program: tuple[_FxOp, ...], args: tuple, kwargs: dict) -> Any:
+    """Evaluate a compiled fx program with jax ops; fnml layers run the call_module nodes."""
+    functions, methods = _fx_tables()
+    env: dict[str, Any] = {}
+    positional = list(args)
+    for op in program:
+        if op.op == "placeholder":
+            if positional:
+                env[op.name] = _as_array(positional.pop(0))
+            elif op.target in kwargs:
+                env[op.name] = _as_array(kwargs[op.target])
+            elif op.args:
+                env[op.name] = op.args[0]  # the forward's default value
+            else:
+                raise TypeError(f"the twin's forward is missing the argument {op.target!r}")
+            continue
+        call_args = _lookup(env, op.args)
+        call_kwargs = {k: _lookup(env, v) for k, v in op.kwargs}
+        if op.op == "get_attr":
+            variable = _resolve(root, op.target)
+            env[op.name] = variable.get_value() if isinstance(variable, nnx.Variable) else variable
+        elif op.op == "call_module":
+            env[op.name] = _fx_call_layer(_resolve(root, op.target), op.layout, call_args, call_kwargs)
+        elif op.op == "call_function":
+            env[op.name] = functions[op.target](*call_args, **call_kwargs)
+        elif op.op == "call_method":
+            env[op.name] = methods[op.target](*call_args, **call_kwargs)
+        elif op.op == "output":
+            return call_args[0]
+    raise RuntimeError("the traced program has no output node")
+
+
+def _fx_call_layer(layer: Any, layout: str, args: tuple, kwargs: dict) -> Any:
+    """Run one fnml layer on torch-layout values, converting channels around it when it needs that."""
+    x, *rest = args
+    if layout == "nchw" and x.ndim == 4:
+        out = layer(jnp.transpose(x, (0, 2, 3, 1)), *rest, **kwargs)  # (N, C, H, W) -> (N, H, W, C)
+        return jnp.transpose(out, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
+    if layout == "nchw" and x.ndim != 4:
+        raise ValueError(f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}")
+    if layout == "ncl" and x.ndim == 3:
+        out = layer(jnp.transpose(x, (0, 2, 1)), *rest, **kwargs)  # (N, C, L) -> (N, L, C)
+        return jnp.transpose(out, (0, 2, 1))  # (N, L, C) -> (N, C, L)
+    return layer(x, *rest, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# from_torch
+# ----------------------------------------------------------------------------------------------------
+
+
+def _root_checks(torch_module: Any) -> Any:
+    """The module's dtype as a jax dtype; refuses non-modules and bare torch.nn leaves."""
+    import torch
+
+    if not isinstance(torch_module, torch.nn.Module):
+        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(torch_module).__name__}")
+    if type(torch_module) is not torch.nn.Sequential and type(torch_module).__module__.startswith("torch.nn"):
+        raise UnsupportedTorchOpError(
+            f"from_torch: pass a model, not a bare torch.nn.{type(torch_module).__name__}; wrap it in "
+            f"nn.Sequential(...)"
+        )
+    params = list(torch_module.parameters())
+    dtype = params[0].dtype if params else torch.get_default_dtype()
+    return jax.dtypes.canonicalize_dtype(jax_dtype(dtype))
+
+
+def _build_twin(torch_module: Any, dtype: Any, programs: Any, source: str, *, captured: bool, rngs: Any) -> Any:
+    """The twin's tree with torch's weights, tied groups shared, frozen parameters marked."""
+    aliases = _aliases(torch_module) if captured else []
+    generic: frozenset[str] = frozenset()
+    for _ in range(2):  # built twice only when a tied tensor would be transposed by an fnml layer
+        builder = _Builder(dtype, captured=captured, generic=generic)
+        own = [n for n, _ in torch_module.named_parameters(recurse=False)]
+        own += [n for n, b in torch_module.named_buffers(recurse=False) if b is not None and n not in own]
+        children = list(torch_module.named_children())
+        twin = TorchTwin(
+            type(torch_module).__name__, tuple(own) + tuple(n for n, _ in children), programs, source, rngs=rngs
+        )
+        builder.fill(twin, torch_module, children, "")
+        needed = _needs_torch_layout(twin, aliases) if aliases else frozenset()
+        if needed <= generic:
+            break
+        generic = generic | needed
+    # Weights: through the same torch-name machinery as load_state_dict, in the torch dtype.
+    _load(twin, torch_module.state_dict(), strict=True, flatten_nhwc=None, keep_source_dtype=True)
+    _tie(twin, aliases)
+    _freeze(twin, torch_module)
+    return twin, builder.layer_paths
+
+
+def from_torch(torch_module: Any, *example_args: Any, rngs: nnx.Rngs | None = None, **example_kwargs: Any) -> TorchTwin:
+    """Build an fnml twin of a torch module: same weights, same inputs (torch layouts), same outputs.
+
+    PyTorch equivalent: none (the twin IS the torch module, in JAX); the capture is
+    ``torch.export.export(module, example_args, strict=False)``.
+
+    With example inputs, the module's REAL forward runs (``torch.export``, non-strict, every input dim
+    left dynamic with ``Dim.AUTO``) once in training mode and once in eval mode, so asserts, Python
+    branches on sizes or flags, ``len``, buffer/parameter slicing by sizes, factories (``torch.zeros(B,
+    n)``, ``arange(T)``), ``.to(device/dtype)``, ``.device`` / ``.dtype``, modules built inside forward,
+    ``torch.fx.wrap``-ed helpers and the user's own functions all work. Captured ops lower through one
+    table (:data:`fnml.interop.lowering.OPS`); torch leaves with a faithful fnml layer (Linear, Conv2d,
+    BatchNorm, LayerNorm, Embedding, LSTM/GRU/RNN, activations, pools, Dropout) become that layer.
+
+    What is specialised to the example: every input dimension the forward's code fixes (a ``view`` with
+    a constant, a branch on a size, a Linear's ``in_features``) and dims of size 0 or 1 in the example; the
+    others (batch, usually sequence length and image size) stay free, so the twin runs on another batch
+    size without capturing again. A call with a different fixed dim raises a ``ValueError`` that says so.
+    Python branches on sizes are decided for the example's sizes. Non-tensor arguments are constants.
+
+    Parameters are torch's: a parameter shared by several modules (tied) is ONE ``nnx.Param`` (one
+    gradient, the sum; one update) listed under every torch name by ``state_dict``; ``requires_grad=False``
+    parameters carry the frozen marking (``layers.is_frozen``); buffers stay buffers (non-persistent
+    ones out of ``state_dict``); children keep torch's names (``Sequential(OrderedDict)``, ``add_module``).
+
+    ``twin.train()`` / ``twin.eval()`` switch dropout, BatchNorm and ``self.training`` branches as torch's
+    do, whatever mode the module had when ported (the twin starts in the module's mode). Random ops
+    (dropout, ``rand``/``randn``/``*_like``, ``bernoulli``, ``multinomial``) draw from ``rngs`` (default
+    ``nnx.Rngs(0)``): torch's distributions, never torch's streams.
+
+    A branch on a tensor's VALUE (``if x.sum() > 0``) cannot be captured and raises
+    :class:`UnsupportedTorchOpError` naming the file and line with a fix; an op outside the table raises
+    it naming the op, the module path and the line.
+
+    Without example inputs the forward is traced with ``torch.fx.symbolic_trace`` (the earlier path:
+    fnml layers and a smaller set of torch functions; ask for example inputs when tracing fails).
+
+    >>> import torch
+    >>> from fnml import interop
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()).double()
+    >>> twin = interop.from_torch(net, torch.ones(4, 3, dtype=torch.float64))
+    >>> print(twin)
+    Sequential(
+      (0): Linear(in_features=3, out_features=2, bias=True)
+      (1): ReLU()
+    )
+    >>> twin(torch.ones(7, 3, dtype=torch.float64)).shape  # another batch size, no new capture
+    (7, 2)
+    """
+    dtype = _root_checks(torch_module)
+    rngs = nnx.Rngs(0) if rngs is None else rngs
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"from_torch: rngs must be an nnx.Rngs or None, got {type(rngs).__name__}")
+    if not example_args and not example_kwargs:
+        return _from_torch_fx(torch_module, dtype, rngs)
+    twin, layer_paths = _build_twin(torch_module, dtype, None, "", captured=True, rngs=rngs)
+    variables = _variables(twin)
+    kwarg_order = tuple(example_kwargs)
+    mode = bool(torch_module.training)
+
+    def capture(training: bool) -> _Program:
+        exported, reads = _with_mode(
+            torch_module,
+            training,
+            lambda: _tracking_training_reads(torch_module, lambda: _export(torch_module, example_args, example_kwargs)),
+        )
+        return _Compiler(exported, layer_paths, variables, kwarg_order).compile(), reads
+
+    program, reads = capture(mode)
+    # fnml layers switch modes themselves; any other module reading self.training needs the other mode's graph.
+    other = capture(not mode)[0] if any(path not in layer_paths for path in reads) else program
+    twin._programs = (other, program) if mode else (program, other)
+    uses_random = any(lowering.lookup(n.target).random for p in twin._programs for n in p.nodes if n.kind == "op")
+    twin.rngs = rngs if uses_random else None
+    twin._source = program.source
+    twin.training = mode
+    return twin
+
+
+def _from_torch_fx(torch_module: Any, dtype: Any, rngs: nnx.Rngs) -> TorchTwin:
+    """``from_torch(module)`` without example inputs: torch.fx symbolic tracing (fnml layers only)."""
+    import torch.fx
+
+    graph = _fx_trace(torch_module)
+    program = _fx_compile(graph, torch_module)
+    source = torch.fx.GraphModule(torch_module, graph).code
+    twin, _ = _build_twin(torch_module, dtype, program, source, captured=False, rngs=None)
+    return twin.train() if torch_module.training else twin.eval()
