@@ -66,6 +66,8 @@ def _container_repr(value: Any) -> str:
 def _child_repr(value: Any) -> str:
     if _is_module_container(value):  # before Module: nnx.List / nnx.Dict are modules themselves
         return _container_repr(value)
+    if isinstance(value, Module) and type(value).__repr__ is not Module.__repr__:
+        return repr(value)  # a layer with its own torch rendering (ModuleList compresses repeated children)
     if isinstance(value, nnx.Module):
         return module_repr(value)
     return repr(value)

@@ -10,31 +10,74 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from fnml._validation import check_positive_int
-from fnml.layers.base import (
-    Module,
-    _is_traced,
-)
+from fnml import functional as F
+from fnml._validation import check_bool, check_ndim, check_number, check_positive_int
+from fnml.layers.base import Module, freeze
 
 __all__ = ["Embedding"]
 
 
+def _check_padding_idx(padding_idx: Any, num_embeddings: int, where: str) -> int | None:
+    """torch's check, and its storage of a negative ``padding_idx`` as the non-negative index."""
+    if padding_idx is None:
+        return None
+    if not isinstance(padding_idx, int) or isinstance(padding_idx, bool):
+        raise TypeError(f"{where}: padding_idx must be an int or None, got padding_idx={padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(
+            f"{where}: padding_idx must be within num_embeddings={num_embeddings} "
+            f"(in [-{num_embeddings}, {num_embeddings - 1}]), got padding_idx={padding_idx}"
+        )
+    return padding_idx % num_embeddings
+
+
+def _check_options(max_norm: Any, norm_type: Any, scale_grad_by_freq: Any, sparse: Any, where: str) -> None:
+    if max_norm is not None:
+        check_number("max_norm", max_norm, where=where)
+        if not max_norm >= 0:
+            raise ValueError(f"{where}: max_norm must be >= 0, got max_norm={max_norm!r}")
+    check_number("norm_type", norm_type, where=where)
+    if not norm_type > 0:
+        raise ValueError(f"{where}: norm_type must be > 0 (a p-norm), got norm_type={norm_type!r}")
+    check_bool("scale_grad_by_freq", scale_grad_by_freq, where=where)
+    check_bool("sparse", sparse, where=where)
+    if sparse:
+        raise ValueError(
+            f"{where}: sparse=True (sparse gradients) has no JAX counterpart; JAX gradients are dense with the same "
+            "values: use sparse=False"
+        )
+
+
 class Embedding(Module):
-    """Lookup table ``weight[indices]`` with torch's N(0, 1) init and ``padding_idx`` semantics.
+    """Lookup table ``weight[indices]`` with torch's N(0, 1) init, ``padding_idx``, ``max_norm`` semantics.
 
-    PyTorch equivalent: ``torch.nn.Embedding(num_embeddings, embedding_dim, padding_idx=None)``.
+    PyTorch equivalent: ``torch.nn.Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
+    norm_type=2.0, scale_grad_by_freq=False, sparse=False)``.
 
-    Shapes: integer ``indices: (*)`` -> ``(*, embedding_dim)``. ``weight`` is ``(num_embeddings,
-    embedding_dim)`` ~ N(0, 1) (flax's ``nnx.Embed``: std 1/sqrt(features)). With ``padding_idx``, that
-    row is initialised to zeros and receives NO gradient (flax has no such option). Out-of-range indices
-    raise eagerly (outside jit); inside jit JAX clamps them instead of raising.
+    Shapes: integer ``indices: (*)`` -> ``(*, embedding_dim)``; ``weight``: ``nnx.Param`` ``(num_embeddings,
+    embedding_dim)`` ~ N(0, 1) (torch's name and layout; flax's ``nnx.Embed`` draws std 1/sqrt(features)).
+    The call is :func:`fnml.functional.embedding` on ``self.weight``:
 
-    Example::
+    - ``padding_idx``: that row starts at zeros and receives NO gradient (flax has no such option);
+    - ``max_norm``: before the lookup the referenced rows of ``weight`` are renormalised IN PLACE to norm
+      ``<= max_norm`` (``norm_type``-norm), as torch does, so the next call and the optimizer see the
+      renormalised weight. Faithful in eager code and under ``nnx.jit`` / ``nnx.value_and_grad`` +
+      ``nnx.Optimizer`` (which keep the write). fnml's pure training step (``train.make_train_step``,
+      ``fit``, ``parity.compare_training``) takes the next parameters from the optimizer and would drop the
+      write: there the call raises ``NotImplementedError`` instead of silently differing;
+    - ``scale_grad_by_freq``: each row's gradient divided by its index's count in the batch;
+    - ``sparse=True`` is refused (JAX gradients are dense; the values are the same);
+    - out-of-range indices: ``IndexError`` when the indices are concrete (torch raises too); under ``jit``
+      the check cannot run and the rows of out-of-range indices (negative ones included) are NaN, never a
+      silently clamped or wrapped row.
 
-        emb = Embedding(10, 3, padding_idx=0, rngs=nnx.Rngs(0))
-        y = emb(jnp.array([[0, 2], [4, 9]]))    # (2, 2, 3)
+    >>> from flax import nnx
+    >>> emb = Embedding(10, 3, padding_idx=0, rngs=nnx.Rngs(0))
+    >>> emb(jnp.array([[0, 2], [4, 9]])).shape
+    (2, 2, 3)
+    >>> print(emb)
+    Embedding(10, 3, padding_idx=0)
     """
 
     def __init__(
@@ -42,6 +85,10 @@ class Embedding(Module):
         num_embeddings: int,
         embedding_dim: int,
         padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
         *,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -49,18 +96,15 @@ class Embedding(Module):
         where = "Embedding"
         check_positive_int("num_embeddings", num_embeddings, where=where)
         check_positive_int("embedding_dim", embedding_dim, where=where)
-        if padding_idx is not None:
-            if not isinstance(padding_idx, int) or isinstance(padding_idx, bool):
-                raise TypeError(f"{where}: padding_idx must be an int or None, got padding_idx={padding_idx!r}")
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(
-                    f"{where}: padding_idx must be within num_embeddings={num_embeddings} "
-                    f"(in [-{num_embeddings}, {num_embeddings - 1}]), got padding_idx={padding_idx}"
-                )
-            padding_idx = padding_idx % num_embeddings  # torch stores the non-negative index
+        padding_idx = _check_padding_idx(padding_idx, num_embeddings, where)
+        _check_options(max_norm, norm_type, scale_grad_by_freq, sparse, where)
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
         # Drawn flat then reshaped (faster to compile on CPU, as in torch_uniform).
         weight = jax.random.normal(rngs.params(), (num_embeddings * embedding_dim,), param_dtype)
         weight = weight.reshape(num_embeddings, embedding_dim)  # (E * D,) -> (E, D)
@@ -68,11 +112,55 @@ class Embedding(Module):
             weight = weight.at[padding_idx].set(0)
         self.weight = nnx.Param(weight)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+    ) -> Embedding:
+        """An Embedding holding ``embeddings`` ``(num_embeddings, embedding_dim)`` as its weight.
+
+        PyTorch equivalent: ``torch.nn.Embedding.from_pretrained(embeddings, freeze=True, padding_idx=None,
+        max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False)``.
+
+        ``freeze=True`` (torch's default) marks the weight frozen (:func:`fnml.layers.freeze`: no gradient,
+        no optimizer update). As in torch the ``padding_idx`` row is kept as given (not zeroed).
+
+        >>> emb = Embedding.from_pretrained(jnp.array([[1.0, 2.0], [3.0, 4.0]]))
+        >>> print(emb(jnp.array([1])))
+        [[3. 4.]]
+        """
+        where = "Embedding.from_pretrained"
+        check_bool("freeze", freeze, where=where)
+        weight = jnp.asarray(embeddings)
+        check_ndim("embeddings", weight.shape, (2,), where=where)
+        if not jnp.issubdtype(weight.dtype, jnp.floating):
+            raise TypeError(f"{where}: embeddings must be a floating-point array, got dtype {weight.dtype}")
+        rows, dim = weight.shape
+        module = cls(
+            rows,
+            dim,
+            padding_idx,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+            param_dtype=weight.dtype,
+            rngs=nnx.Rngs(0),
+        )
+        module.weight = nnx.Param(weight)
+        return _freeze(module) if freeze else module
+
     def __call__(self, indices: jax.Array) -> jax.Array:
         indices = jnp.asarray(indices)
         if not jnp.issubdtype(indices.dtype, jnp.integer):
             raise TypeError(f"Embedding: indices must be an integer array, got dtype {indices.dtype}")
-        if not _is_traced(indices) and indices.size:
+        if not isinstance(indices, jax.core.Tracer) and indices.size:
             low, high = int(indices.min()), int(indices.max())
             if low < 0 or high >= self.num_embeddings:
                 bad = low if low < 0 else high
@@ -80,15 +168,29 @@ class Embedding(Module):
                     f"Embedding(num_embeddings={self.num_embeddings}): index {bad} is out of range "
                     f"[0, {self.num_embeddings - 1}]"
                 )
-        rows = jnp.take(self.weight[...], indices, axis=0)  # (*) -> (*, embedding_dim)
-        if self.padding_idx is not None:
-            # The padding row contributes to the output but gets no gradient, as in torch.
-            is_padding = (indices == self.padding_idx)[..., None]
-            rows = jnp.where(is_padding, lax.stop_gradient(rows), rows)
-        return rows
+        return F.embedding(
+            indices,
+            self.weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
 
     def extra_repr(self) -> str:
         text = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            text += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            text += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq is not False:
+            text += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        if self.sparse is not False:
+            text += ", sparse=True"
         return text
+
+
+_freeze = freeze  # from_pretrained's ``freeze`` argument shadows the function's name inside it
