@@ -49,7 +49,7 @@ from flax import nnx
 from fnml import _step
 from fnml import data as _data
 from fnml import device as _device
-from fnml._validation import check_bool, check_choice, check_int, check_positive_int
+from fnml._validation import check_bool, check_choice, check_int, check_key, check_positive_int
 from fnml.checkpoint import (
     checkpoint_metadata,
     latest_step,
@@ -955,7 +955,7 @@ def _validate_fit(model: Any, tx: Any, criterion: Any, X: Any, Y: Any, **o: Any)
     if o["shuffle"]:
         if o["key"] is None:
             raise ValueError("fit: shuffle=True needs key=jax.random.key(seed), got key=None")
-        _data._check_key("key", o["key"], where="fit")
+        check_key("key", o["key"], where="fit")
     checkpoints = _Checkpointing(o["checkpoint_dir"], o["checkpoint_every"], o["checkpoint_keep"], o["resume_from"])
     if checkpoints.every is not None:
         check_positive_int("checkpoint_every", checkpoints.every, where="fit")

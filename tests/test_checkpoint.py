@@ -66,6 +66,23 @@ def test_round_trip_of_the_full_state_is_bitwise(tmp_path):
     _assert_bitwise(step(restored, x, y), step(state, x, y))
 
 
+def test_frozen_parameters_round_trip_and_fit_resumes_with_them(tmp_path):
+    def frozen_net():
+        net = Net(rngs=nnx.Rngs(0, dropout=1))
+        layers.freeze(net.fc)
+        return net
+
+    x, y = jnp.ones((6, 3)) * jnp.arange(6.0)[:, None], jnp.ones((6, 1))
+    common = dict(batch_size=2, verbose=False, fused=False)
+    straight = train.fit(frozen_net(), ADAM, MSE, x, y, epochs=4, **common)
+    train.fit(frozen_net(), ADAM, MSE, x, y, epochs=2, checkpoint_dir=str(tmp_path / "ck"), **common)
+    resumed = train.fit(frozen_net(), ADAM, MSE, x, y, epochs=4, resume_from=str(tmp_path / "ck"), **common)
+    _assert_bitwise(resumed.state, straight.state)
+    assert sorted(resumed.state.frozen) == ["fc"]  # the frozen layer is saved and restored, untouched
+    _assert_bitwise(resumed.state.frozen["fc"], train.TrainState.create(frozen_net(), ADAM).frozen["fc"])
+    assert layers.is_frozen(None, train.to_module(resumed.state).fc.kernel)
+
+
 def test_keep_last_n_and_step_selection(tmp_path):
     state = _trained_state(1)
     for s in (1, 2, 3, 4):
