@@ -178,6 +178,8 @@ class MultiheadAttention(Module):
         rngs: nnx.Rngs,
     ):
         where = "MultiheadAttention"
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"{where}: rngs must be an nnx.Rngs (keyword-only), got {type(rngs).__name__}")
         check_positive_int("embed_dim", embed_dim, where=where)
         check_positive_int("num_heads", num_heads, where=where)
         if embed_dim % num_heads:
