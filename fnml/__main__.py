@@ -1,10 +1,14 @@
 """Command line: ``python -m fnml tour | parity | bench``.
 
-- ``tour``: run every example in ``examples/`` in order (PyTorch next to fnml), then a parity summary.
+- ``tour``: run every example in order (PyTorch next to fnml), then a parity summary.
 - ``parity``: the same examples, printing only the parity summary table.
 - ``bench``: the benchmark suite in ``benchmarks/`` (torch eager vs fnml, same process).
 
-The examples and benchmarks live in the source checkout (the Makefile installs fnml editable).
+The examples ship with the package: ``fnml/_examples`` is a link to the checkout's ``examples/``, and
+building a wheel copies the files, so ``pip install .`` then ``python -m fnml tour`` works from any
+directory (the examples need the ``torch``, ``plot`` and ``data`` extras). Each example runs in its own
+process from the current directory and writes its files under ``--output``. The benchmarks are not
+shipped: ``bench`` needs a source checkout.
 """
 
 from __future__ import annotations
@@ -21,15 +25,24 @@ from rich.table import Table
 from fnml.sidebyside import make_console, parse_parity_line
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+# The tour's examples, inside the package (a link to examples/ in a checkout, real files once installed).
+_PACKAGED_EXAMPLES = Path(__file__).resolve().parent / "_examples"
 
 
-def _find_dir(name: str, override: str | None) -> Path:
-    path = Path(override) if override else _REPO_ROOT / name
+def examples_dir(override: str | None = None) -> Path:
+    """Where the tour's examples are: ``override``, else the ones shipped in the package."""
+    path = Path(override) if override else _PACKAGED_EXAMPLES.resolve()
     if not path.is_dir():
         raise SystemExit(
-            f"fnml: the {name}/ folder was not found at {path}; run from a source checkout "
-            f"(make demo) or pass --{name}-dir"
+            f"fnml: the examples folder was not found at {path}; reinstall fnml (pip install .) or pass --examples-dir"
         )
+    return path
+
+
+def _benchmarks_dir() -> Path:
+    path = _REPO_ROOT / "benchmarks"
+    if not path.is_dir():
+        raise SystemExit(f"fnml: the benchmarks/ folder was not found at {path}; `bench` runs from a source checkout")
     return path
 
 
@@ -52,7 +65,6 @@ def _run_example(path: Path, env: dict[str, str], *, echo: bool) -> tuple[int, l
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        cwd=str(path.parent.parent),
     ) as process:
         for line in process.stdout:  # streamed, so a long example shows progress
             lines.append(line.rstrip("\n"))
@@ -63,8 +75,8 @@ def _run_example(path: Path, env: dict[str, str], *, echo: bool) -> tuple[int, l
     return rc, lines, time.perf_counter() - start
 
 
-def run_tour(*, only: list[str] | None, output: str, quick: bool, echo: bool, examples_dir: str | None) -> int:
-    folder = _find_dir("examples", examples_dir)
+def run_tour(*, only: list[str] | None, output: str, quick: bool, echo: bool, examples_folder: str | None) -> int:
+    folder = examples_dir(examples_folder)
     env = dict(os.environ)
     env["FNML_OUTPUT_DIR"] = str(Path(output).resolve())
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--only", help="comma-separated example prefixes, e.g. 01,05")
         p.add_argument("--output", default="fnml_output", help="folder for plots and files (default: %(default)s)")
         p.add_argument("--quick", action="store_true", help="shorter training runs (what the tests use)")
-        p.add_argument("--examples-dir", help="where the examples are (default: the checkout's examples/)")
+        p.add_argument("--examples-dir", help="where the examples are (default: the ones shipped with fnml)")
     bench = sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py)")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to benchmarks/run.py")
     args = parser.parse_args(argv)
@@ -130,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             output=args.output,
             quick=args.quick,
             echo=args.command == "tour",
-            examples_dir=args.examples_dir,
+            examples_folder=args.examples_dir,
         )
-    runner = _find_dir("benchmarks", None) / "run.py"
+    runner = _benchmarks_dir() / "run.py"
     if not runner.is_file():
         raise SystemExit(f"fnml: {runner} does not exist")
     return subprocess.call([sys.executable, str(runner), *args.args], cwd=str(_REPO_ROOT))
