@@ -376,7 +376,8 @@ def test_proj_size_is_refused():
 def test_invalid_sizes_and_settings():
     with pytest.raises(ValueError, match=r"LSTM: hidden_size must be a positive integer, got hidden_size=0"):
         LSTM(IN, 0, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"GRU: input_size must be a positive integer, got input_size=2.5"):
+    # A float size is the wrong type (the shared _validation rule: TypeError names the type).
+    with pytest.raises(TypeError, match=r"GRU: input_size must be a positive integer, got 2.5 \(float\)"):
         GRU(2.5, H, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"RNN: num_layers must be a positive integer, got num_layers=0"):
         RNN(IN, H, 0, rngs=nnx.Rngs(0))

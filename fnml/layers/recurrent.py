@@ -42,17 +42,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml._validation import check_choice, check_in_interval, check_ndim, check_positive_int
-from fnml.layers.base import Module
+from fnml import functional as F
+from fnml._validation import check_bool, check_choice, check_in_interval, check_ndim, check_positive_int
+from fnml.layers.base import Module, torch_uniform
 
-__all__ = ["RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 _DIRECTION_SUFFIXES = ("", "_reverse")
-
-
-def _symmetric_uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: Any) -> jax.Array:
-    """U(-bound, bound) samples, torch's ``nn.init.uniform_(w, -bound, bound)``."""
-    return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -259,24 +255,39 @@ class _Settings(NamedTuple):
     dtype: Any
 
 
-def _layer_direction(settings: _Settings, weights: dict, name: str, layer_input, carry0):
-    """One direction of one layer: layer_input (T, N, in) -> (outputs (T, N, H), final carry)."""
-    time, batch, features = layer_input.shape
-    hidden, dtype = settings.hidden_size, settings.dtype
-    kernel_ih = weights[f"kernel_ih_{name}"].astype(dtype)
-    kernel_hh = weights[f"kernel_hh_{name}"].astype(dtype)
-    # Hoisted input projection: every time step in one matmul, outside the recurrence.
-    x_flat = layer_input.reshape(time * batch, features)  # (T, N, in) -> (T*N, in)
-    x_gates = (x_flat @ kernel_ih).reshape(time, batch, -1)  # (T*N, G*H) -> (T, N, G*H)
+def _input_gates(x, kernel_ih, bias_ih, bias_hh, *, gru: bool, dtype: Any):
+    """x (M, in) -> (x @ W_ih + b_ih + b_hh (M, G*H), b_hn or None): the input side of every cell.
+
+    GRU: b_hr, b_hz fold into the input side; b_hn stays inside r * (W_hn h + b_hn) and is returned.
+    """
+    x_gates = x @ kernel_ih
     bias_hn = None
-    if f"bias_ih_{name}" in weights:
-        bias_ih = weights[f"bias_ih_{name}"].astype(dtype)
-        bias_hh = weights[f"bias_hh_{name}"].astype(dtype)
-        if settings.gru:
-            # GRU: b_hr, b_hz fold into the input side; b_hn stays inside r * (W_hn h + b_hn).
+    if bias_ih is not None:
+        bias_ih, bias_hh = bias_ih.astype(dtype), bias_hh.astype(dtype)
+        if gru:
+            hidden = bias_hh.shape[0] // 3
             bias_hn = bias_hh[2 * hidden :]
             bias_hh = bias_hh.at[2 * hidden :].set(0)
         x_gates = x_gates + (bias_ih + bias_hh)
+    return x_gates, bias_hn
+
+
+def _layer_direction(settings: _Settings, weights: dict, name: str, layer_input, carry0):
+    """One direction of one layer: layer_input (T, N, in) -> (outputs (T, N, H), final carry)."""
+    time, batch, features = layer_input.shape
+    dtype = settings.dtype
+    kernel_hh = weights[f"kernel_hh_{name}"].astype(dtype)
+    # Hoisted input projection: every time step in one matmul, outside the recurrence.
+    x_flat = layer_input.reshape(time * batch, features)  # (T, N, in) -> (T*N, in)
+    x_gates, bias_hn = _input_gates(
+        x_flat,
+        weights[f"kernel_ih_{name}"].astype(dtype),
+        weights.get(f"bias_ih_{name}"),
+        weights.get(f"bias_hh_{name}"),
+        gru=settings.gru,
+        dtype=dtype,
+    )
+    x_gates = x_gates.reshape(time, batch, -1)  # (T*N, G*H) -> (T, N, G*H)
     recurrence = _recurrence if settings.fused_backward else _recurrence_autodiff
     reverse = name.endswith("_reverse")
     return recurrence(settings.cell, settings.unroll, reverse, x_gates, carry0, kernel_hh, bias_hn)
@@ -304,18 +315,10 @@ def _run_layers(weights: dict, x: jax.Array, states: tuple, dropout_key, *, sett
         # Directions side by side on the feature axis: (T, N, H) x D -> (T, N, D*H), torch's layout.
         layer_input = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
         if layer < settings.num_layers - 1 and settings.dropout > 0:
-            layer_input = _dropout(layer_input, settings.dropout, jax.random.fold_in(dropout_key, layer))
+            layer_input = F.dropout(layer_input, settings.dropout, key=jax.random.fold_in(dropout_key, layer))
     # (L*D) x (N, H) -> (L*D, N, H), one stack per state (h, and c for LSTM)
     final_states = tuple(jnp.stack([carry[i] for carry in finals]) for i in range(len(states)))
     return layer_input, final_states
-
-
-def _dropout(value: jax.Array, p: float, key: jax.Array) -> jax.Array:
-    """torch's dropout: zero with probability p, scale the rest by 1 / (1 - p)."""
-    if p == 1.0:
-        return jnp.zeros_like(value)
-    keep = jax.random.bernoulli(key, 1.0 - p, value.shape)
-    return jnp.where(keep, value / (1.0 - p), jnp.zeros_like(value))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -343,12 +346,6 @@ class _RecurrentBase(Module):
         if self.bidirectional is not False:
             parts.append(f"bidirectional={self.bidirectional}")
         return ", ".join(parts)
-
-    def __repr__(self) -> str:
-        # print(lstm) reads like torch's: "LSTM(8, 16, num_layers=2, batch_first=True)".
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-    __str__ = __repr__
 
     def _build(
         self,
@@ -413,7 +410,7 @@ class _RecurrentBase(Module):
                     if attribute.startswith("bias") and not bias:
                         setattr(self, attribute, None)
                         continue
-                    value = _symmetric_uniform(rngs.params(), shape, bound, param_dtype)
+                    value = torch_uniform(bound)(rngs.params(), shape, param_dtype)
                     setattr(self, attribute, nnx.Param(value))
         # Inter-layer dropout masks come from the 'dropout' stream (falls back to 'default').
         self.rngs = rngs["dropout"].fork() if dropout > 0 else None
@@ -703,6 +700,210 @@ class GRU(_RecurrentBase):
             bidirectional=bidirectional, dtype=dtype, param_dtype=param_dtype, unroll=unroll,
             fused_backward=fused_backward, rngs=rngs,
         )  # fmt: skip
+
+    def _cell(self) -> type:
+        return _GRUCell
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cells: one time step, the same cell math as the layers above.
+# ----------------------------------------------------------------------------------------------------
+
+
+class _CellBase(Module):
+    """Shared construction and call of RNNCell, LSTMCell and GRUCell (torch's ``RNNCellBase``).
+
+    Parameters follow the layers' contract without the ``_l{k}`` suffix: ``kernel_ih`` ``(in, G*H)`` = torch
+    ``weight_ih.T``, ``kernel_hh`` ``(H, G*H)`` = torch ``weight_hh.T``, ``bias_ih`` / ``bias_hh`` ``(G*H,)``
+    (``None`` without bias), all ~ ``U(-1/sqrt(H), 1/sqrt(H))`` drawn in torch's order.
+    """
+
+    _gate_count: int = 1
+    _has_cell_state: bool = False
+
+    def _build(self, input_size, hidden_size, bias, *, dtype, param_dtype, rngs) -> None:
+        name = type(self).__name__
+        check_positive_int("input_size", input_size, where=name)
+        check_positive_int("hidden_size", hidden_size, where=name)
+        check_bool("bias", bias, where=name)
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"{name}: rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        gate_width = self._gate_count * hidden_size
+        init = torch_uniform(1.0 / math.sqrt(hidden_size))  # torch: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
+        self.kernel_ih = nnx.Param(init(rngs.params(), (input_size, gate_width), param_dtype))
+        self.kernel_hh = nnx.Param(init(rngs.params(), (hidden_size, gate_width), param_dtype))
+        if bias:
+            self.bias_ih = nnx.Param(init(rngs.params(), (gate_width,), param_dtype))
+            self.bias_hh = nnx.Param(init(rngs.params(), (gate_width,), param_dtype))
+        else:
+            self.bias_ih = None
+            self.bias_hh = None
+
+    def extra_repr(self) -> str:
+        """torch's ``RNNCellBase.extra_repr``: sizes, then ``bias`` / ``nonlinearity`` when not default."""
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            text += f", bias={self.bias}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            text += f", nonlinearity={self.nonlinearity}"
+        return text
+
+    def _cell(self) -> type:
+        raise NotImplementedError
+
+    def _state(self, label: str, value: Any, batch: int | None, dtype: Any) -> jax.Array:
+        name = type(self).__name__
+        value = jnp.asarray(value)
+        expected = (self.hidden_size,) if batch is None else (batch, self.hidden_size)
+        if value.shape != expected:
+            layout = "(hidden_size,) for an unbatched input" if batch is None else "(batch, hidden_size)"
+            raise ValueError(f"{name}: {label} must have shape {expected} {layout}, got shape {value.shape}")
+        value = value.astype(dtype)
+        return value[None] if batch is None else value  # unbatched (H,) -> (1, H)
+
+    def __call__(self, input: jax.Array, hx: Any = None):  # noqa: A002 - torch's argument name
+        """One step: ``(input, hx) -> h'`` (LSTMCell: ``(h', c')``), as torch's cells."""
+        name = type(self).__name__
+        x = jnp.asarray(input)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {x.ndim}D instead (shape {x.shape})")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: input has {x.shape[-1]} features, does not match {name}(input_size={self.input_size})"
+            )
+        batched = x.ndim == 2
+        x = x if batched else x[None]  # unbatched (in,) -> (1, in)
+        batch = x.shape[0] if batched else None
+        dtype = self.dtype if self.dtype is not None else jnp.result_type(x.dtype, self.kernel_ih[...].dtype)
+        x = x.astype(dtype)
+        if hx is None:
+            zeros = jnp.zeros((x.shape[0], self.hidden_size), dtype)
+            carry = (zeros, zeros) if self._has_cell_state else (zeros,)
+        elif self._has_cell_state:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+            carry = tuple(self._state(label, v, batch, dtype) for label, v in zip(("h_0", "c_0"), hx))
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"{name}: hx must be one array h_0, got a {type(hx).__name__}")
+            carry = (self._state("hx", hx, batch, dtype),)
+        bias_ih = None if self.bias_ih is None else self.bias_ih[...]
+        bias_hh = None if self.bias_hh is None else self.bias_hh[...]
+        x_gates, bias_hn = _input_gates(
+            x, self.kernel_ih[...].astype(dtype), bias_ih, bias_hh, gru=self._gate_count == 3, dtype=dtype
+        )
+        h_gates = _hidden_gates(carry[0], self.kernel_hh[...].astype(dtype), bias_hn)
+        new_carry, _ = self._cell().forward(carry, x_gates, h_gates)
+        if not batched:
+            new_carry = tuple(state[0] for state in new_carry)  # (1, H) -> (H,)
+        return (new_carry[0], new_carry[1]) if self._has_cell_state else new_carry[0]
+
+
+class RNNCell(_CellBase):
+    """One Elman step: ``h' = act(x W_ih + b_ih + h W_hh + b_hh)``, act ``tanh`` or ``relu``.
+
+    PyTorch equivalent: ``torch.nn.RNNCell(input_size, hidden_size, bias=True, nonlinearity="tanh")``.
+
+    ``cell(input, hx=None) -> h'``: ``input`` ``(N, input_size)`` or unbatched ``(input_size,)``; ``hx``
+    ``(N, hidden_size)`` / ``(hidden_size,)``, zeros when omitted. The step is the same cell function
+    :class:`RNN` scans over time. Parameters: ``kernel_ih`` ``(in, H)`` = torch ``weight_ih.T``,
+    ``kernel_hh`` ``(H, H)`` = torch ``weight_hh.T``, ``bias_ih``, ``bias_hh`` ``(H,)``.
+
+    >>> cell = RNNCell(3, 4, rngs=nnx.Rngs(0))
+    >>> cell(jnp.ones((2, 3))).shape, cell(jnp.ones(3)).shape
+    ((2, 4), (4,))
+    >>> print(RNNCell(3, 4, nonlinearity="relu", rngs=nnx.Rngs(0)))
+    RNNCell(3, 4, nonlinearity=relu)
+    """
+
+    _gate_count = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"), where="RNNCell")
+        self.nonlinearity = nonlinearity
+        self._build(input_size, hidden_size, bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def _cell(self) -> type:
+        return _RNNTanhCell if self.nonlinearity == "tanh" else _RNNReluCell
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step with torch's gate order (i, f, g, o) and both biases.
+
+    PyTorch equivalent: ``torch.nn.LSTMCell(input_size, hidden_size, bias=True)``.
+
+    ``cell(input, hx=None) -> (h', c')`` with ``hx = (h_0, c_0)`` (torch's order), zeros when omitted;
+    ``input`` ``(N, input_size)`` or unbatched ``(input_size,)``. The same cell function :class:`LSTM`
+    scans. Parameters: ``kernel_ih`` ``(in, 4H)`` = torch ``weight_ih.T``, ``kernel_hh`` ``(H, 4H)``,
+    ``bias_ih``, ``bias_hh`` ``(4H,)``.
+
+    >>> cell = LSTMCell(3, 4, rngs=nnx.Rngs(0))
+    >>> h, c = cell(jnp.ones((2, 3)))
+    >>> h.shape, c.shape
+    ((2, 4), (2, 4))
+    """
+
+    _gate_count = 4
+    _has_cell_state = True
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self._build(input_size, hidden_size, bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def _cell(self) -> type:
+        return _LSTMCell
+
+
+class GRUCell(_CellBase):
+    """One GRU step with torch's gate order (r, z, n) and torch's ``b_hn`` inside ``r * (h W_hn + b_hn)``.
+
+    PyTorch equivalent: ``torch.nn.GRUCell(input_size, hidden_size, bias=True)``.
+
+    ``cell(input, hx=None) -> h'``; shapes as :class:`RNNCell`. The same cell function :class:`GRU` scans.
+    Parameters: ``kernel_ih`` ``(in, 3H)`` = torch ``weight_ih.T``, ``kernel_hh`` ``(H, 3H)``, ``bias_ih``,
+    ``bias_hh`` ``(3H,)``.
+
+    >>> cell = GRUCell(3, 4, rngs=nnx.Rngs(0))
+    >>> cell(jnp.ones((2, 3)), jnp.zeros((2, 4))).shape
+    (2, 4)
+    """
+
+    _gate_count = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self._build(input_size, hidden_size, bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def _cell(self) -> type:
         return _GRUCell
