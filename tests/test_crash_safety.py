@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The training run of the subprocess tests (also importable in this process for templates).
 TRAINER = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, time
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax, numpy as np
     from flax import nnx
@@ -54,15 +54,27 @@ TRAINER = textwrap.dedent(
     X = rng.standard_normal((64, 4)).astype(np.float32)
     Y = (X.sum(axis=1, keepdims=True) > 0).astype(np.float32)
 
+    class PauseAt(train.Callback):
+        # At the end of epoch `epoch`: say so, then wait for the parent's signal (a known point).
+
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch, logs, state):
+            if epoch == self.epoch:
+                print(f"PAUSED {epoch}", flush=True)
+                time.sleep(120)  # a SIGINT interrupts the sleep with KeyboardInterrupt
+
     if __name__ == "__main__":
         ckpt, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        pause = [PauseAt(int(sys.argv[4]))] if len(sys.argv) > 4 else []
         resume = ckpt if os.path.isdir(ckpt) and train.latest_step_or_none(ckpt) is not None else None
         print("READY", flush=True)
         try:
             result = train.fit(build(), TX, LOSS, X, Y, epochs=epochs, batch_size=16, shuffle=True,
                                key=jax.random.key(3), checkpoint_dir=ckpt if ckpt != "-" else None,
                                checkpoint_every=1 if ckpt != "-" else None, checkpoint_keep=2,
-                               resume_from=resume, verbose=False)
+                               resume_from=resume, callbacks=pause, verbose=False)
         except KeyboardInterrupt:
             print("KeyboardInterrupt re-raised by fit", flush=True)
             sys.exit(3)
@@ -80,11 +92,12 @@ def trainer(tmp_path_factory):
     return str(path)
 
 
-def _spawn(trainer, ckpt, out, epochs=EPOCHS):
+def _spawn(trainer, ckpt, out, epochs=EPOCHS, pause_at_epoch=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env.pop("JAX_ENABLE_X64", None)  # the trainer runs with jax defaults (float32)
+    pause = [] if pause_at_epoch is None else [str(pause_at_epoch)]
     return subprocess.Popen(
-        [sys.executable, trainer, str(ckpt), str(out), str(epochs)],
+        [sys.executable, trainer, str(ckpt), str(out), str(epochs), *pause],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -286,27 +299,25 @@ def test_every_step_corrupt_raises_naming_the_directory(tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_reraises_and_the_resume_is_bitwise(trainer, tmp_path):
-    epochs = 40
+    """A real SIGINT from outside, at a known point: the child pauses in a callback at the end of epoch 3."""
+    epochs, pause_at = 6, 3
     reference = _reference(trainer, tmp_path, epochs)
     ckpt, out = tmp_path / "ckpt", tmp_path / "out.npz"
-    process = _spawn(trainer, ckpt, out, epochs)
+    process = _spawn(trainer, ckpt, out, epochs, pause_at_epoch=pause_at)
     try:
-        _wait_for(process, "READY", timeout=60)
-        deadline = time.monotonic() + 60
-        while not (ckpt / "8").is_dir() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # training is under way (two epochs checkpointed): interrupt it now
-        time.sleep(0.05)
+        _wait_for(process, f"PAUSED {pause_at}", timeout=120)  # the child waits for the signal now
         os.kill(process.pid, signal.SIGINT)
         log = _finish(process, timeout=60)
     finally:
         if process.poll() is None:  # pragma: no cover - only if the child hangs
             os.kill(process.pid, signal.SIGKILL)
-    if process.returncode == 0:  # pragma: no cover - the run finished before the signal: nothing to test
-        pytest.skip("training finished before SIGINT arrived")
     assert process.returncode == 3, log
     assert "KeyboardInterrupt re-raised by fit" in log
+    # The callback runs before its epoch's checkpoint: epochs 1-2 were checkpointed, and the interrupt
+    # saves the last chunk boundary, the end of epoch 2 (4 steps per epoch).
     good = checkpoint.latest_valid_step(ckpt)
     assert checkpoint.checkpoint_metadata(ckpt, step=good)["epoch"] * 4 == good
+    assert good == (pause_at - 1) * 4
     process = _spawn(trainer, ckpt, out, epochs)
     log = _finish(process)
     assert process.returncode == 0, log
