@@ -1,4 +1,4 @@
-"""Named regression tests for the problems the hardening work (issue 9) found, each with what was wrong.
+"""Named regression tests for the problems the hardening work found, each with what was wrong.
 
 The property-based fuzzers (tests/test_fuzz_*.py) found no parity bug in layers or losses; they found
 one convention gap in NAdam (pinned below), and the crash-safety work found three gaps in fit/checkpoint.
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import assert_trees_close, copy_torch_weights, jax_dtype, torch_dtype
 
-from fnml import checkpoint, layers, losses, optim, train
+from fnml import checkpoint, interop, layers, losses, optim, train
 
 
 def _nadam_params(default_dtype):
@@ -117,3 +118,31 @@ def test_check_finite_leaves_the_default_step_program_unchanged():
     plain = str(jax.make_jaxpr(train._pure_train_step(losses.MSELoss()))(state, x, y))
     checked = str(jax.make_jaxpr(train._pure_train_step(losses.MSELoss(), report=True))(state, x, y))
     assert "is_finite" not in plain and "is_finite" in checked
+
+
+class _TorchSimpleNN(torch.nn.Module):
+    """The tutorial's torch model (fc1 -> relu -> fc2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_tests_weight_copier_matches_torch_and_interop(dtype):
+    """tests/helpers.copy_torch_weights (independent of fnml.interop) gives torch's forward and interop's weights."""
+    torch_model = _TorchSimpleNN().to(torch_dtype(dtype))
+    model = layers.SimpleNN(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0))
+    copy_torch_weights(model, torch_model)
+    x = np.random.default_rng(0).standard_normal((4, 2)).astype(dtype)
+    assert_trees_close(model(jnp.asarray(x)), torch_model(torch.tensor(x)), dtype=dtype)
+    assert_trees_close(interop.state_dict(model), torch_model.state_dict(), dtype=dtype)
+
+    torch_lstm = torch.nn.LSTM(3, 4, num_layers=2).to(torch_dtype(dtype))
+    lstm = layers.LSTM(3, 4, num_layers=2, param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0))
+    copy_torch_weights(lstm, torch_lstm)
+    sequence = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(dtype)  # (T, N, features)
+    assert_trees_close(lstm(jnp.asarray(sequence))[0], torch_lstm(torch.tensor(sequence))[0], dtype=dtype)
