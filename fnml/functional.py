@@ -767,8 +767,8 @@ class _PoolArgs:
     def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, spatial, where, *, half_of="effective "):
         kernel = _ntuple("kernel_size", kernel_size, spatial, where=where)
         # torch: stride None (or an empty list) means the kernel size.
-        stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else stride
-        stride = _ntuple("stride", stride, spatial, where=where)
+        shown_stride = kernel_size if stride is None or (isinstance(stride, (tuple, list)) and not stride) else stride
+        stride = _ntuple("stride", shown_stride, spatial, where=where)
         pad = _ntuple("padding", padding, spatial, where=where, minimum=0)
         dil = _ntuple("dilation", dilation, spatial, where=where)
         check_bool("ceil_mode", ceil_mode, where=where)
@@ -781,7 +781,7 @@ class _PoolArgs:
         self.kernel, self.stride = _lift_2d(kernel, spatial, 1), _lift_2d(stride, spatial, 1)
         self.padding, self.dilation = _lift_2d(pad, spatial, 0), _lift_2d(dil, spatial, 1)
         self.ceil_mode, self.spatial, self.where = ceil_mode, spatial, where
-        self.shown = f"kernel_size={kernel_size}, stride={stride if spatial == 2 else stride[0]}, padding={padding}"
+        self.shown = f"kernel_size={kernel_size}, stride={shown_stride}, padding={padding}"
 
     def output_size(self, x: jax.Array, layout: str) -> tuple[int, int]:
         out = tuple(
@@ -995,8 +995,10 @@ def _adaptive_output(output_size: Any, spatial: int, where: str) -> tuple[int | 
     if len(items) != spatial or not all(
         v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1) for v in items
     ):
-        kind = "int" if spatial == 1 else f"tuple of {spatial} positive ints (or None)"
-        raise ValueError(f"{where}: output_size must be a positive int or a {kind}, got output_size={output_size!r}")
+        raise ValueError(
+            f"{where}: output_size must be a positive int or a tuple of {spatial} positive ints (or None), "
+            f"got output_size={output_size!r}"
+        )
     return items
 
 
