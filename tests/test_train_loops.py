@@ -31,6 +31,12 @@ def _tol(dtype: str) -> float:
     return 1e-10 if dtype == "float64" else tolerance("float32_trajectory")["atol"]
 
 
+def _close(what: str, diff: float, dtype: str) -> None:
+    """Assert a measured max |fnml - torch| against the tolerance; the figure is printed (``pytest -s``)."""
+    print(f"measured {what} [{dtype}]: {diff:.3g}")
+    assert diff <= _tol(dtype), f"{what}: max |fnml - torch| = {diff:.3g} > {_tol(dtype):g} ({dtype})"
+
+
 # ---- copying weights torch -> fnml, reading them back in torch names ------------------------------
 
 
@@ -138,8 +144,8 @@ def test_fit_with_several_inputs_matches_torch(dtype, torch_dtype, form, shuffle
         model, optim.adam(lr=0.01), MSE, X, y.numpy(), epochs=epochs, batch_size=batch_size, shuffle=shuffle,
         key=key, verbose=False,
     )  # fmt: skip
-    assert np.max(np.abs(result.losses - np.array(torch_losses))) <= _tol(dtype)
-    assert max_abs_diff(_fnml_sd(result.model, torch_model), _torch_sd(torch_model)) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(result.losses - np.array(torch_losses))), dtype)
+    _close("final parameters", max_abs_diff(_fnml_sd(result.model, torch_model), _torch_sd(torch_model)), dtype)
 
 
 def test_fit_general_form_and_eval_step_with_several_inputs():
@@ -230,9 +236,9 @@ def test_truncated_bptt_carries_the_hidden_state_like_torch(dtype, torch_dtype):
         state, loss, hidden = step(state, tokens[i : i + T], tokens[i + 1 : i + 1 + T], hidden)
         fnml_losses.append(float(loss))
     assert cache_size(step) == 1  # the carried hidden state keeps shapes: one compilation
-    assert np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))) <= _tol(dtype)
-    assert max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)) <= _tol(dtype)
-    assert max_abs_diff(hidden, torch_hidden) <= _tol(dtype)  # the carried (h, c) after 5 batches
+    _close("per-step loss", np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))), dtype)
+    _close("final parameters", max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)), dtype)
+    _close("carried hidden state", max_abs_diff(hidden, torch_hidden), dtype)
 
 
 def test_loss_with_an_l1_penalty_over_the_parameters(dtype, torch_dtype):
@@ -261,8 +267,8 @@ def test_loss_with_an_l1_penalty_over_the_parameters(dtype, torch_dtype):
         state, loss = step(state, x_num.numpy(), x_cat.numpy(), y.numpy())
         fnml_losses.append(float(loss))
     assert cache_size(step) == 1
-    assert np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))) <= _tol(dtype)
-    assert max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))), dtype)
+    _close("final parameters", max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)), dtype)
 
 
 # ---- gradient accumulation --------------------------------------------------------------------------
@@ -320,9 +326,9 @@ def test_accumulate_steps_matches_torchs_accumulation_loop(dtype, torch_dtype, f
         accumulate_steps=accumulate, fused=fused, verbose=False,
     )  # fmt: skip
     assert result.losses.shape == (epochs * 2,) and int(result.state.step) == epochs * 2
-    assert np.max(np.abs(result.losses - np.array(torch_losses))) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(result.losses - np.array(torch_losses))), dtype)
     # parameters AND BatchNorm buffers: the running statistics moved once per MICRO-batch
-    assert max_abs_diff(_fnml_sd(result.model, torch_model), _torch_sd(torch_model)) <= _tol(dtype)
+    _close("final parameters", max_abs_diff(_fnml_sd(result.model, torch_model), _torch_sd(torch_model)), dtype)
     assert int(result.model.bn.num_batches_tracked[...]) == epochs * 8
 
 
@@ -387,8 +393,8 @@ def test_frozen_layers_under_adamw_weight_decay_match_torch(dtype, torch_dtype):
     fnml_sd = _fnml_sd(result.model, torch_model)
     for name in ("fc1.weight",):
         np.testing.assert_array_equal(fnml_sd[name], frozen_before[name])  # bitwise untouched
-    assert np.max(np.abs(result.losses - np.array(torch_losses))) <= _tol(dtype)
-    assert max_abs_diff(fnml_sd, _torch_sd(torch_model)) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(result.losses - np.array(torch_losses))), dtype)
+    _close("final parameters", max_abs_diff(fnml_sd, _torch_sd(torch_model)), dtype)
     assert layers.is_frozen(None, result.model.fc1.kernel)  # to_module keeps the marking
 
 
@@ -424,8 +430,8 @@ def test_unfreezing_mid_training_is_a_new_optimizer_like_torch(dtype, torch_dtyp
             state, loss = step(state, X.numpy(), Y.numpy())
             fnml_losses.append(float(loss))
     assert cache_size(step) == 2  # one compilation per partition (frozen fc1, then all trainable)
-    assert np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))) <= _tol(dtype)
-    assert max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))), dtype)
+    _close("final parameters", max_abs_diff(_fnml_sd(state.model(), torch_model), _torch_sd(torch_model)), dtype)
 
 
 def test_compare_training_honours_frozen_parameters():
@@ -502,10 +508,11 @@ def test_tied_parameters_are_one_leaf_with_the_summed_gradient(dtype, torch_dtyp
         fnml_losses.append(float(loss))
     trained = state.model()
     assert trained.encoder.weight is trained.decoder.weight  # still tied after training
-    assert np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))) <= _tol(dtype)
+    _close("per-step loss", np.max(np.abs(np.array(fnml_losses) - np.array(torch_losses))), dtype)
     weight = np.asarray(trained.encoder.weight[...])
-    assert max_abs_diff(weight, torch_model.encoder.weight.detach().numpy()) <= _tol(dtype)
-    assert max_abs_diff(np.asarray(trained.decoder.bias[...]), torch_model.decoder.bias.detach().numpy()) <= _tol(dtype)
+    _close("tied weight", max_abs_diff(weight, torch_model.encoder.weight.detach().numpy()), dtype)
+    bias = np.asarray(trained.decoder.bias[...])
+    _close("decoder bias", max_abs_diff(bias, torch_model.decoder.bias.detach().numpy()), dtype)
 
 
 # ---- train.accuracy -----------------------------------------------------------------------------
