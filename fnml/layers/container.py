@@ -322,9 +322,9 @@ class ModuleDict(_NamedChildren):
         if not isinstance(key, str):
             raise TypeError(f"ModuleDict: module name should be a string, got {type(key).__name__}")
         if key == "":
-            raise KeyError('ModuleDict: module name can\'t be empty string ""')
+            raise KeyError('ModuleDict: module name cannot be the empty string ""')
         if "." in key:
-            raise KeyError(f'ModuleDict: module name can\'t contain ".", got: {key}')
+            raise KeyError(f'ModuleDict: module name cannot contain ".", got: {key}')
         if key not in self._torch_order and hasattr(self, key):
             raise KeyError(f"ModuleDict: attribute '{key}' already exists")
         return key
