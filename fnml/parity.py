@@ -510,22 +510,29 @@ def _check_models(torch_model: Any, fnml_model: Any) -> None:
         raise TypeError(f"fnml_model must be a flax.nnx.Module, got {type(fnml_model).__name__}")
 
 
+def _split_arrays(tree: Any) -> tuple[list, Callable[[list], Any]]:
+    """(array leaves, rebuild): arrays become jit arguments; flags, sizes and None stay Python values."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda v: v is None)
+    is_array = [isinstance(v, (jax.Array, np.ndarray)) for v in leaves]
+
+    def rebuild(arrays: list) -> Any:
+        values = iter(arrays)
+        return jax.tree.unflatten(treedef, [next(values) if traced else v for v, traced in zip(leaves, is_array)])
+
+    return [v for v, traced in zip(leaves, is_array) if traced], rebuild
+
+
 def _jitted_forward(fnml_model: nnx.Module, inputs: tuple, kwargs: dict | None = None) -> Any:
     """One jitted forward (eager JAX compiles every op separately); state updates go back to the model.
 
     Array leaves of ``(inputs, kwargs)`` are traced; other leaves (flags, sizes, None) stay Python values.
     """
     graphdef, state = nnx.split(fnml_model)
-    leaves, treedef = jax.tree.flatten((inputs, kwargs or {}), is_leaf=lambda v: v is None)
-    is_array = [isinstance(v, (jax.Array, np.ndarray)) for v in leaves]
-    arrays = [v for v, traced in zip(leaves, is_array) if traced]
+    arrays, rebuild = _split_arrays((inputs, kwargs or {}))
 
     @jax.jit
     def forward(state, arrays):
-        values = iter(arrays)
-        call_args, call_kwargs = jax.tree.unflatten(
-            treedef, [next(values) if traced else v for v, traced in zip(leaves, is_array)]
-        )
+        call_args, call_kwargs = rebuild(arrays)
         model = nnx.merge(graphdef, jax.tree.map(lambda v: v, state))
         return model(*call_args, **call_kwargs), nnx.split(model)[1]
 
@@ -631,16 +638,17 @@ def compare_gradients(
     graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
     x = _fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs)
     y = _fnml_inputs((targets,))[0]
-    fnml_kwargs = _fnml_inputs(kwargs)
+    arrays, rebuild = _split_arrays((x, _fnml_inputs(kwargs)))
 
-    def loss_fn(p):
+    def loss_fn(p, arrays):
         # Fresh Variable objects at this trace level (BatchNorm mutates its statistics inside grad).
         model = nnx.merge(graphdef, p, jax.tree.map(lambda v: v, rest))
-        loss = fnml_criterion(model(*x, **fnml_kwargs), y)
+        call_args, call_kwargs = rebuild(arrays)
+        loss = fnml_criterion(model(*call_args, **call_kwargs), y)
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
     # jitted: eager JAX would compile every primitive of the backward pass separately.
-    (fnml_loss, new_rest), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+    (fnml_loss, new_rest), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, arrays)
     nnx.update(fnml_model, new_rest)
     fnml_grads = _torch_name_tree(fnml_model, graphdef, grads, rest)
     missing = [name for name in torch_grads if name not in fnml_grads]
@@ -896,7 +904,8 @@ def first_divergence(
             kinds[name] = type(module).__name__
 
             def hook(mod, args, output, name=name):
-                torch_outputs.setdefault(name, output)
+                # A copy: a later in-place op (ReLU(inplace=True)) would otherwise rewrite the recorded value.
+                torch_outputs.setdefault(name, _map_structure(lambda t: t.clone() if _is_tensor(t) else t, output))
 
             handles.append(module.register_forward_hook(hook))
     try:

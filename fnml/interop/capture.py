@@ -688,7 +688,7 @@ class _Compiler:
                 value = node.meta.get("val")
                 shape = None
                 if hasattr(value, "shape"):
-                    shape = tuple(d if isinstance(d, int) else None for d in value.shape)
+                    shape = tuple(_fixed_size(d) for d in value.shape)
                 result.append(_Input(node.name, "user", user_index, shape))
                 self.placeholders[node.name] = ("user", user_index)
                 user_index += 1
@@ -759,6 +759,14 @@ class _Compiler:
         results = _convert(tuple(node.args[0]))
         user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
         return user
+
+
+def _fixed_size(dim: Any) -> int | None:
+    """A captured input dim: its size when the forward fixed it (an int, or a SymInt equal to a number), else None."""
+    if isinstance(dim, int):
+        return dim
+    expr = getattr(getattr(dim, "node", None), "expr", None)
+    return int(expr) if expr is not None and expr.is_number else None
 
 
 def _is_inplace(target: Any) -> bool:
