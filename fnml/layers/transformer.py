@@ -28,6 +28,7 @@ from flax import nnx
 from fnml import functional as F
 from fnml._validation import check_bool, check_in_interval, check_positive, check_positive_int
 from fnml.layers.base import Module, _compute_dtype, torch_uniform
+from fnml.layers.container import ModuleList
 from fnml.layers.dropout import Dropout
 from fnml.layers.linear import Linear, NonDynamicallyQuantizableLinear
 from fnml.layers.normalization import LayerNorm
@@ -113,7 +114,7 @@ def _fresh_dropout_streams(clone: nnx.Module, source: nnx.Module) -> None:
         target.count[...] = jnp.zeros_like(target.count[...])
 
 
-def _clones(layer: nnx.Module, num_layers: int, where: str) -> nnx.List:
+def _clones(layer: nnx.Module, num_layers: int, where: str) -> ModuleList:
     """torch's ``_get_clones``: ``num_layers`` deep copies (same initial weights), each with its own RNG."""
     check_positive_int("num_layers", num_layers, where=where)
     copies = []
@@ -121,7 +122,17 @@ def _clones(layer: nnx.Module, num_layers: int, where: str) -> nnx.List:
         clone = nnx.clone(layer)
         _fresh_dropout_streams(clone, layer)
         copies.append(clone)
-    return nnx.List(copies)
+    return ModuleList(copies)
+
+
+class _TorchOrdered(Module):
+    """Children and tensors listed in torch's registration order (``nnx.clone`` sorts attributes by name)."""
+
+    _torch_order: tuple[str, ...] = ()
+
+    def _torch_children(self) -> list[tuple[str, Any]]:
+        pairs = [(name, getattr(self, name, None)) for name in self._torch_order]
+        return [(name, value) for name, value in pairs if isinstance(value, nnx.Module)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,7 +140,7 @@ def _clones(layer: nnx.Module, num_layers: int, where: str) -> nnx.List:
 # --------------------------------------------------------------------------------------------------
 
 
-class MultiheadAttention(Module):
+class MultiheadAttention(_TorchOrdered):
     """Multi-head attention with torch's parameters, initialisation, masks and return values.
 
     PyTorch equivalent: ``torch.nn.MultiheadAttention(embed_dim, num_heads, dropout=0.0, bias=True,
@@ -160,6 +171,17 @@ class MultiheadAttention(Module):
     >>> out.shape, weights.shape
     ((3, 5, 8), (3, 5, 5))
     """
+
+    _torch_order = (
+        "q_proj_weight",
+        "k_proj_weight",
+        "v_proj_weight",
+        "in_proj_weight",
+        "in_proj_bias",
+        "bias_k",
+        "bias_v",
+        "out_proj",
+    )
 
     def __init__(
         self,
@@ -318,7 +340,7 @@ class MultiheadAttention(Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class TransformerEncoderLayer(Module):
+class TransformerEncoderLayer(_TorchOrdered):
     """Self-attention then a feed-forward block, each with a residual and LayerNorm (torch's reference path).
 
     PyTorch equivalent: ``torch.nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2048,
@@ -339,6 +361,18 @@ class TransformerEncoderLayer(Module):
     >>> layer(jnp.ones((5, 3, 8))).shape                         # (T, N, E)
     (5, 3, 8)
     """
+
+    _torch_order = (
+        "self_attn",
+        "linear1",
+        "dropout",
+        "linear2",
+        "norm1",
+        "norm2",
+        "dropout1",
+        "dropout2",
+        "activation",
+    )
 
     def __init__(
         self,
@@ -399,7 +433,7 @@ class TransformerEncoderLayer(Module):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
-class TransformerDecoderLayer(Module):
+class TransformerDecoderLayer(_TorchOrdered):
     """Self-attention, cross-attention over ``memory``, then feed-forward; residuals and LayerNorms.
 
     PyTorch equivalent: ``torch.nn.TransformerDecoderLayer(d_model, nhead, dim_feedforward=2048,
@@ -418,6 +452,21 @@ class TransformerDecoderLayer(Module):
     >>> layer.eval()(jnp.ones((3, 4, 8)), jnp.ones((3, 6, 8))).shape     # (N, T, E), memory (N, S, E)
     (3, 4, 8)
     """
+
+    _torch_order = (
+        "self_attn",
+        "multihead_attn",
+        "linear1",
+        "dropout",
+        "linear2",
+        "norm1",
+        "norm2",
+        "norm3",
+        "dropout1",
+        "dropout2",
+        "dropout3",
+        "activation",
+    )
 
     def __init__(
         self,
@@ -509,7 +558,7 @@ def _check_norm(norm: Any, where: str) -> Any:
     return norm
 
 
-class TransformerEncoder(Module):
+class TransformerEncoder(_TorchOrdered):
     """A stack of ``num_layers`` copies of an encoder layer, then an optional final ``norm``.
 
     PyTorch equivalent: ``torch.nn.TransformerEncoder(encoder_layer, num_layers, norm=None,
@@ -530,6 +579,8 @@ class TransformerEncoder(Module):
     >>> encoder(jnp.ones((5, 3, 8))).shape
     (5, 3, 8)
     """
+
+    _torch_order = ("layers", "norm")
 
     def __init__(
         self,
@@ -563,7 +614,7 @@ class TransformerEncoder(Module):
         return output if self.norm is None else self.norm(output)
 
 
-class TransformerDecoder(Module):
+class TransformerDecoder(_TorchOrdered):
     """A stack of ``num_layers`` copies of a decoder layer, then an optional final ``norm``.
 
     PyTorch equivalent: ``torch.nn.TransformerDecoder(decoder_layer, num_layers, norm=None)``.
@@ -580,6 +631,8 @@ class TransformerDecoder(Module):
     >>> decoder(jnp.ones((4, 3, 8)), jnp.ones((6, 3, 8))).shape
     (4, 3, 8)
     """
+
+    _torch_order = ("layers", "norm")
 
     def __init__(self, decoder_layer: nnx.Module, num_layers: int, norm: nnx.Module | None = None):
         where = "TransformerDecoder"
@@ -615,7 +668,7 @@ class TransformerDecoder(Module):
         return output if self.norm is None else self.norm(output)
 
 
-class Transformer(Module):
+class Transformer(_TorchOrdered):
     """The encoder-decoder transformer of "Attention Is All You Need", torch's structure and init.
 
     PyTorch equivalent: ``torch.nn.Transformer(d_model=512, nhead=8, num_encoder_layers=6,
@@ -637,6 +690,8 @@ class Transformer(Module):
     >>> model.eval()(jnp.ones((3, 6, 8)), jnp.ones((3, 4, 8)), tgt_mask=mask).shape
     (3, 4, 8)
     """
+
+    _torch_order = ("encoder", "decoder")
 
     def __init__(
         self,
