@@ -8,10 +8,14 @@ including at the kinks (``|x|`` at 0 has gradient 0, BCE's clamped logarithms us
 formula).
 
 CamelCase criteria (``MSELoss()``, ``CrossEntropyLoss(label_smoothing=0.1)``, ...) are small frozen
-dataclasses holding the options; calling one runs the functional loss, so the tutorial reads the same::
+dataclasses holding the options, checked when the criterion is built; calling one runs the functional
+loss, so the tutorial reads the same:
 
-    criterion = losses.MSELoss()
-    loss = criterion(output, target)
+>>> from fnml import losses
+>>> criterion = losses.MSELoss()
+>>> output, target = jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0])
+>>> float(criterion(output, target))
+2.5
 
 Input checks run eagerly in plain Python, before any tracing: unknown ``reduction``, shape and dtype
 mismatches, bad hyperparameters. Checks on *values* (class indices in ``[0, C)``, BCE probabilities in
