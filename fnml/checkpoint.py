@@ -23,10 +23,15 @@ a manifest (written by another tool, or killed between orbax's commit and the ma
 as orbax committed it. Nothing is ever unpickled: orbax stores arrays with tensorstore and metadata as
 JSON / msgpack.
 
-Example::
-
-    save_checkpoint("ckpt", state, step=int(state.step), keep=3)
-    state = restore_checkpoint("ckpt", template=TrainState.create(model, tx))   # latest step
+>>> import tempfile
+>>> from flax import nnx
+>>> from fnml import checkpoint, layers, optim, train
+>>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=1e-3))
+>>> folder = tempfile.mkdtemp()
+>>> _ = checkpoint.save_checkpoint(folder, state, step=0, keep=3)
+>>> restored = checkpoint.restore_checkpoint(folder, template=state)   # latest step
+>>> checkpoint.all_steps(folder), int(restored.step)
+([0], 0)
 """
 
 from __future__ import annotations
@@ -172,9 +177,14 @@ def verify_checkpoint(directory: Any, *, step: int) -> bool:
 
     Raises :class:`CorruptCheckpointError` naming the first truncated / altered / missing / extra file.
 
-    Example::
-
-        verify_checkpoint("ckpt", step=40)
+    >>> import tempfile
+    >>> from flax import nnx
+    >>> from fnml import checkpoint, layers, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = checkpoint.save_checkpoint(folder, state, step=40)
+    >>> checkpoint.verify_checkpoint(folder, step=40)
+    True
     """
     path = _check_directory(directory, where="verify_checkpoint")
     step_dir = os.path.join(path, str(int(step)))
@@ -261,9 +271,14 @@ def save_checkpoint(
     ``keep``: keep only the newest ``keep`` steps (older ones are deleted after a successful save).
     Typed PRNG keys are stored as their key data and re-wrapped on restore. Returns the step's path.
 
-    Example::
-
-        save_checkpoint("ckpt", state, step=int(state.step), keep=3)
+    >>> import os, tempfile
+    >>> from flax import nnx
+    >>> from fnml import checkpoint, layers, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> folder = tempfile.mkdtemp()
+    >>> path = checkpoint.save_checkpoint(folder, state, step=int(state.step), keep=3, metadata={"epoch": 0})
+    >>> os.path.basename(path), checkpoint.checkpoint_metadata(folder)
+    ('0', {'epoch': 0})
     """
     if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
         raise ValueError(f"save_checkpoint: step must be a non-negative integer, got step={step!r}")
@@ -323,9 +338,14 @@ def restore_checkpoint(directory: Any, *, template: Any, step: int | None = None
     first (:class:`CorruptCheckpointError`); with ``step=None`` a corrupt newest step is skipped with a
     :class:`CorruptCheckpointWarning` and the newest good one is restored.
 
-    Example::
-
-        state = restore_checkpoint("ckpt", template=TrainState.create(model, tx))
+    >>> import tempfile
+    >>> from flax import nnx
+    >>> from fnml import checkpoint, layers, optim, train
+    >>> template = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = checkpoint.save_checkpoint(folder, template.replace(step=template.step + 7), step=7)
+    >>> int(checkpoint.restore_checkpoint(folder, template=template).step)
+    7
     """
     path = _check_directory(directory, where="restore_checkpoint")
     chosen = _resolve_step(path, step, where="restore_checkpoint")

@@ -240,13 +240,12 @@ def to(tree: Any, dev: Any) -> Any:
     ``to(torch.randn(3), dev)`` is a jax array on ``dev``. A ``torch.nn.Module`` is refused: port it with
     ``fnml.interop.from_torch`` first.
 
-    Example::
-
-        model = to(model, device("cuda" if cuda_is_available() else "cpu"))
-        X = to(X, dev)
-
     >>> import torch
-    >>> to(torch.ones(2), "cpu").dtype
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> dev = device("cuda" if cuda_is_available() else "cpu")
+    >>> model = to(layers.SimpleNN(rngs=nnx.Rngs(0)), dev)
+    >>> to(torch.ones(2), dev).dtype
     dtype('float32')
     """
     target = device(dev)

@@ -714,12 +714,19 @@ def compare_training(
     atol + rtol * max |torch param|``. ``track_params`` compares every parameter after every step (to find
     the first step and parameter to diverge); without it only the final parameters are compared.
 
-    Example::
-
-        report = parity.compare_training(tm, torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.9),
-                                         torch.nn.MSELoss(), twin, optax.sgd(0.1, momentum=0.9),
-                                         losses.MSELoss(), batches, steps=50)
-        assert report.passed, report.to_dict()
+    >>> import jax.numpy as jnp, torch
+    >>> from flax import nnx
+    >>> from fnml import layers, losses, optim, parity
+    >>> tm = torch.nn.Linear(2, 1)
+    >>> twin = layers.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> twin.kernel[...] = jnp.asarray(tm.weight.detach().numpy().T)   # torch (out, in) -> (in, out)
+    >>> twin.bias[...] = jnp.asarray(tm.bias.detach().numpy())
+    >>> batches = [(torch.randn(8, 2), torch.randn(8, 1)) for _ in range(4)]
+    >>> report = parity.compare_training(tm, torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.9),
+    ...                                  torch.nn.MSELoss(), twin, optim.sgd(lr=0.1, momentum=0.9),
+    ...                                  losses.MSELoss(), batches, steps=20)
+    >>> report.passed
+    True
     """
     import torch
 

@@ -19,15 +19,16 @@ backpropagation through time), penalties. Both take ``accumulate_steps`` (torch'
 and ``autocast`` (torch's ``torch.autocast``). :func:`fit` prints exactly the tutorial's lines and can run
 whole epochs inside one ``lax.scan`` ("fused").
 
-Example::
-
-    from flax import nnx
-    from fnml import layers, losses, optim, train
-
-    model = layers.SimpleNN(rngs=nnx.Rngs(0))
-    result = train.fit(model, optim.adam(lr=1e-3), losses.MSELoss(), X, Y, epochs=100)
-    result.losses          # one float per optimizer step
-    result.model           # the trained module (``model`` itself is untouched)
+>>> import numpy as np
+>>> from flax import nnx
+>>> from fnml import layers, losses, optim, train
+>>> X, Y = np.ones((10, 2), np.float32), np.zeros((10, 1), np.float32)
+>>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+>>> result = train.fit(model, optim.adam(lr=1e-3), losses.MSELoss(), X, Y, epochs=100, verbose=False)
+>>> result.losses.shape          # one float per optimizer step
+(100,)
+>>> result.model is model        # the trained module is a new one: ``model`` itself is untouched
+False
 """
 
 from __future__ import annotations
@@ -481,8 +482,8 @@ def accuracy(output: Any, target: Any, *, ignore_index: int = -100) -> jax.Array
     >>> import jax.numpy as jnp
     >>> from fnml import train
     >>> logits = jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
-    >>> float(train.accuracy(logits, jnp.array([0, 1, 1])))
-    0.6666666666666666
+    >>> round(float(train.accuracy(logits, jnp.array([0, 1, 1]))), 4)
+    0.6667
     >>> float(train.accuracy(logits, jnp.array([0, 1, -100])))
     1.0
     """
@@ -585,9 +586,15 @@ class EarlyStopping(Callback):
     has no validation data). ``restore_best=True`` ends training with the best epoch's state (so
     ``result.model`` holds the best parameters).
 
-    Example::
-
-        fit(..., validation=(X_val, Y_val), callbacks=[EarlyStopping(patience=5)])
+    >>> import numpy as np
+    >>> from flax import nnx
+    >>> from fnml import layers, losses, optim, train
+    >>> X, Y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
+    >>> stopper = train.EarlyStopping(patience=2)
+    >>> result = train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.0), losses.MSELoss(), X, Y,
+    ...                    epochs=50, validation=(X, Y), callbacks=[stopper], verbose=False)
+    >>> result.stop_reason.startswith("early stopping at epoch 3"), len(result.losses)
+    (True, 3)
     """
 
     def __init__(
