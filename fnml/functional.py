@@ -12,6 +12,7 @@ layout decision is made once, in the function).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -1416,7 +1417,9 @@ def interpolate(
 
     Weights are computed in float64 for float64 inputs and in float32 otherwise, as torch. 2-d modes are
     applied one axis at a time (separable, the same taps and weights). ``antialias=True`` is not
-    implemented (NotImplementedError).
+    implemented (NotImplementedError). One gradient differs from torch's, on purpose: ``bicubic`` with a
+    ``scale_factor`` that keeps the size (e.g. 1.05 on 5 pixels) interpolates in both forwards, but torch's
+    backward then copies the gradient; fnml's is the true derivative of the (matching) forward.
 
     >>> import jax.numpy as jnp
     >>> from fnml import functional as F
@@ -2510,7 +2513,8 @@ def celu(input: jax.Array, alpha: float = 1.0, inplace: bool = False) -> jax.Arr
 
     PyTorch equivalent: ``torch.nn.functional.celu(input, alpha=1.0, inplace=False)``.
 
-    ``alpha=0`` is a ``ValueError`` (torch: "ZeroDivisionError in celu").
+    ``alpha=0`` is a ``ValueError`` (torch: "ZeroDivisionError in celu"). The gradient is torch's, which uses
+    ``1 / float32(alpha)`` as the input scale (a ~1e-8 relative detail for an ``alpha`` not exact in float32).
 
     >>> print(celu(jnp.array([-1.0, 2.0]), alpha=2.0).round(4))
     [-0.7869  2.    ]
@@ -2519,7 +2523,24 @@ def celu(input: jax.Array, alpha: float = 1.0, inplace: bool = False) -> jax.Arr
     if alpha == 0:
         raise ValueError("celu: alpha must not be 0 (celu divides by alpha), got alpha=0")
     _check_inplace(inplace, "celu")
-    return _elu(_as_float_input(input, "celu"), alpha, 1.0, 1.0 / alpha)
+    return _celu(_as_float_input(input, "celu"), float(alpha))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _celu(x: jax.Array, alpha: float) -> jax.Array:
+    return _elu(x, alpha, 1.0, 1.0 / alpha)
+
+
+@_celu.defjvp
+def _celu_jvp(alpha, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    # torch's celu backward is elu_backward with input_scale = 1 / float32(alpha) (its derivative formula rounds
+    # alpha to float32 there, the forward does not): x <= 0 -> input_scale * alpha * exp(x * input_scale), else 1.
+    input_scale = 1.0 / float(np.float32(alpha))
+    safe = jnp.where(x <= 0, x, jnp.zeros_like(x))
+    negative = (input_scale * alpha) * jnp.exp(safe * input_scale)
+    slope = jnp.where(x <= 0, negative.astype(x.dtype), jnp.ones_like(x))
+    return _celu(x, alpha), dx * slope
 
 
 def gelu(input: jax.Array, approximate: str = "none") -> jax.Array:
