@@ -35,12 +35,16 @@ so float64 checkpoints are always rounded; enable x64 and build the model in flo
 ``from_torch`` builds the twin in the torch module's dtype (float64 needs x64; without it the twin is
 float32). ``state_dict`` returns the fnml dtypes; ``num_batches_tracked`` is returned as int64 like torch.
 
-Example::
+``twin = interop.from_torch(torch_model, example_x)`` builds a whole-model twin (torch layouts in, the
+same outputs as ``torch_model``); weights alone move with ``state_dict`` / ``load_state_dict``:
 
-    model = layers.SimpleNN(rngs=nnx.Rngs(0))
-    interop.load_state_dict(model, torch_model.state_dict())
-    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in interop.state_dict(model).items()})
-    twin = interop.from_torch(torch_model, example_x)   # torch layouts in, same outputs as torch_model
+>>> from flax import nnx
+>>> from fnml import interop, layers
+>>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+>>> sd = interop.state_dict(model)              # what torch_model.load_state_dict(...) takes (as tensors)
+>>> list(sd)
+['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
+>>> _ = interop.load_state_dict(model, sd)      # torch_model.state_dict() works the same way
 """
 
 from fnml.interop.capture import TorchTwin, from_torch

@@ -42,9 +42,12 @@ def save_safetensors(obj: Any, path: str | os.PathLike, *, metadata: Mapping[str
     leaves a half-written file at ``path``. The result loads in torch with
     ``safetensors.torch.load_file(path)``. Returns the path.
 
-    Example::
-
-        interop.save_safetensors(model, "model.safetensors")
+    >>> import os, tempfile
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> interop.save_safetensors(layers.SimpleNN(rngs=nnx.Rngs(0)), path) == path
+    True
     """
     from safetensors.numpy import save_file
 
@@ -68,9 +71,13 @@ def load_safetensors(path: str | os.PathLike) -> OrderedDict:
 
     A truncated or corrupted file raises ``ValueError`` naming the path.
 
-    Example::
-
-        interop.load_state_dict(model, interop.load_safetensors("model.safetensors"))
+    >>> import os, tempfile
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> _ = interop.save_safetensors(layers.SimpleNN(rngs=nnx.Rngs(0)), path)
+    >>> sorted(interop.load_safetensors(path))
+    ['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file

@@ -26,7 +26,7 @@ import numpy as np
 
 from fnml import functional as F
 
-__all__: list[str] = []
+__all__ = ["OPS", "UnsupportedTorchOpError", "lookup"]
 
 
 class UnsupportedTorchOpError(NotImplementedError):
@@ -951,7 +951,16 @@ INPLACE_SUFFIX = "_"
 
 
 def lookup(name: str) -> Lowering | None:
-    """The table entry for an op name (``aten.add_`` falls back to ``aten.add``)."""
+    """The table entry for a captured op name, or None (``aten.add_`` falls back to ``aten.add``).
+
+    PyTorch equivalent: ``torch.ops.aten.<name>`` (the op a captured graph calls).
+
+    >>> from fnml.interop import lowering
+    >>> lowering.lookup("aten.relu_").fn is lowering.lookup("aten.relu").fn
+    True
+    >>> lowering.lookup("aten.linalg_svdvals") is None
+    True
+    """
     if name in OPS:
         return OPS[name]
     if name.endswith(INPLACE_SUFFIX) and name[:-1] in OPS:

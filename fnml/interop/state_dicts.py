@@ -273,10 +273,10 @@ def named_layers(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
 
     PyTorch equivalent: ``[(n, m) for n, m in model.named_modules() if not list(m.children())]``.
 
-    Example::
-
-        model = layers.SimpleNN(rngs=nnx.Rngs(0))
-        [name for name, _ in interop.named_layers(model)]  # ['fc1', 'fc2']
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> [name for name, _ in interop.named_layers(layers.SimpleNN(rngs=nnx.Rngs(0)))]
+    ['fc1', 'fc2']
     """
     return [(name, module) for name, module, _ in _walk(model) if _converter_for(module) is not None]
 
@@ -355,10 +355,10 @@ def state_dict(model: nnx.Module, *, flatten_nhwc: Mapping[str, Sequence[int]] |
     order (the inverse of the same flag of :func:`load_state_dict`). Twins from :func:`from_torch`
     flatten in torch's order and need no flag.
 
-    Example::
-
-        sd = interop.state_dict(layers.SimpleNN(rngs=nnx.Rngs(0)))
-        list(sd)   # ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> list(interop.state_dict(layers.SimpleNN(rngs=nnx.Rngs(0))))
+    ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
     """
     slots = _named_slots(model)
     permuted = _check_flatten_nhwc(flatten_nhwc, slots)
@@ -435,9 +435,12 @@ def load_state_dict(
     (see SEMANTICS.md: a plain transpose is 1.4 off). Twins from :func:`from_torch` flatten in torch's
     order and need no flag.
 
-    Example::
-
-        model = interop.load_state_dict(layers.SimpleNN(rngs=nnx.Rngs(0)), torch_model.state_dict())
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> source = interop.state_dict(layers.SimpleNN(rngs=nnx.Rngs(1)))   # or torch_model.state_dict()
+    >>> model = interop.load_state_dict(layers.SimpleNN(rngs=nnx.Rngs(0)), source)
+    >>> bool((model.fc1.kernel[...].T == source["fc1.weight"]).all())
+    True
     """
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got strict={strict!r}")
