@@ -765,7 +765,7 @@ def _index_dtype() -> Any:
 class _PoolArgs:
     """torch's pooling arguments checked once, as 2-d tuples (1-d pools get a unit height axis)."""
 
-    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, spatial, where, *, half_of="effective "):
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, spatial, where):
         kernel = _ntuple("kernel_size", kernel_size, spatial, where=where)
         # torch: stride None (or an empty list) means the kernel size.
         shown_stride = kernel_size if stride is None or (isinstance(stride, (tuple, list)) and not stride) else stride
@@ -773,10 +773,11 @@ class _PoolArgs:
         pad = _ntuple("padding", padding, spatial, where=where, minimum=0)
         dil = _ntuple("dilation", dilation, spatial, where=where)
         check_bool("ceil_mode", ceil_mode, where=where)
-        for p, k, d in zip(pad, kernel, dil):
-            if p > (d * (k - 1) + 1) // 2:
+        for p, k in zip(pad, kernel):
+            if p > k // 2:  # torch: of the kernel size itself (and so of the effective one), whatever the dilation
+                of = "the effective kernel size and of the kernel size" if where.startswith(("max", "Max")) else ""
                 raise ValueError(
-                    f"{where}: padding should be at most half of the {half_of}kernel size, got "
+                    f"{where}: padding should be at most half of {of or 'the kernel size'}, got "
                     f"padding={padding}, kernel_size={kernel_size}, dilation={dilation}"
                 )
         self.kernel, self.stride = _lift_2d(kernel, spatial, 1), _lift_2d(stride, spatial, 1)
@@ -880,9 +881,10 @@ def max_pool2d(
     Shapes: ``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N, C, H_out, W_out)`` (``channels_last=True``: NHWC
     in and out), ``H_out`` by torch's formula (``ceil_mode`` rounds up; the last window must start inside
     the input or its left padding). ``stride`` defaults to ``kernel_size``. Padding is -inf, at most half
-    the effective kernel. The gradient goes entirely to the FIRST maximal element of each window
-    (row-major), as torch's (``jnp.max`` splits it among ties); NaN propagates as in torch.
-    ``return_indices=True`` also returns torch's flat ``h * W + w`` index of each maximum (int64).
+    the kernel size (torch's rule, whatever the dilation). The gradient goes entirely to the FIRST
+    maximal element of each window (row-major), as torch's (``jnp.max`` splits it among ties); NaN
+    propagates as in torch. ``return_indices=True`` also returns torch's flat ``h * W + w`` index of
+    each maximum (int64).
 
     Performance: windows that tile the input (stride == kernel, no padding/dilation) are a reshape, the
     general case stacks the kh*kw strided views; the max is read through a one-hot of the argmax, so the
@@ -917,7 +919,7 @@ def _avg_pool_nd(
     check_bool("channels_last", channels_last, where=where)
     if divisor_override is not None:
         check_positive_int("divisor_override", divisor_override, where=where)
-    args = _PoolArgs(kernel_size, stride, padding, 1, ceil_mode, spatial, where, half_of="")
+    args = _PoolArgs(kernel_size, stride, padding, 1, ceil_mode, spatial, where)
     x, unbatched = _channels_last_batched(input, spatial, channels_last, where=where)
     x = _as_2d(x, spatial)
     out = args.output_size(x, _layout(spatial, channels_last))

@@ -213,7 +213,12 @@ ERRORS = {
     "padding_over_half": (
         lambda: layers.MaxPool1d(2, padding=2),
         ValueError,
-        r"MaxPool1d: padding should be at most half of the effective kernel size, got padding=2",
+        r"MaxPool1d: padding should be at most half of the effective kernel size and of the kernel size, got padding=2",
+    ),
+    "padding_over_half_despite_dilation": (
+        lambda: F.max_pool2d(jnp.ones((1, 1, 9, 9)), 3, padding=2, dilation=2),
+        ValueError,
+        r"max_pool2d: padding should be at most half of the effective kernel size and of the kernel size",
     ),
     "avg_padding_over_half": (
         lambda: F.avg_pool1d(jnp.ones((1, 2, 5)), 3, padding=2),
@@ -281,3 +286,8 @@ def test_adaptive_output_larger_than_input_is_allowed_as_in_torch():
     np.testing.assert_allclose(
         np.asarray(F.adaptive_max_pool2d(jnp.asarray(x), 4)), TF.adaptive_max_pool2d(torch.tensor(x), 4).numpy()
     )
+
+
+def test_torch_also_limits_padding_by_the_kernel_not_the_dilated_window():
+    with pytest.raises(RuntimeError, match="pad should be smaller than or equal to half of kernel size"):
+        TF.max_pool2d(torch.ones(1, 1, 9, 9), 3, padding=2, dilation=2)

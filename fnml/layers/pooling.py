@@ -83,7 +83,7 @@ class MaxPool1d(_MaxPoolNd):
     return_indices=False, ceil_mode=False)``.
 
     Shapes: ``(N, L, C)`` or ``(L, C)`` -> ``(N, L_out, C)`` (torch: ``(N, C, L)``), ``L_out`` by torch's
-    formula. ``stride`` defaults to ``kernel_size``; -inf padding, at most half the effective kernel; the
+    formula. ``stride`` defaults to ``kernel_size``; -inf padding, at most half the kernel size; the
     gradient goes to the FIRST maximum of each window, as torch. ``return_indices=True`` returns
     ``(values, indices)`` with torch's int64 positions along ``L``. Calls
     ``functional.max_pool1d(..., channels_last=True)``.
@@ -117,8 +117,8 @@ class MaxPool2d(_MaxPoolNd):
     Shapes: ``(N, H, W, C)`` or ``(H, W, C)`` -> ``(N, H_out, W_out, C)``, ``H_out`` by torch's formula
     (``ceil_mode`` rounds up, the last window must start inside the input or its left padding).
     ``stride`` defaults to ``kernel_size`` (``nnx.max_pool``: 1). Padding is -inf, at most half the
-    effective kernel. The gradient goes entirely to the FIRST maximal element of each window (row-major),
-    as torch's (``jnp.max`` splits it among ties); NaN propagates as in torch. ``return_indices=True``
+    kernel size (torch's rule). The gradient goes entirely to the FIRST maximal element of each window
+    (row-major), as torch's (``jnp.max`` splits it among ties); NaN propagates as in torch. ``return_indices=True``
     returns ``(values, indices)``, torch's flat ``h * W + w`` (int64).
 
     Performance (``functional.max_pool2d``, which this calls with ``channels_last=True``): windows that
@@ -154,7 +154,7 @@ class _AvgPoolNd(Module):
 
     def __init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         where = type(self).__name__
-        F._PoolArgs(kernel_size, stride, padding, 1, ceil_mode, self._spatial, where, half_of="")
+        F._PoolArgs(kernel_size, stride, padding, 1, ceil_mode, self._spatial, where)
         check_bool("count_include_pad", count_include_pad, where=where)
         if divisor_override is not None:
             check_positive_int("divisor_override", divisor_override, where=where)
@@ -168,9 +168,7 @@ class _AvgPoolNd(Module):
         _check_input(
             self,
             x,
-            F._PoolArgs(
-                self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, self._spatial, where, half_of=""
-            ),
+            F._PoolArgs(self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, self._spatial, where),
         )
         if self._spatial == 1:
             return F.avg_pool1d(
