@@ -41,10 +41,14 @@ class Linear(Module, nnx.Linear):
     is the parameter dtype (float64 for exactness checks); ``dtype`` the computation dtype (None:
     promote input and parameters).
 
-    Example::
-
-        fc = Linear(2, 1, rngs=nnx.Rngs(0))
-        y = fc(jnp.ones((4, 2)))              # (4, 1)
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> fc = layers.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> fc
+    Linear(in_features=2, out_features=1, bias=True)
+    >>> fc(jnp.ones((4, 2))).shape, fc.kernel.shape       # kernel = torch weight.T
+    ((4, 1), (2, 1))
     """
 
     def __init__(

@@ -166,11 +166,14 @@ class BatchNorm1d(_BatchNorm):
     in the parameter dtype. Attributes: ``weight``, ``bias`` (Param or None), ``running_mean``,
     ``running_var`` (BatchStat ``(C,)``), ``num_batches_tracked`` (int BatchStat scalar).
 
-    Example::
-
-        bn = BatchNorm1d(4)
-        y = bn(jnp.ones((8, 4)))     # training mode: updates the running statistics
-        bn.eval(); y = bn(x)         # uses them
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> bn = layers.BatchNorm1d(4)
+    >>> y = bn(jnp.arange(8.0).reshape(2, 4))         # training mode: updates the running statistics
+    >>> print(bn.running_mean[...], int(bn.num_batches_tracked[...]))
+    [0.2 0.3 0.4 0.5] 1
+    >>> bn.eval()(jnp.zeros((3, 4))).shape             # eval mode: uses them
+    (3, 4)
     """
 
     _name = "BatchNorm1d"
@@ -187,10 +190,10 @@ class BatchNorm2d(_BatchNorm):
     Same rules as :class:`BatchNorm1d`: statistics over (N, H, W) per channel, unbiased running variance,
     torch's momentum convention, ``num_batches_tracked``, running stats in the parameter dtype.
 
-    Example::
-
-        bn = BatchNorm2d(16)
-        y = bn(jnp.ones((8, 28, 28, 16)))
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.BatchNorm2d(16)(jnp.ones((8, 5, 5, 16))).shape
+    (8, 5, 5, 16)
     """
 
     _name = "BatchNorm2d"
@@ -209,10 +212,10 @@ class LayerNorm(Module):
     variance ``E[x^2] - E[x]^2`` loses precision for large-mean inputs) and ``eps`` is 1e-5 (flax: 1e-6).
     ``weight`` (ones) and ``bias`` (zeros) have shape ``normalized_shape`` (or are None).
 
-    Example::
-
-        ln = LayerNorm(16)
-        y = ln(jnp.ones((4, 10, 16)))
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.LayerNorm(16)(jnp.ones((4, 10, 16))).shape
+    (4, 10, 16)
     """
 
     def __init__(
