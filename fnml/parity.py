@@ -829,7 +829,10 @@ def compare_training(
 # ----------------------------------------------------------------------------------------------------
 
 # fnml layers that compute channels-last: their outputs are compared after moving channels back.
-_NHWC_KINDS = {"Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
+_NHWC_KINDS = {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
+# fnml layers whose output is (N, L, C) for torch's (N, C, L), and those with the channel axis last in any rank.
+_NLC_KINDS = {"BatchNorm1d", "Conv1d", "ConvTranspose1d"}
+_CHANNELS_LAST_KINDS = {"GroupNorm", "InstanceNorm1d", "InstanceNorm2d"}
 
 
 @contextlib.contextmanager
@@ -867,8 +870,10 @@ def _torch_layout(kind: str, value: np.ndarray, torch_shape: tuple[int, ...]) ->
     # Decided by the layer kind, not by shapes (an (N, 4, 4, 4) map has the same shape in both layouts).
     if kind in _NHWC_KINDS and value.ndim == 4:
         return value.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    if kind == "BatchNorm1d" and value.ndim == 3:
+    if kind in _NLC_KINDS and value.ndim == 3:
         return value.transpose(0, 2, 1)  # (N, L, C) -> (N, C, L)
+    if kind in _CHANNELS_LAST_KINDS and value.ndim >= 3:
+        return np.moveaxis(value, -1, 1)  # (N, *, C) -> (N, C, *)
     return value
 
 

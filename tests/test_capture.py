@@ -377,3 +377,31 @@ def test_without_example_inputs_an_untraceable_forward_asks_for_them():
 def test_rngs_must_be_nnx_rngs():
     with pytest.raises(TypeError, match="rngs must be an nnx.Rngs or None, got int"):
         interop.from_torch(RandomOps(), torch.zeros(2, 3), rngs=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Leaves that become fnml layers (channels-last inside, transposes at the edges)
+# ----------------------------------------------------------------------------------------------------
+
+LEAVES = {
+    "conv1d": (lambda: nn.Conv1d(4, 6, 3, padding=1, groups=2), (4, 7)),
+    "conv_transpose1d": (lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2), (4, 7)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(3, 4, (3, 2), stride=2, padding=1, output_padding=1), (3, 5, 5)),
+    "group_norm": (lambda: nn.GroupNorm(2, 4), (4, 3, 3)),
+    "instance_norm2d": (lambda: nn.InstanceNorm2d(3, affine=True), (3, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("kind", LEAVES, ids=list(LEAVES))
+def test_leaves_with_an_fnml_layer_become_that_layer(kind, mode):
+    build, shape = LEAVES[kind]
+    model = nn.Sequential(build()).double().train(mode == "train")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-1, 1)
+    twin = interop.from_torch(model, torch.randn(2, *shape, dtype=torch.float64))
+    assert type(getattr(twin, "0")).__module__.startswith("fnml.layers") and str(twin) == str(model)
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    assert parity.compare_forward(model, twin, x).max_abs_diff <= 1e-12
+    assert parity.first_divergence(model, twin, x).first_divergent is None

@@ -119,6 +119,9 @@ LAYER_KINDS = {
     "linear_nobias": lambda: nn.Linear(5, 3, bias=False),
     "conv2d": lambda: nn.Conv2d(4, 6, (3, 2), stride=2, padding=1, groups=2),
     "conv2d_nobias": lambda: nn.Conv2d(3, 5, 3, bias=False),
+    "conv1d": lambda: nn.Conv1d(4, 6, 3, groups=2),
+    "conv_transpose1d": lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2),
+    "conv_transpose2d": lambda: nn.ConvTranspose2d(3, 4, (3, 2), stride=2, bias=False),
     "batchnorm1d": lambda: nn.BatchNorm1d(5),
     "batchnorm2d_no_affine": lambda: nn.BatchNorm2d(5, affine=False),
     "batchnorm2d_no_stats": lambda: nn.BatchNorm2d(5, track_running_stats=False),
@@ -529,10 +532,10 @@ class UsesErf(nn.Module):
 class UsesConv1d(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv1d(2, 2, 3)
+        self.conv = nn.Bilinear(2, 2, 3)
 
     def forward(self, x):
-        return self.conv(x)
+        return self.conv(x, x)
 
 
 class DataDependent(nn.Module):
@@ -559,7 +562,7 @@ class UsesNumel(nn.Module):
             r"unsupported operation torch\.erfinv at fx node 'erfinv'.*test_interop\.py.*torch\.erfinv",
         ),
         (UsesNumel(), r"tensor method \.cumsum\(\) at fx node 'cumsum'.*x\.cumsum\(0\)"),
-        (UsesConv1d(), r"torch\.nn\.Conv1d at 'conv' has no fnml layer; pass example inputs"),
+        (UsesConv1d(), r"torch\.nn\.Bilinear at 'conv' has no fnml layer; pass example inputs"),
         (DataDependent(), "could not trace DataDependent.forward"),
         (nn.Sequential(nn.LSTM(2, 4, proj_size=2)), "proj_size=2"),
         (nn.Linear(2, 2), "pass a model, not a bare torch.nn.Linear"),

@@ -189,6 +189,12 @@ _LAYER_CALLS: dict[str, tuple[tuple[str, ...], str]] = {
     "Embedding": (("aten.embedding",), "embedding"),
     "LayerNorm": (("aten.layer_norm",), "first"),
     "Conv2d": (("aten.conv2d",), "nchw"),
+    "Conv1d": (("aten.conv1d",), "ncl"),
+    "ConvTranspose1d": (("aten.conv_transpose1d",), "ncl"),
+    "ConvTranspose2d": (("aten.conv_transpose2d",), "nchw"),
+    "GroupNorm": (("aten.group_norm",), "channels"),
+    "InstanceNorm1d": (("aten.instance_norm",), "channels"),
+    "InstanceNorm2d": (("aten.instance_norm",), "channels"),
     "BatchNorm1d": (("aten.batch_norm",), "batch_norm"),
     "BatchNorm2d": (("aten.batch_norm",), "batch_norm"),
     "LSTM": (("aten.lstm",), "lstm"),
@@ -891,6 +897,13 @@ def _call_layer(layer: Any, adapter: str, args: tuple) -> Any:
             return _call_layer(layer, adapter, (x[None],))[0]
         out = layer(jnp.transpose(x, (0, 2, 3, 1)))  # (N, C, H, W) -> (N, H, W, C)
         return jnp.transpose(out, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
+    if adapter == "ncl":
+        x = args[0]
+        if x.ndim == 2:  # unbatched (C, L)
+            return _call_layer(layer, adapter, (x[None],))[0]
+        return jnp.transpose(layer(jnp.transpose(x, (0, 2, 1))), (0, 2, 1))  # (N, C, L) <-> (N, L, C)
+    if adapter == "channels":  # (N, C, *) <-> (N, *, C)
+        return jnp.moveaxis(layer(jnp.moveaxis(args[0], 1, -1)), -1, 1)
     if adapter == "batch_norm":
         x = args[0]
         if x.ndim == 4:
@@ -922,7 +935,8 @@ class _FxOp(NamedTuple):
     layout: str  # for call_module: "nchw" (convert to NHWC around the layer), "ncl", or ""
 
 
-_CHANNELS_LAST_2D = {"Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
+_CHANNELS_LAST_2D = {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
+_CHANNELS_LAST_1D = {"BatchNorm1d", "Conv1d", "ConvTranspose1d"}
 _FX_FUNCTIONS: dict[Any, Any] = {}
 _FX_METHODS: dict[str, Any] = {}
 
@@ -976,7 +990,11 @@ def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
             )
         if node.op == "call_module":
             kind = type(torch_root.get_submodule(node.target)).__name__
-            layout = "nchw" if kind in _CHANNELS_LAST_2D else ("ncl" if kind == "BatchNorm1d" else "")
+            layout = "nchw" if kind in _CHANNELS_LAST_2D else ("ncl" if kind in _CHANNELS_LAST_1D else "")
+            if kind in ("GroupNorm", "InstanceNorm1d", "InstanceNorm2d"):
+                raise UnsupportedTorchOpError(
+                    f"from_torch: torch.nn.{kind} at {node.target!r} needs example inputs: interop.from_torch(model, x)"
+                )
         try:
             args = _convert(tuple(node.args))
             kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items())

@@ -107,6 +107,18 @@ def _conv2d_slots(module: Any) -> list[_Slot]:
     return slots
 
 
+def _conv_slots(perm: tuple[int, ...]) -> Callable[[Any], list[_Slot]]:
+    """Conv1d / ConvTranspose1d/2d: the kernel's fnml -> torch axes ``perm``, the bias as is."""
+
+    def slots(module: Any) -> list[_Slot]:
+        result = [_Slot("weight", module, "kernel", perm=perm)]
+        if _optional(module, "bias"):
+            result.append(_Slot("bias", module, "bias"))
+        return result
+
+    return slots
+
+
 def _batchnorm_slots(module: Any) -> list[_Slot]:
     # Same names and (C,) shapes on both sides; num_batches_tracked exists in torch only as a counter.
     slots = [_Slot(name, module, name) for name in ("weight", "bias") if _optional(module, name)]
@@ -160,8 +172,16 @@ def _build_converters() -> dict[type, Callable[[Any], list[_Slot]]]:
     with_params = {
         "Linear": _linear_slots,
         "Conv2d": _conv2d_slots,
+        # fnml (k, in/groups, out) -> torch (out, in/groups, k): axes reversed.
+        "Conv1d": _conv_slots((2, 1, 0)),
+        # fnml (k, in, out/groups) -> torch (in, out/groups, k); 2-D: (kh, kw, in, out/g) -> (in, out/g, kh, kw).
+        "ConvTranspose1d": _conv_slots((1, 2, 0)),
+        "ConvTranspose2d": _conv_slots((2, 3, 0, 1)),
         "BatchNorm1d": _batchnorm_slots,
         "BatchNorm2d": _batchnorm_slots,
+        "InstanceNorm1d": _batchnorm_slots,
+        "InstanceNorm2d": _batchnorm_slots,
+        "GroupNorm": _same_name_slots("weight", "bias"),
         "LayerNorm": _same_name_slots("weight", "bias"),
         "Embedding": _same_name_slots("weight"),
         "RNN": _recurrent_slots,
