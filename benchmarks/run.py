@@ -1,7 +1,8 @@
 """fnml vs PyTorch benchmark suite (issue 7): ``python benchmarks/run.py`` (``make bench``).
 
-Runs W1..W4 (per-step training time; torch eager, torch.compile, fnml jitted step, fnml fused) in ONE
-process with the same thread settings, then W5 (the tutorial script end to end, in subprocesses, cold
+Runs W1..W4 (per-step training time; torch eager, torch.compile, fnml jitted step, fnml fused) and W6
+(GPT) / W7 (ResNet) (torch eager, torch.compile, the fnml-native model, the ``interop.from_torch`` twin) in
+ONE process with the same thread settings, then W5 (the tutorial script end to end, in subprocesses, cold
 and warm JAX persistent compilation cache) and the ``import fnml`` overhead. Writes
 ``benchmarks/results/results.jsonl`` (one JSON object per measurement) and ``results.md`` (the table),
 and prints the table.
@@ -42,7 +43,15 @@ TARGETS = {
     ("W2", "fnml_fused"): 2.5,
     ("W3", "fnml_jit"): 1.2,
     ("W4", "fnml_jit"): 1.2,
+    # issue 15: the models people port, native fnml layers and the from_torch twin
+    ("W6", "fnml_native"): 1.3,
+    ("W6", "fnml_twin"): 1.3,
+    ("W7", "fnml_native"): 1.3,
+    ("W7", "fnml_twin"): 1.3,
 }
+TWIN_WITHIN = 1.10  # issue 15: the twin's step time within 10% of the native model's
+WORKLOADS = ("W1", "W2", "W3", "W4", "W6", "W7")
+BUDGET_SCALE = {"W6": 0.6, "W7": 0.6}  # W6/W7 build longer (torch.compile, from_torch): shorter timed blocks
 PEAK_MATMUL_GFLOPS = 470.0  # XLA fp32 matmul peak measured on this machine kind (issue 7)
 
 
@@ -110,7 +119,8 @@ def bench_workloads(names: list[str], *, repeats: int, with_compile: bool, budge
             run(k)
             probe[label] = time.perf_counter() - start
         per_round = sum(probe.values())
-        n = max(5, min(repeats, int(budget_s / max(per_round, 1e-9))))
+        budget = budget_s * BUDGET_SCALE.get(name, 1.0)
+        n = max(5, min(repeats, int(budget / max(per_round, 1e-9))))
         samples = {label: [] for label in wl.runners}
         for _ in range(n):
             for label, run in wl.runners.items():
@@ -135,6 +145,10 @@ def bench_workloads(names: list[str], *, repeats: int, with_compile: bool, budge
             if wl.flops_per_step and label.startswith("fnml"):
                 record["gflops"] = wl.flops_per_step / (record["us_per_step"] * 1e3)
                 record["fraction_of_peak"] = record["gflops"] / PEAK_MATMUL_GFLOPS
+            if label == "fnml_twin" and "fnml_native" in samples:
+                record["port_s"] = getattr(wl, "port_seconds", None)
+                record["twin_over_native"] = record["us_per_step"] / statistics.median(samples["fnml_native"])
+                record["twin_within_target"] = record["twin_over_native"] <= TWIN_WITHIN
             records.append(record)
             emit(record)
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s ({n} repeats of {k} steps)", flush=True)
@@ -253,6 +267,11 @@ def markdown(machine: dict, records: list[dict], w5: list[dict], imports: dict |
             target = f">= {r['target_ratio']:g}x: {'met' if r['target_met'] else 'MISSED'}"
         if "gflops" in r:
             target += f" ({r['gflops']:.0f} GFLOP/s, {100 * r['fraction_of_peak']:.0f}% of peak)"
+        if "twin_over_native" in r:
+            status = "met" if r["twin_within_target"] else "MISSED"
+            target += f"; twin/native {r['twin_over_native']:.2f} (<= {TWIN_WITHIN:.2f}: {status})"
+            if r.get("port_s") is not None:
+                target += f"; from_torch {r['port_s']:.1f} s"
         first = "" if r["first_call_s"] is None else f"{r['first_call_s']:.2f}"
         lines.append(
             f"| {r['workload']} | {r['impl']} | {r['us_per_step']:.1f} | {r['p25']:.1f}-{r['p75']:.1f} | "
@@ -284,7 +303,7 @@ def markdown(machine: dict, records: list[dict], w5: list[dict], imports: dict |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads among W1..W4")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads among W1..W4, W6, W7")
     parser.add_argument("--repeats", type=int, default=30, help="max timed blocks per implementation")
     parser.add_argument("--budget", type=float, default=25.0, help="seconds of timed blocks per workload")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -298,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in Path(args.render).read_text().splitlines() if line.strip()]
         machine = next(r for r in rows if r["workload"] == "machine")
         end = next((r for r in rows if r["workload"] == "end"), None)
-        records = [r for r in rows if r["workload"] in ("W1", "W2", "W3", "W4")]
+        records = [r for r in rows if r["workload"] in WORKLOADS]
         w5 = [r for r in rows if r["workload"] == "W5"]
         imports = next((r for r in rows if r["workload"] == "import"), None)
         table = markdown(machine, records, w5, imports)
