@@ -91,7 +91,6 @@ CASES = [
     ("native_einsum", "float64"),
     ("twin", "float64"),
     ("native_sdpa", "float32"),
-    ("twin", "float32"),
 ]
 LR_ADAMW = 1e-3
 
