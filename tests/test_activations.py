@@ -262,7 +262,7 @@ def test_prelu_layer_is_channels_last_with_torchs_weight(dtype):
     cotangent = rng.standard_normal((2, 3, 4)).astype(dtype)
     torch_layer = torch.nn.PReLU(3, init=0.3).to(torch_dtype(dtype))
     with torch.no_grad():
-        torch_layer.weight.copy_(torch.tensor([0.1, 0.2, 0.4]))
+        torch_layer.weight.copy_(torch.tensor([0.1, 0.2, 0.4], dtype=torch_dtype(dtype)))
     xt = torch.tensor(x_torch_layout, requires_grad=True)
     yt = torch_layer(xt)
     gx, gw = torch.autograd.grad(yt, (xt, torch_layer.weight), torch.as_tensor(cotangent))
@@ -334,7 +334,7 @@ def test_layer_matches_torch_and_prints_like_it(name, make_fnml, make_torch, dty
     x[0, :2] = [0.0, -3.0]
     cotangent = rng.standard_normal(tuple(torch_layer(torch.tensor(x)).shape)).astype(dtype)
     if isinstance(fnml_layer, layers.PReLU):
-        fnml_layer.weight[...] = fnml_layer.weight[...].astype(jax_dtype(dtype))
+        fnml_layer.weight = nnx.Param(fnml_layer.weight[...].astype(jax_dtype(dtype)))  # torch's .to(dtype)
     expected = _torch_value_and_grad(torch_layer, x, cotangent)
     actual = _fnml_value_and_grad(fnml_layer, x, cotangent)
     assert_trees_close(actual, expected, dtype=dtype)
