@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fnml.functional import dropping_param_writes
+
 # --------------------------------------------------------------------------------------------------
 # Calling the model and the two loss forms
 # --------------------------------------------------------------------------------------------------
@@ -126,6 +128,15 @@ def _merge(state: Any, params: Any, rest: Any) -> nnx.Module:
     return nnx.merge(state.graphdef, *parts, copy=True)
 
 
+def _written_params(model: nnx.Module, params: Any, frozen: Any) -> tuple[Any, Any]:
+    """The trainable and frozen parameter values of ``model`` now, in the form of ``params`` / ``frozen``."""
+    from fnml.layers.base import is_frozen, is_trainable
+
+    new_params = _like(params, nnx.state(model, is_trainable))
+    new_frozen = frozen if frozen is None else _like(frozen, nnx.state(model, is_frozen))
+    return new_params, new_frozen
+
+
 def _micro_batches(batch: tuple, accumulate_steps: int) -> tuple:
     """Every array ``(N * B, ...) -> (N, B, ...)``: the N consecutive micro-batches of one optimizer step."""
 
@@ -163,10 +174,10 @@ def pure_train_step(
     """
     compute_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
 
-    def gradients(state: Any, rest: Any, batch: tuple, divisor: int) -> tuple:
+    def gradients(state: Any, params: Any, frozen: Any, rest: Any, batch: tuple, divisor: int) -> tuple:
         def objective(params: Any) -> tuple:
             # merge/split happen while tracing: the compiled step is a pure array program.
-            model = _merge(state, params, rest)
+            model = _merge(state.replace(frozen=frozen), params, rest)
             if train_mode:
                 model.train()  # plain nnx modules have train() too (flax's set_attributes)
             seen = model
@@ -176,34 +187,40 @@ def pure_train_step(
             out = loss_fn(seen, *batch)
             loss, aux = out if has_aux else (out, None)
             new_rest = nnx.state(model, nnx.Not(nnx.Param))
-            return loss / divisor if divisor != 1 else loss, (loss, _like(rest, new_rest), aux)
+            # Parameter VALUES after the forward pass: torch's in-place writes under no_grad (Embedding's
+            # max_norm renormalisation) change the parameter the optimizer then updates. Without such a write
+            # these are the input arrays (XLA passes them through).
+            written = jax.lax.stop_gradient(_written_params(model, params, frozen))
+            return loss / divisor if divisor != 1 else loss, (loss, _like(rest, new_rest), aux, written)
 
         if compute_dtype is not None:
-            _check_autocast_params(state.params)
-        (_, (loss, new_rest, aux)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        return loss, new_rest, aux, grads
+            _check_autocast_params(params)
+        (_, (loss, new_rest, aux, (params, frozen))), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return loss, params, frozen, new_rest, aux, grads
 
     def accumulated(state: Any, batch: tuple) -> tuple:
         def micro_step(carry: tuple, micro: tuple) -> tuple:
-            rest, total = carry
-            loss, rest, aux, grads = gradients(state, rest, micro, accumulate_steps)
+            params, frozen, rest, total = carry
+            loss, params, frozen, rest, aux, grads = gradients(state, params, frozen, rest, micro, accumulate_steps)
             # p.grad += grad(loss_i / N), in micro-batch order.
-            return (rest, jax.tree.map(jnp.add, total, grads)), (loss, aux)
+            return (params, frozen, rest, jax.tree.map(jnp.add, total, grads)), (loss, aux)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
-        (rest, grads), (losses, aux) = jax.lax.scan(
-            micro_step, (state.rest, zeros), _micro_batches(batch, accumulate_steps)
+        (params, frozen, rest, grads), (losses, aux) = jax.lax.scan(
+            micro_step, (state.params, state.frozen, state.rest, zeros), _micro_batches(batch, accumulate_steps)
         )
-        return jnp.mean(losses), rest, aux, grads
+        return jnp.mean(losses), params, frozen, rest, aux, grads
 
     def step(state: Any, *batch: Any) -> tuple:
         if accumulate_steps == 1:
-            loss, rest, aux, grads = gradients(state, state.rest, batch, 1)
+            loss, params, frozen, rest, aux, grads = gradients(state, state.params, state.frozen, state.rest, batch, 1)
         else:
-            loss, rest, aux, grads = accumulated(state, batch)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
+            loss, params, frozen, rest, aux, grads = accumulated(state, batch)
+        # The optimizer updates the parameters as the forward pass left them (torch's optimizer sees in-place
+        # writes too).
+        updates, opt_state = state.tx.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
+        new_state = state.replace(params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=state.step + 1)
         out = (new_state, loss, aux) if has_aux else (new_state, loss)
         if report:
             checked = [loss, *jax.tree.leaves(grads), *jax.tree.leaves(params)]
@@ -230,6 +247,10 @@ def pure_eval_step(
     metrics = dict(metrics or {})
 
     def evaluate(state: Any, *batch: Any) -> dict[str, Any]:
+        with dropping_param_writes():  # the evaluation returns no state: an in-place parameter write is refused
+            return _evaluate(state, *batch)
+
+    def _evaluate(state: Any, *batch: Any) -> dict[str, Any]:
         model = _merge(state, state.params, state.rest)
         model.eval()
         seen = model

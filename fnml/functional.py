@@ -12,6 +12,8 @@ layout decision is made once, in the function).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import warnings
@@ -163,26 +165,21 @@ def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_
     return w.at[indices].set(scaled, mode="drop")
 
 
-def _param_writes_dropped() -> bool:
-    """True while fnml's pure training step (``fnml.train``/``fnml.parity``) traces the forward pass.
+_PARAM_WRITES_DROPPED = contextvars.ContextVar("fnml_param_writes_dropped", default=False)
 
-    That step rebuilds the model from its parameter arrays inside ``jax.value_and_grad`` and takes the next
-    parameters from the optimizer: an in-place write to an ``nnx.Param`` during the forward pass is lost there.
-    (``nnx.jit`` / ``nnx.value_and_grad`` keep such writes.)
+
+@contextlib.contextmanager
+def dropping_param_writes():
+    """While active, ops that write into an ``nnx.Param`` in place (``embedding``'s ``max_norm``) raise.
+
+    fnml's evaluation step (``train.make_eval_step``, ``fit``'s validation) traces the forward pass and returns
+    no parameters, so such a write would be lost there while torch keeps it: refused loudly instead.
     """
-    import sys
-    from pathlib import PurePath
-
-    # (file, function) of the traced objective in those steps.
-    dropping = {("_step.py", "objective"), ("train.py", "loss_fn"), ("parity.py", "loss_fn")}
-    frame = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        parts = PurePath(code.co_filename).parts[-2:]
-        if len(parts) == 2 and parts[0] == "fnml" and (parts[1], code.co_name) in dropping:
-            return True
-        frame = frame.f_back
-    return False
+    token = _PARAM_WRITES_DROPPED.set(True)
+    try:
+        yield
+    finally:
+        _PARAM_WRITES_DROPPED.reset(token)
 
 
 def embedding(
@@ -204,9 +201,10 @@ def embedding(
     - ``max_norm``: torch first renormalises the referenced rows of ``weight`` IN PLACE (see
       :func:`embedding_renorm`), so later calls and the optimizer see the renormalised weight. fnml does the
       same when ``weight`` is an ``nnx.Param`` (its value is replaced; kept by eager code, ``nnx.jit`` and
-      ``nnx.value_and_grad``). A plain array cannot be changed in place: that is a ``ValueError`` (use
-      ``embedding_renorm`` and keep the returned weight). Inside ``fnml.train``'s step, which takes the next
-      parameters from the optimizer and would silently drop the write, it is a ``NotImplementedError``.
+      ``nnx.value_and_grad``, and by ``fnml.train``'s step, whose optimizer then updates the renormalised
+      weight as torch's does). A plain array cannot be changed in place: that is a ``ValueError`` (use
+      ``embedding_renorm`` and keep the returned weight). Inside ``fnml.train``'s evaluation step, which
+      returns no parameters and would silently drop the write, it is a ``NotImplementedError``.
     - ``scale_grad_by_freq``: each row's gradient is divided by how often its index occurs in ``input``.
     - ``sparse=True`` is a ``ValueError``: JAX has dense gradients only (same values).
     - Out-of-range indices: an ``IndexError`` when ``input`` is concrete (as torch); when traced (inside
@@ -249,13 +247,12 @@ def embedding(
                 "(e.g. emb.weight, or use layers.Embedding(max_norm=...)), or call "
                 "w = functional.embedding_renorm(w, input, max_norm, norm_type) and keep w"
             )
-        if _param_writes_dropped():
+        if _PARAM_WRITES_DROPPED.get():
             raise NotImplementedError(
-                f"{where}: max_norm inside fnml's training step (train.make_train_step / fit / "
-                "parity.compare_training) would differ from torch silently: torch renormalises the weight in place "
-                "and its optimizer updates the renormalised weight, but this step takes the next parameters from "
-                "the optimizer and drops the write. Train this model with nnx.jit + nnx.value_and_grad + "
-                "nnx.Optimizer (which keep the write), or use max_norm=None"
+                f"{where}: max_norm inside fnml's evaluation step (train.make_eval_step / fit's validation) would "
+                "differ from torch silently: torch renormalises the weight in place even in eval mode, and this "
+                "step returns no parameters to keep the write. Evaluate with model(x) outside the step (nnx.jit "
+                "keeps the write), or use max_norm=None"
             )
         renormed = embedding_renorm(w, indices, max_norm, norm_type)
         # Value: exactly the renormalised weight. Gradient: straight to ``weight``, as torch's no_grad renorm.

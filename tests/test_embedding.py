@@ -1,6 +1,7 @@
 """fnml.functional.embedding and layers.Embedding against torch: padding_idx, scale_grad_by_freq, max_norm's
-in-place renormalisation (eager, and over training steps next to torch's optimizer), the loud refusal inside
-fnml's pure training step, out-of-range indices (IndexError eagerly, NaN rows under jit), from_pretrained.
+in-place renormalisation (eager, over nnx training steps, and in fnml's training step next to torch's optimizer),
+the loud refusal in fnml's evaluation step, out-of-range indices (IndexError eagerly, NaN rows under jit),
+from_pretrained.
 """
 
 from __future__ import annotations
@@ -114,18 +115,50 @@ def test_max_norm_training_with_nnx_transforms_matches_torch_step_by_step():
         assert_trees_close(model.weight[...], torch_weights[index])
 
 
-def test_max_norm_inside_fnml_train_step_refuses_loudly():
+@pytest.mark.parametrize("accumulate_steps", [1, 2], ids=["one-batch", "accumulate-2"])
+def test_max_norm_inside_fnml_train_step_matches_torch_step_by_step(accumulate_steps):
+    """fnml.train's step keeps the in-place renormalisation: its optimizer updates the renormalised weight."""
+    lr, momentum, steps = 0.05, 0.9, 4
+    target = np.random.default_rng(2).standard_normal((*INDICES.shape, 3))
+    # torch: the same loop, with (loss / N).backward() over N micro-batches when accumulating.
+    emb = torch.nn.Embedding(5, 3, max_norm=1.0).double()
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(_weight("float64")))
+    opt = torch.optim.SGD(emb.parameters(), lr=lr, momentum=momentum)
+    torch_weights, torch_losses = [], []
+    for index in range(steps):
+        opt.zero_grad()
+        rows = np.roll(INDICES, index)
+        total = 0.0
+        for micro_rows, micro_target in zip(np.split(rows, accumulate_steps), np.split(target, accumulate_steps)):
+            loss = ((emb(torch.from_numpy(micro_rows)) - torch.from_numpy(micro_target)) ** 2).sum()
+            (loss / accumulate_steps).backward()
+            total += loss.item() / accumulate_steps
+        opt.step()
+        torch_weights.append(emb.weight.detach().clone())
+        torch_losses.append(total)
+
+    model = layers.Embedding(5, 3, max_norm=1.0, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    model.weight[...] = jnp.asarray(_weight("float64"))
+    state = train.TrainState.create(model, optax.sgd(lr, momentum=momentum))
+    step = train.make_train_step(lambda out, y: jnp.sum((out - y) ** 2), accumulate_steps=accumulate_steps)
+    for index in range(steps):
+        state, loss = step(state, jnp.asarray(np.roll(INDICES, index)), jnp.asarray(target))
+        assert_trees_close(loss, torch_losses[index])
+        assert_trees_close(state.params["weight"], torch_weights[index])
+
+
+def test_max_norm_inside_fnml_eval_step_refuses_loudly():
     model = layers.Embedding(5, 3, max_norm=1.0, rngs=nnx.Rngs(0))
     state = train.TrainState.create(model, optax.sgd(0.1))
-    step = train.make_train_step(lambda out, y: jnp.mean((out - y) ** 2))
+    evaluate = train.make_eval_step(lambda out, y: jnp.mean((out - y) ** 2))
     with pytest.raises(
-        NotImplementedError, match=r"embedding: max_norm inside fnml's training step .* differ from torch silently"
-    ):  # noqa: E501
-        step(state, jnp.asarray(INDICES), jnp.zeros((*INDICES.shape, 3)))
-    # Without max_norm the same model trains there.
+        NotImplementedError, match=r"embedding: max_norm inside fnml's evaluation step .* differ from torch silently"
+    ):
+        evaluate(state, jnp.asarray(INDICES), jnp.zeros((*INDICES.shape, 3)))
+    # Without max_norm the same model evaluates there.
     plain = train.TrainState.create(layers.Embedding(5, 3, rngs=nnx.Rngs(0)), optax.sgd(0.1))
-    _, loss = step(plain, jnp.asarray(INDICES), jnp.zeros((*INDICES.shape, 3)))
-    assert np.isfinite(float(loss))
+    assert np.isfinite(float(evaluate(plain, jnp.asarray(INDICES), jnp.zeros((*INDICES.shape, 3)))["loss"]))
 
 
 def test_out_of_range_indices_raise_eagerly_and_give_nan_rows_under_jit():
