@@ -14,13 +14,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import cache_size
 
 from fnml import layers, losses, optim, train
-
-try:
-    from conftest import cache_size
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import cache_size
 
 STEPS = 50
 # Per-step loss |fnml - torch| over 50 steps (losses ~0.3..1.5). The layers round a matmul's result to

@@ -13,15 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
+from helpers import assert_trees_close, max_abs_diff
 from scipy import stats
 
 from fnml import functional as F
 from fnml import layers
-
-try:
-    from conftest import assert_trees_close, max_abs_diff
-except ImportError:  # pragma: no cover - run from another rootdir
-    from tests.conftest import assert_trees_close, max_abs_diff
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # (dtype, channels_last): both layouts in float64 (exactness), torch's layout in float32 (working tolerance).

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import max_abs_diff, tolerance
 
 from fnml import layers, losses, optim, train
-
-try:
-    from conftest import max_abs_diff, tolerance
-except ImportError:  # pragma: no cover - run from another rootdir
-    from tests.conftest import max_abs_diff, tolerance
 
 # ------------------------------------------------------------------------------------------------
 # Conv2d: im2col + one matmul when in_channels * kh * kw >= 64, groups == 1, CPU backend

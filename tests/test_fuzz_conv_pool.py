@@ -16,19 +16,13 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as TF
+from _hypothesis_profiles import examples
+from helpers import tolerance
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from test_conv_family import parity, to_channels_first, to_channels_last
 
 from fnml import functional as F
-
-try:
-    from _hypothesis_profiles import examples
-    from conftest import tolerance
-    from test_conv_family import parity, to_channels_first, to_channels_last
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests._hypothesis_profiles import examples
-    from tests.conftest import tolerance
-    from tests.test_conv_family import parity, to_channels_first, to_channels_last
 
 DTYPE = st.sampled_from(["float64", "float32"])
 REGIME = st.sampled_from(["normal", "large", "ties"])

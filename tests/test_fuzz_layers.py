@@ -22,18 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _hypothesis_profiles import examples
 from flax import nnx
+from helpers import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fnml import interop, layers
-
-try:
-    from _hypothesis_profiles import examples
-    from conftest import tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests._hypothesis_profiles import examples
-    from tests.conftest import tolerance
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}

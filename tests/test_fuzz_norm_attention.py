@@ -13,20 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as TF
+from _hypothesis_profiles import examples
 from flax import nnx
+from helpers import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 from test_linear_norm import TORCH, function_parity, module_parity
 
 from fnml import functional as F
 from fnml import layers
-
-try:
-    from _hypothesis_profiles import examples
-    from conftest import tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests._hypothesis_profiles import examples
-    from tests.conftest import tolerance
 
 DTYPE = st.sampled_from(["float64", "float32"])
 REGIME = st.sampled_from(["normal", "large-mean", "small", "ties"])

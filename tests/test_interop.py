@@ -13,14 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from flax import nnx
+from helpers import max_abs_diff, tolerance
 
 from fnml import interop, layers
-
-try:
-    from conftest import max_abs_diff, tolerance
-except ImportError:  # pragma: no cover
-    from tests.conftest import max_abs_diff, tolerance
-
 
 # ----------------------------------------------------------------------------------------------------
 # Models written exactly as a PyTorch user writes them
@@ -600,3 +595,20 @@ def test_inner_container_is_not_callable_on_its_own():
     assert list(interop.state_dict(twin)) == ["block.fc.weight", "block.fc.bias"]
     with pytest.raises(TypeError, match="call the root module"):
         twin.block(jnp.ones((1, 2)))
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_recurrent_cells_state_dict_uses_torch_names_and_layouts(kind):
+    """torch's weight_ih/weight_hh (G*H, in) <-> fnml's kernel_ih/kernel_hh (in, G*H): names, order, values."""
+    torch_cell = getattr(torch.nn, kind)(3, 4).double()
+    cell = getattr(layers, kind)(3, 4, param_dtype=np.float64, rngs=nnx.Rngs(0))
+    interop.load_state_dict(cell, torch_cell.state_dict())
+    exported = interop.state_dict(cell)
+    assert list(exported) == list(torch_cell.state_dict())
+    for name, value in torch_cell.state_dict().items():
+        np.testing.assert_array_equal(exported[name], value.numpy())
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    torch_out, fnml_out = torch_cell(torch.from_numpy(x)), cell(jnp.asarray(x))
+    torch_h = torch_out[0] if isinstance(torch_out, tuple) else torch_out
+    fnml_h = fnml_out[0] if isinstance(fnml_out, tuple) else fnml_out
+    assert max_abs_diff(fnml_h, torch_h) <= 1e-12

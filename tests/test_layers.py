@@ -14,13 +14,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import assert_trees_close, max_abs_diff
 
 from fnml import layers
-
-try:
-    from conftest import assert_trees_close, max_abs_diff
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close, max_abs_diff
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 

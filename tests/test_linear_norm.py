@@ -17,14 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
+from helpers import assert_trees_close, max_abs_diff
 
 from fnml import functional as F
 from fnml import interop, layers
-
-try:
-    from conftest import assert_trees_close, max_abs_diff
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import assert_trees_close, max_abs_diff
 
 TORCH = {"float64": torch.float64, "float32": torch.float32}
 

@@ -18,13 +18,9 @@ import optax
 import pytest
 import torch
 from flax import nnx
+from helpers import cache_size
 
 from fnml import optim
-
-try:
-    from conftest import cache_size
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import cache_size
 
 STEPS = 100
 BATCH = 8

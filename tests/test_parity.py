@@ -13,14 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from flax import nnx
+from helpers import tolerance
 from rich.console import Console
 
 from fnml import interop, layers, losses, optim, parity
-
-try:
-    from conftest import tolerance
-except ImportError:  # pragma: no cover
-    from tests.conftest import tolerance
 
 
 class SmallCNN(nn.Module):

@@ -16,13 +16,9 @@ import pytest
 import scipy.stats
 import torch
 from flax import nnx
+from helpers import assert_trees_close
 
 from fnml.layers.recurrent import GRU, LSTM, RNN
-
-try:
-    from conftest import assert_trees_close
-except ImportError:  # pragma: no cover - depends on how pytest puts tests/ on sys.path
-    from tests.conftest import assert_trees_close
 
 CLASSES = {"RNN": (RNN, torch.nn.RNN), "LSTM": (LSTM, torch.nn.LSTM), "GRU": (GRU, torch.nn.GRU)}
 JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}

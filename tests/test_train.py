@@ -11,13 +11,9 @@ import optax
 import pytest
 import torch
 from flax import nnx
+from helpers import cache_size, max_abs_diff, tolerance
 
 from fnml import data, layers, losses, optim, train
-
-try:
-    from conftest import cache_size, max_abs_diff, tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import cache_size, max_abs_diff, tolerance
 
 # One criterion object for the whole module: fit memoises its jitted steps per criterion, so tests
 # that train the same architecture share compilations.

@@ -14,13 +14,9 @@ import optax
 import pytest
 import torch
 from flax import nnx
+from helpers import cache_size, max_abs_diff, tolerance
 
 from fnml import data, layers, losses, optim, parity, train
-
-try:
-    from conftest import cache_size, max_abs_diff, tolerance
-except ImportError:  # pragma: no cover - when tests/ is not on sys.path
-    from tests.conftest import cache_size, max_abs_diff, tolerance
 
 JNP = {"float64": jnp.float64, "float32": jnp.float32}
 MSE = losses.MSELoss()

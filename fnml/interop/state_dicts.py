@@ -153,6 +153,12 @@ def _recurrent_slots(module: Any) -> list[_Slot]:
     return slots
 
 
+def _cell_slots(module: Any) -> list[_Slot]:
+    # RNNCell / LSTMCell / GRUCell: torch weight_ih (G*H, in) <-> fnml kernel_ih (in, G*H), likewise weight_hh.
+    slots = [_Slot("weight_ih", module, "kernel_ih", perm=(1, 0)), _Slot("weight_hh", module, "kernel_hh", perm=(1, 0))]
+    return slots + [_Slot(name, module, name) for name in ("bias_ih", "bias_hh") if _optional(module, name)]
+
+
 def _no_slots(module: Any) -> list[_Slot]:
     """Parameterless layers (activations, pools, Dropout, Flatten)."""
     return []
@@ -187,6 +193,11 @@ def _build_converters() -> dict[type, Callable[[Any], list[_Slot]]]:
         "RNN": _recurrent_slots,
         "LSTM": _recurrent_slots,
         "GRU": _recurrent_slots,
+        "RNNCell": _cell_slots,
+        "LSTMCell": _cell_slots,
+        "GRUCell": _cell_slots,
+        "PReLU": _same_name_slots("weight"),
+        "RMSNorm": _same_name_slots("weight"),
     }
     for name, slots in with_params.items():
         cls = _fnml_layer_class(name)
@@ -220,6 +231,37 @@ _PARAMETERLESS = (
     "LogSoftmax",
     "Hardtanh",
     "Mish",
+    "CELU",
+    "SELU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softsign",
+    "LogSigmoid",
+    "GLU",
+    "Threshold",
+    "Dropout1d",
+    "Dropout2d",
+    "AlphaDropout",
+    "Unflatten",
+    "MaxPool1d",
+    "AvgPool1d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "CircularPad1d",
+    "CircularPad2d",
+    "Upsample",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "LocalResponseNorm",
 )
 
 _CONVERTERS = _build_converters()
