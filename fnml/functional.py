@@ -2015,16 +2015,13 @@ def _safe_softmax(scores: jax.Array) -> jax.Array:
 
 
 def _attention_dropout(weights: jax.Array, p: float, key: Any, where: str) -> jax.Array:
-    """torch's ``dropout(weights, p)`` on attention probabilities: ``weights * mask / (1 - p)``."""
+    """torch's ``dropout(weights, p)`` on attention probabilities: the one :func:`dropout`, keyed by ``dropout_key``."""
     if p == 0.0:
         return weights
     if key is None:
         raise ValueError(f"{where}: dropout_p={p} > 0 needs dropout_key=jax.random.key(seed) (a JAX PRNG key)")
     check_key("dropout_key", key, where=where)
-    if p == 1.0:
-        return weights * jnp.zeros_like(weights)
-    keep = jax.random.bernoulli(key, 1.0 - p, weights.shape)
-    return weights * (keep.astype(weights.dtype) * jnp.asarray(1.0 / (1.0 - p), weights.dtype))
+    return dropout(weights, p, key=key)
 
 
 def scaled_dot_product_attention(

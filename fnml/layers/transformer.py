@@ -77,18 +77,13 @@ def _dropout_stream(rngs: nnx.Rngs, where: str) -> Any:
     return rngs["dropout"].fork()
 
 
-def _gelu_exact(x: jax.Array) -> jax.Array:
-    """torch's ``F.gelu`` default (the exact erf form; ``jax.nn.gelu`` defaults to the tanh approximation)."""
-    return jax.nn.gelu(x, approximate=False)
-
-
 def _activation(activation: Any, where: str) -> Callable[[jax.Array], jax.Array]:
     """torch's ``_get_activation_fn``: "relu" / "gelu" or any callable (a function or an fnml layer)."""
     if isinstance(activation, str):
         if activation == "relu":
             return jax.nn.relu
         if activation == "gelu":
-            return _gelu_exact
+            return F.gelu  # torch's exact erf form (jax.nn.gelu defaults to tanh)
         raise ValueError(f"{where}: activation should be 'relu' or 'gelu' (or a callable), got {activation!r}")
     if not callable(activation):
         raise TypeError(f"{where}: activation must be 'relu', 'gelu' or a callable, got {activation!r}")
