@@ -221,9 +221,15 @@ class FnmlCausalSelfAttention(layers.Module):
         self.n_head = n_head
         self.attention = attention
 
-    def __call__(self, x):
-        q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)  # (B, T, 3C) -> 3 x (B, T, C)
-        return self.c_proj(ATTENTION_FORMS[self.attention](q, k, v, self.n_head))
+    def __call__(self, x, seq_len: int | None = None):
+        """``x``: (B, T, C), or (B*T, C) tokens with ``seq_len=T`` (the "flat" formulation)."""
+        q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)  # (*, 3C) -> 3 x (*, C)
+        if seq_len is None:
+            return self.c_proj(ATTENTION_FORMS[self.attention](q, k, v, self.n_head))
+        bt, c = q.shape
+        q, k, v = (a.reshape(bt // seq_len, seq_len, c) for a in (q, k, v))  # (B*T, C) -> (B, T, C)
+        y = ATTENTION_FORMS[self.attention](q, k, v, self.n_head)
+        return self.c_proj(y.reshape(bt, c))  # (B, T, C) -> (B*T, C)
 
 
 class FnmlGPTBlock(layers.Module):
@@ -237,13 +243,18 @@ class FnmlGPTBlock(layers.Module):
             layers.Linear(4 * n_embd, n_embd, param_dtype=param_dtype, rngs=rngs),
         )
 
-    def __call__(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def __call__(self, x, seq_len: int | None = None):
+        x = x + self.attn(self.ln_1(x), seq_len)
         return x + self.mlp(self.ln_2(x))
 
 
 class FnmlGPT(layers.Module):
-    """W6 with fnml layers; the head is ``F.linear(x, wte.weight)`` (tied: one parameter)."""
+    """W6 with fnml layers; the head is ``F.linear(x, wte.weight)`` (tied: one parameter).
+
+    ``flat=True`` runs every Linear/LayerNorm/GELU on (B*T, C) tokens and reshapes to (B, T, ...) only
+    for attention: XLA CPU's gradient of a 3-D (B, T, C) matmul followed by the erf GELU is ~2.7x slower
+    than the 2-D one (benchmarks/README.md, issue 15). Same numbers either way.
+    """
 
     def __init__(
         self,
@@ -254,9 +265,11 @@ class FnmlGPT(layers.Module):
         n_embd: int = 128,
         *,
         attention: str = "sdpa",
+        flat: bool = True,
         param_dtype=jnp.float32,
     ):
         rngs = nnx.Rngs(0)
+        self.flat = flat
         self.wte = layers.Embedding(vocab, n_embd, param_dtype=param_dtype, rngs=rngs)
         self.wpe = layers.Embedding(block, n_embd, param_dtype=param_dtype, rngs=rngs)
         options = dict(attention=attention, param_dtype=param_dtype, rngs=rngs)
@@ -264,11 +277,17 @@ class FnmlGPT(layers.Module):
         self.ln_f = layers.LayerNorm(n_embd, param_dtype=param_dtype)
 
     def __call__(self, idx):
-        T = idx.shape[1]
+        B, T = idx.shape
         x = self.wte(idx) + self.wpe(jnp.arange(T))  # (B, T) -> (B, T, C)
+        if not self.flat:
+            for block in self.h:
+                x = block(x)
+            return F.linear(self.ln_f(x), self.wte.weight[...])  # tied head: (B, T, C) -> (B, T, vocab)
+        x = x.reshape(B * T, -1)  # (B, T, C) -> (B*T, C) tokens
         for block in self.h:
-            x = block(x)
-        return F.linear(self.ln_f(x), self.wte.weight[...])  # tied head: (B, T, C) -> (B, T, vocab)
+            x = block(x, T)
+        logits = F.linear(self.ln_f(x), self.wte.weight[...])  # tied head: (B*T, C) -> (B*T, vocab)
+        return logits.reshape(B, T, -1)  # (B*T, vocab) -> (B, T, vocab)
 
 
 def gpt_state_dict_for_fnml(state_dict: dict) -> dict:

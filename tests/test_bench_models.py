@@ -5,7 +5,7 @@
 four agree. Here, at tiny sizes: the forward and 3 training steps (W6: AdamW, W7: SGD momentum 0.9 with
 BatchNorm in training mode) of the native model and of the twin against real torch, float64 within
 1e-10 (measured ~1e-15), float32 at the working tolerance. Both attention formulations of the native
-GPT (``ATTENTION_FORMS``) are covered.
+GPT (``ATTENTION_FORMS``) and both token layouts (``flat``: (B*T, C), the default; (B, T, C)) are covered.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def _jax_batches(batches):
     return [(jnp.asarray(x.numpy()), jnp.asarray(y.numpy())) for x, y in batches]
 
 
-def _native_gpt(reference: torch.nn.Module, dtype: str, attention: str):
-    model = W.FnmlGPT(**GPT_TINY, attention=attention, param_dtype=jax_dtype(dtype))
+def _native_gpt(reference: torch.nn.Module, dtype: str, attention: str, *, flat: bool = True):
+    model = W.FnmlGPT(**GPT_TINY, attention=attention, flat=flat, param_dtype=jax_dtype(dtype))
     interop.load_state_dict(model, W.gpt_state_dict_for_fnml(reference.state_dict()))
     return model
 
@@ -81,6 +81,7 @@ def _native_gpt(reference: torch.nn.Module, dtype: str, attention: str):
 GPT_FORMS = {
     "native_sdpa": lambda ref, dtype, example: _native_gpt(ref, dtype, "sdpa"),
     "native_einsum": lambda ref, dtype, example: _native_gpt(ref, dtype, "einsum"),
+    "native_3d": lambda ref, dtype, example: _native_gpt(ref, dtype, "sdpa", flat=False),
     "twin": lambda ref, dtype, example: interop.from_torch(ref, example).train(),
 }
 
@@ -89,6 +90,7 @@ GPT_FORMS = {
 CASES = [
     ("native_sdpa", "float64"),
     ("native_einsum", "float64"),
+    ("native_3d", "float64"),
     ("twin", "float64"),
     ("native_sdpa", "float32"),
 ]
