@@ -66,9 +66,9 @@ def apply_autocast(model: nnx.Module, dtype: Any) -> None:
     """torch's autocast on ``model`` (a copy built while tracing): matmul/conv layers compute in ``dtype``.
 
     Each such layer gets its computation ``dtype`` attribute (the flax convention every fnml matmul/conv layer
-    reads): input, kernel and bias are cast to ``dtype`` and the result is ``dtype``. flax's own
-    ``nnx.Linear``/``nnx.Conv`` also get ``preferred_element_type=float32``: products accumulated in float32
-    and the bias added before any rounding, which is the value torch's autocast ``addmm`` rounds once.
+    reads): input, kernel and bias are cast to ``dtype`` and the result is ``dtype``; ``fnml.functional``
+    accumulates such products in float32 and adds the bias before the one rounding (the value torch's autocast
+    ``addmm`` rounds once). flax's own ``nnx.Linear``/``nnx.Conv`` get ``preferred_element_type=float32``.
     """
     for _, module in nnx.iter_modules(model):
         if _is_lower_precision_layer(module):

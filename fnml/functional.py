@@ -83,11 +83,22 @@ def linear(input: Any, weight: Any, bias: Any = None) -> jax.Array:
             raise ValueError(f"{where}: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
     dtype = jnp.result_type(x, w, *(() if b is None else (b,)))
     x, w = x.astype(dtype), w.astype(dtype)
+    accumulate = _accumulation_dtype(dtype)
     # Contract input's last axis with weight's in_features axis: (*, in) x (out, in) -> (*, out).
-    y = lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
+    y = lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=accumulate)
     if b is not None:
-        y = y + jnp.reshape(b.astype(dtype), (1,) * (y.ndim - 1) + (-1,))
-    return y
+        y = y + jnp.reshape(b.astype(accumulate), (1,) * (y.ndim - 1) + (-1,))
+    return y.astype(dtype)
+
+
+def _accumulation_dtype(dtype: Any) -> Any:
+    """The dtype products are summed in: float32 for bfloat16/float16 operands, else the operands' own.
+
+    torch's CPU kernels (and so its autocast) accumulate half-precision matmuls and convolutions in float32
+    and add the bias before the single rounding to the half-precision result; XLA would round the product
+    first and add the bias in half precision (two roundings).
+    """
+    return jnp.float32 if jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) else dtype
 
 
 __all__ += ["linear"]
@@ -364,7 +375,7 @@ def _conv2d_im2col(x, kernel, stride, padding, dilation):
     # (kh, kw, C, O) -> (kh*kw*C, O): one plain 2-D matmul (measured faster on XLA CPU than an einsum over
     # separate tap and channel axes, and than a dot_general on the 4-D patches: its weight gradient then
     # contracts one (N*Ho*Wo) axis instead of three).
-    y = jnp.matmul(patches, kernel.reshape(kh * kw * cin, cout))
+    y = jnp.matmul(patches, kernel.reshape(kh * kw * cin, cout), preferred_element_type=_accumulation_dtype(x.dtype))
     return y.reshape(n, ho, wo, cout)  # (N*Ho*Wo, O) -> (N, Ho, Wo, O)
 
 
@@ -455,10 +466,11 @@ def _conv_nd(input, weight, bias, stride, padding, dilation, groups, channels_la
             rhs_dilation=dilation,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=groups,
+            preferred_element_type=_accumulation_dtype(dtype),
         )
     if bias is not None:
-        y = y + bias.astype(dtype)
-    return _restore_layout(_from_2d(y, spatial), unbatched, channels_last)
+        y = y + bias.astype(y.dtype)
+    return _restore_layout(_from_2d(y.astype(dtype), spatial), unbatched, channels_last)
 
 
 def conv1d(
@@ -600,10 +612,11 @@ def _conv_transpose_nd(
         rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
+        preferred_element_type=_accumulation_dtype(dtype),
     )
     if bias is not None:
-        y = y + bias.astype(dtype)
-    return _restore_layout(_from_2d(y, spatial), unbatched, channels_last)
+        y = y + bias.astype(y.dtype)
+    return _restore_layout(_from_2d(y.astype(dtype), spatial), unbatched, channels_last)
 
 
 def _check_output_padding(output_padding, stride, dilation, where):

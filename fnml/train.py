@@ -365,13 +365,15 @@ def make_train_step(
     optimizer state stay float32 (master weights; gradients arrive in float32 through the casts). Inside
     the loss, every matmul/convolution layer (``Linear``, ``Conv*``, ``ConvTranspose*``, flax's
     ``nnx.Linear``/``Conv``/``Einsum``) computes in bfloat16 (inputs, kernel and bias cast to bfloat16,
-    bfloat16 output), as torch's lower-precision list does; elementwise ops then run in the dtype they
+    bfloat16 output, products accumulated in float32 and the bias added before the one rounding, as torch's
+    CPU kernels), as torch's lower-precision list does; elementwise ops then run in the dtype they
     receive, as in torch; Embedding, recurrent layers and BatchNorm/LayerNorm with float32 parameters
     compute in float32 (torch: the same math, but a bfloat16 OUTPUT for the norms: one rounding fewer in
     fnml); the model's outputs are cast to float32 before the criterion (torch's float32 list: the
     losses). In the general form ``model(...)`` inside ``f`` returns float32. Results differ from float32
-    training by bfloat16 rounding (relative ~4e-3 per op) and from torch's autocast by where roundings
-    happen (torch adds the bias before rounding the matmul; fnml rounds twice). ``"float16"`` is refused
+    training by bfloat16 rounding (relative ~4e-3 per op); from torch's autocast, the forward pass of
+    matmul/conv layers rounds the same way, the norms' outputs and the convolution backward round
+    differently (``tests/test_autocast.py`` holds the measured bounds). ``"float16"`` is refused
     (no loss scaler yet). ``autocast`` needs float32 parameters.
 
     ``donate=True`` donates the input state's buffers to the output: the state passed in must not be

@@ -1,7 +1,7 @@
 """autocast="bfloat16" against torch.autocast("cpu", dtype=torch.bfloat16) on the same weights and data.
 
-What is held (measured, 50 steps): per-step losses within AUTOCAST_LOSS_ATOL of torch's autocast run, the
-first step's loss within FIRST_STEP_ATOL (one forward through bfloat16 layers), float32 master parameters and
+What is held (measured, 50 steps): per-step losses within AUTOCAST_LOSS_ATOL[model] of torch's autocast run,
+the first step's loss within FIRST_STEP_ATOL (one forward through bfloat16 layers), float32 master parameters and
 optimizer state. Both runs differ from float32 training by ~1e-3 (bfloat16 rounding), so the test also checks
 that fnml's autocast run IS a bfloat16 run (its first loss differs from the float32 one).
 """
@@ -19,11 +19,12 @@ from helpers import cache_size
 from fnml import layers, losses, optim, train
 
 STEPS = 50
-# Per-step loss |fnml - torch| over 50 steps (losses ~0.3..1.5). The layers round a matmul's result to
-# bfloat16 and add the bias in bfloat16 (two roundings; torch's addmm/convolution round once): measured
-# max 1.7e-3 (MLP) and 6.8e-3 (CNN); with one rounding in fnml.functional the MLP holds 1.5e-7.
-AUTOCAST_LOSS_ATOL = 1e-2
-FIRST_STEP_ATOL = 5e-4  # measured 1.1e-4 (MLP), 6e-5 (CNN)
+# Per-step loss |fnml - torch| over 50 steps (losses ~0.3..1.5), per model. fnml.functional accumulates
+# bfloat16 matmuls/convolutions in float32 and adds the bias before the one rounding, as torch's CPU kernels:
+# the first step is exact for both; the MLP then holds 4.3e-6 over 50 steps, the CNN drifts to 5.8e-3
+# (convolution backward: torch's oneDNN bf16 kernels round their weight/input gradients differently).
+AUTOCAST_LOSS_ATOL = {"mlp": 1e-4, "cnn": 1e-2}
+FIRST_STEP_ATOL = 1e-6  # measured 0 (MLP and CNN)
 
 
 class TorchMLP(torch.nn.Module):
@@ -117,7 +118,7 @@ def test_bfloat16_autocast_tracks_torch_autocast_over_50_steps(case):
         runs[autocast] = (np.array(step_losses), state)
 
     fnml_losses, state = runs["bfloat16"]
-    assert np.max(np.abs(fnml_losses - torch_losses)) <= AUTOCAST_LOSS_ATOL
+    assert np.max(np.abs(fnml_losses - torch_losses)) <= AUTOCAST_LOSS_ATOL[case]
     assert abs(fnml_losses[0] - torch_losses[0]) <= FIRST_STEP_ATOL
     assert abs(fnml_losses[0] - runs[None][0][0]) > 1e-6  # the autocast run is not a float32 run
     # float32 master weights and optimizer state; the loss itself is float32 (torch: the same)
