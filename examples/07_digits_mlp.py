@@ -254,7 +254,7 @@ def fnml_train():
         shuffle=True,
         key=BATCH_KEY,
         validation=(X_VAL, Y_VAL),
-        metrics={"accuracy": _digits.accuracy},
+        metrics={"accuracy": train.accuracy},
         callbacks=[train.EarlyStopping(patience=PATIENCE)],  # restores the best epoch
         log_every=LOG_EVERY,
     )
@@ -300,7 +300,7 @@ def fnml_test():
     model = F_TRAINED
     model.eval()
     logits = model(X_TEST)
-    accuracy = float(_digits.accuracy(logits, Y_TEST))
+    accuracy = float(train.accuracy(logits, Y_TEST))
     print(f"test accuracy: {accuracy:.4f}")
     return logits, accuracy
 

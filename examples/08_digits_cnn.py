@@ -307,7 +307,7 @@ def fnml_train():
         shuffle=True,
         key=BATCH_KEY,
         validation=(X_VAL, Y_VAL),
-        metrics={"accuracy": _digits.accuracy},
+        metrics={"accuracy": train.accuracy},
         log_every=LOG_EVERY,
     )
     return result.model, list(result.losses)

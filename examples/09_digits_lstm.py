@@ -201,7 +201,7 @@ def fnml_train():
         shuffle=True,
         key=BATCH_KEY,
         validation=(X_VAL, Y_VAL),
-        metrics={"accuracy": _digits.accuracy},
+        metrics={"accuracy": train.accuracy},
         log_every=LOG_EVERY,
     )
     return result.model, list(result.losses)
@@ -238,7 +238,7 @@ def fnml_test():
     model = F_TRAINED
     model.eval()
     logits = model(X_TEST)
-    accuracy = float(_digits.accuracy(logits, Y_TEST))
+    accuracy = float(train.accuracy(logits, Y_TEST))
     print(f"test accuracy: {accuracy:.4f}")
     return logits, accuracy
 

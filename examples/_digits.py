@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.datasets import load_digits
 
@@ -66,11 +65,6 @@ class SharedBatchOrder:
         batches = data.batch_indices(self.n, self.batch_size, shuffle=True, key=self.key, epoch=self.epoch)
         self.epoch += 1
         return iter([b.tolist() for b in batches])
-
-
-def accuracy(output: jax.Array, target: jax.Array) -> jax.Array:
-    """Fraction of rows whose arg-max logit is the target class (a ``fit`` metric)."""
-    return jnp.mean(jnp.argmax(output, axis=-1) == target)
 
 
 def trajectory_diff(torch_losses, fnml_losses) -> tuple[float, int]:
