@@ -16,19 +16,18 @@ GRU has no hidden-side bias ``b_hn`` inside ``r * (W_hn h + b_hn)`` (0.57 off wi
 flax initialises with lecun-normal / orthogonal / zeros where torch draws everything from
 ``U(-1/sqrt(H), 1/sqrt(H))``. The cells below are written out, and run with ``jax.lax.scan``.
 
-Speed (the issue-7 LSTM shape: 1 layer, input 32, hidden 128, T=50, N=32, float32, forward + backward):
+Speed (design choices; measurements in ``benchmarks/README.md``):
 
 - the input projection of all time steps is one ``(T*N, in) @ (in, G*H)`` matmul before the recurrence;
   each step does one fused ``(N, H) @ (H, G*H)`` matmul for the hidden side;
 - the LSTM's four gate activations are one uniform ``s * tanh(s * gates) + (1 - s)`` pass (sigmoid as a
-  scaled tanh): the recurrence's forward loop went from ~2.7 ms to ~1.3 ms (measured, 2-core CPU), XLA's
-  CPU backend being slow on separate sigmoid/tanh calls over column slices;
+  scaled tanh), because XLA's CPU backend is slow on separate sigmoid/tanh calls over column slices;
 - the backward pass is hand-written per cell (``jax.custom_vjp``, ``fused_backward=True``): the reverse
   loop carries only the state gradients and every weight gradient is one matmul over all steps
-  afterwards (as cuDNN does), instead of JAX's per-step accumulation: ~1.5x faster than JAX's scan
-  transpose (7.0 vs 10.9 ms on a loaded 2-core machine, same process). ``fused_backward=False`` keeps
-  JAX's own differentiation (needed for forward-mode ``jax.jvp`` / ``jax.hessian``);
-- ``unroll`` (scan iterations per loop trip): 2 was within noise of 1, 4 and 5 slower; default 1.
+  afterwards (as cuDNN does), instead of JAX's per-step accumulation, which is faster than JAX's scan
+  transpose. ``fused_backward=False`` keeps JAX's own differentiation (needed for forward-mode
+  ``jax.jvp`` / ``jax.hessian``);
+- ``unroll`` (scan iterations per loop trip) defaults to 1: larger values were not faster.
 """
 
 from __future__ import annotations
