@@ -374,9 +374,12 @@ def sgd(
     ``momentum`` at every step, even 0, exactly as torch's ``OneCycleLR(cycle_momentum=True)`` rewrites
     ``group["momentum"]``; pass ``cycle_momentum=False`` to the schedule to keep your own.
 
-    Example::
-
-        tx = optim.sgd(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.sgd(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # -lr * (1 + momentum) * (g + wd * p)
+    [-0.095019, 0.095038]
     """
     where = "sgd"
     lr = _check_lr(lr, where)
@@ -493,9 +496,12 @@ def adam(
     ``optax.adamw`` is not torch's ``weight_decay`` here: torch's Adam decay is coupled L2, added to
     the gradient (``optax.add_decayed_weights`` before the update, as done here).
 
-    Example::
-
-        tx = optim.adam(lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4, amsgrad=True)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.adam(lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4, amsgrad=True)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # first step: -lr * sign(g)
+    [-0.001, 0.001]
     """
     where = "adam"
     lr = _check_lr(lr, where)
@@ -529,9 +535,12 @@ def adamw(
     Differences from ``optax.adamw``: optax's default weight_decay is 1e-4 (torch 1e-2) and its bias
     correction is float32; this one matches torch (see :func:`adam`).
 
-    Example::
-
-        tx = optim.adamw(lr=1e-3, weight_decay=0.05)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.adamw(lr=1e-3, weight_decay=0.05)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # -lr * wd * p - lr * sign(g)
+    [-0.00105, 0.0011]
     """
     where = "adamw"
     lr = _check_lr(lr, where)
@@ -587,9 +596,12 @@ def adamax(
     is scheduled (a callable, or ``lr.momentum``) torch uses the current beta1 in ``1 - b1**t``, which
     a small custom transform (:class:`AdamState`) reproduces.
 
-    Example::
-
-        tx = optim.adamax(lr=2e-3)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.adamax(lr=2e-3)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # first step: -lr * sign(g)
+    [-0.002, 0.002]
     """
     where = "adamax"
     lr = _check_lr(lr, where)
@@ -689,9 +701,12 @@ def nadam(
     Why custom (:class:`NAdamState`): ``optax.nadam`` uses a constant beta1 (no ``mu_t`` schedule),
     0.16 off torch after 100 steps.
 
-    Example::
-
-        tx = optim.nadam(lr=2e-3, momentum_decay=4e-3)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.nadam(lr=2e-3, momentum_decay=4e-3)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]
+    [-0.002113, 0.002113]
     """
     where = "nadam"
     lr = _check_lr(lr, where)
@@ -770,9 +785,12 @@ def radam(
     Why custom (:class:`AdamState`): ``optax.radam`` adds eps to the bias-corrected ``sqrt(v_hat)`` and
     rectifies when ``rho_t >= 5``.
 
-    Example::
-
-        tx = optim.radam(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.radam(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # early steps: -lr * wd * p - lr * g
+    [-0.00051, 0.00052]
     """
     where = "radam"
     lr = _check_lr(lr, where)
@@ -865,9 +883,12 @@ def rmsprop(
     Why custom (:class:`RMSpropState`): ``optax.rmsprop`` defaults to decay 0.9 and eps inside the
     sqrt, and multiplies by lr inside the momentum trace, which differs from torch once lr is scheduled.
 
-    Example::
-
-        tx = optim.rmsprop(lr=1e-2, momentum=0.9, centered=True)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.rmsprop(lr=1e-2, momentum=0.9, centered=True)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]
+    [-0.100504, 0.100504]
     """
     where = "rmsprop"
     lr = _check_lr(lr, where)
@@ -931,9 +952,12 @@ def adagrad(
     Why custom (:class:`AdagradState`): ``optax.adagrad`` starts the accumulator at 0.1, puts eps=1e-7
     inside the sqrt and has no lr_decay.
 
-    Example::
-
-        tx = optim.adagrad(lr=1e-2, lr_decay=1e-3)
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.adagrad(lr=1e-2, lr_decay=1e-3)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # first step: -lr * sign(g)
+    [-0.01, 0.01]
     """
     where = "adagrad"
     lr = _check_lr(lr, where)
@@ -966,9 +990,12 @@ def adadelta(
     Built from stock ``optax.scale_by_adadelta`` (same math) and ``scale_by_learning_rate``. Note:
     ``optax.adadelta``'s default ``learning_rate=None`` never negates the update (gradient ascent).
 
-    Example::
-
-        tx = optim.adadelta()
+    >>> from fnml import optim
+    >>> params, grads = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, -0.5])}
+    >>> tx = optim.adadelta()
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # lr=1.0, yet small first steps
+    [-0.003162, 0.003162]
     """
     where = "adadelta"
     lr = _check_lr(lr, where)
@@ -1014,9 +1041,11 @@ def label_by(fn: Callable[[str, jax.Array], Hashable]) -> Callable[[Any], Any]:
     Variable's ``.value`` is left out). Returns ``params -> tree of labels`` for :func:`param_groups`.
     A boolean predicate works too: the labels are then ``True`` / ``False``.
 
-    Example::
-
-        labels = optim.label_by(lambda name, p: "head" if name.startswith("fc2") else "body")
+    >>> from fnml import optim
+    >>> params = {"fc1": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}, "fc2": {"kernel": jnp.ones((3, 1))}}
+    >>> labels = optim.label_by(lambda name, p: "head" if name.startswith("fc2") else "body")
+    >>> labels(params)
+    {'fc1': {'bias': 'body', 'kernel': 'body'}, 'fc2': {'kernel': 'head'}}
     """
     if not callable(fn):
         raise TypeError(f"label_by: fn must be a callable (name, array) -> label, got {fn!r}")
@@ -1037,9 +1066,11 @@ def is_bias_or_norm(name: str, param: jax.Array) -> bool:
     LayerNorm / BatchNorm ``weight`` / ``scale`` / ``bias``); matrices, conv kernels and embeddings
     are decayed.
 
-    Example::
-
-        optim.is_bias_or_norm("fc1.bias", b)     # True
+    >>> from fnml import optim
+    >>> optim.is_bias_or_norm("fc1.bias", jnp.zeros(3)), optim.is_bias_or_norm("norm.scale", jnp.ones(3))
+    (True, True)
+    >>> optim.is_bias_or_norm("fc1.kernel", jnp.ones((2, 3)))
+    False
     """
     return name.split(".")[-1] == "bias" or jnp.ndim(param) <= 1
 
@@ -1050,15 +1081,18 @@ def bias_and_norm_labels(params: Any) -> Any:
     PyTorch equivalent: splitting ``model.named_parameters()`` into a decayed and a
     ``weight_decay=0`` param group.
 
-    Example::
-
-        tx = optim.param_groups(
-            {
-                "decay": optim.adamw(lr=1e-3, weight_decay=0.1),
-                "no_decay": optim.adamw(lr=1e-3, weight_decay=0.0),
-            },
-            labels=optim.bias_and_norm_labels,
-        )
+    >>> from fnml import optim
+    >>> params = {"fc1": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}, "norm": {"scale": jnp.ones(3)}}
+    >>> optim.bias_and_norm_labels(params)
+    {'fc1': {'bias': 'no_decay', 'kernel': 'decay'}, 'norm': {'scale': 'no_decay'}}
+    >>> tx = optim.param_groups(
+    ...     {
+    ...         "decay": optim.adamw(lr=1e-3, weight_decay=0.1),
+    ...         "no_decay": optim.adamw(lr=1e-3, weight_decay=0.0),
+    ...     },
+    ...     labels=optim.bias_and_norm_labels,
+    ... )
+    >>> state = tx.init(params)
     """
     return label_by(lambda name, leaf: "no_decay" if is_bias_or_norm(name, leaf) else "decay")(params)
 
@@ -1078,12 +1112,16 @@ def param_groups(
     keeps its own state and step count, as torch keeps per-parameter state. Built on
     ``optax.multi_transform``.
 
-    Example::
-
-        tx = optim.param_groups(
-            {"body": optim.sgd(lr=0.01, momentum=0.9), "head": optim.sgd(lr=0.1, momentum=0.9)},
-            labels=optim.label_by(lambda name, p: "head" if name.startswith("fc2") else "body"),
-        )
+    >>> from fnml import optim
+    >>> tx = optim.param_groups(
+    ...     {"body": optim.sgd(lr=0.01, momentum=0.9), "head": optim.sgd(lr=0.1, momentum=0.9)},
+    ...     labels=optim.label_by(lambda name, p: "head" if name.startswith("fc2") else "body"),
+    ... )
+    >>> params = {"fc1": jnp.ones(2), "fc2": jnp.ones(2)}
+    >>> grads = {"fc1": jnp.ones(2), "fc2": jnp.ones(2)}
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> {name: [round(u, 6) for u in update.tolist()] for name, update in updates.items()}  # -lr * g each
+    {'fc1': [-0.01, -0.01], 'fc2': [-0.1, -0.1]}
     """
     if not isinstance(groups, Mapping) or not groups:
         raise ValueError(f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}")
@@ -1154,9 +1192,12 @@ def get_total_norm(grads: Any, norm_type: float = 2.0, *, error_if_nonfinite: bo
     norm raises ``RuntimeError`` eagerly; inside ``jit`` the same check runs as a host callback and
     the error surfaces as a ``jax.errors.JaxRuntimeError`` carrying torch's message.
 
-    Example::
-
-        norm = optim.get_total_norm(grads)          # 2-norm over every leaf
+    >>> from fnml import optim
+    >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([[4.0]])}
+    >>> round(float(optim.get_total_norm(grads)), 6)  # 2-norm over every leaf
+    5.0
+    >>> round(float(optim.get_total_norm(grads, norm_type="inf")), 6)
+    4.0
     """
     norm_type = _check_norm_type(norm_type, "get_total_norm")
     leaves = jax.tree.leaves(grads)
@@ -1180,9 +1221,11 @@ def clip_grads_with_norm(grads: Any, max_norm: float, total_norm: jax.Array) -> 
     Difference from ``optax.clip_by_global_norm``: torch adds 1e-6 to the norm and multiplies even when
     the coefficient is 1 (exact then); optax has no 1e-6.
 
-    Example::
-
-        clipped = optim.clip_grads_with_norm(grads, 1.0, optim.get_total_norm(grads))
+    >>> from fnml import optim
+    >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+    >>> clipped = optim.clip_grads_with_norm(grads, 1.0, optim.get_total_norm(grads))  # norm 5 -> 1
+    >>> {name: [round(g, 6) for g in leaf.tolist()] for name, leaf in clipped.items()}
+    {'a': [0.6], 'b': [0.8]}
     """
     check.check_non_negative("max_norm", max_norm, where="clip_grads_with_norm")
     clip_coef = max_norm / (total_norm + 1e-6)
@@ -1202,9 +1245,12 @@ def clip_grad_norm(
     :func:`get_total_norm` (any p-norm, ``inf``). Chain it before an optimizer:
     ``optax.chain(optim.clip_grad_norm(1.0), optim.adam(1e-3))``. Stateless.
 
-    Example::
-
-        tx = optax.chain(optim.clip_grad_norm(max_norm=1.0, norm_type=2.0), optim.sgd(lr=0.1))
+    >>> from fnml import optim
+    >>> tx = optax.chain(optim.clip_grad_norm(max_norm=1.0, norm_type=2.0), optim.sgd(lr=0.1))
+    >>> params, grads = {"w": jnp.zeros(2)}, {"w": jnp.array([3.0, 4.0])}
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> [round(u, 6) for u in updates["w"].tolist()]  # -lr * g * 1 / (5 + 1e-6)
+    [-0.06, -0.08]
     """
     where = "clip_grad_norm"
     check.check_non_negative("max_norm", max_norm, where=where)
@@ -1229,9 +1275,12 @@ def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
 
     Stock ``optax.clip`` (same math). Chain it before an optimizer.
 
-    Example::
-
-        tx = optax.chain(optim.clip_grad_value(0.5), optim.adam(1e-3))
+    >>> from fnml import optim
+    >>> clip = optim.clip_grad_value(0.5)
+    >>> updates, _ = clip.update({"w": jnp.array([-2.0, 0.25, 3.0])}, clip.init(None))
+    >>> updates["w"].tolist()
+    [-0.5, 0.25, 0.5]
+    >>> tx = optax.chain(optim.clip_grad_value(0.5), optim.adam(1e-3))  # clip, then step
     """
     check.check_non_negative("clip_value", clip_value, where="clip_grad_value")
     return optax.clip(clip_value)
