@@ -16,14 +16,21 @@ JSON-serialisable dict (``report.to_dict()``).
 Differences are measured as ``max |fnml - torch|`` (abs) and ``max |fnml - torch| / max |torch|`` (rel,
 relative to the largest torch magnitude of that tensor, so tiny entries do not blow it up).
 
-Example::
+>>> import torch
+>>> from fnml import interop, losses, parity
+>>> _ = torch.manual_seed(0)
+>>> torch_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+>>> twin = interop.from_torch(torch_model)  # same weights; takes torch's layouts
+>>> x, y = torch.randn(5, 3), torch.randn(5, 1)
+>>> parity.compare_forward(torch_model, twin, x).max_abs_diff < 1e-6
+True
+>>> report = parity.compare_gradients(torch_model, twin, x, y, (torch.nn.MSELoss(), losses.MSELoss()))
+>>> report.max_abs_diff < 1e-6
+True
+>>> print(parity.check_defaults(torch_model, twin))
+check_defaults: 3 layers compared, no differing settings
 
-    twin = interop.from_torch(torch_model)
-    print(parity.compare_forward(torch_model, twin, x).max_abs_diff)
-    report = parity.compare_training(torch_model, torch.optim.Adam(torch_model.parameters(), lr=1e-3),
-                                     torch.nn.MSELoss(), twin, optax.adam(1e-3), losses.MSELoss(),
-                                     batches, steps=100)
-    report.print()
+:func:`compare_training` has a step-by-step example; ``print(report)`` shows any report as tables.
 """
 
 from __future__ import annotations
@@ -555,10 +562,15 @@ def compare_forward(
     hand-written channels-last fnml model. Both models run in their current mode
     (``train()``/``eval()``); torch runs under ``no_grad``. Outputs may be nested tuples (LSTM).
 
-    Example::
-
-        report = parity.compare_forward(torch_model.eval(), twin, torch.randn(8, 3, 16, 16))
-        report.max_abs_diff
+    >>> import torch
+    >>> from fnml import interop, parity
+    >>> _ = torch.manual_seed(0)
+    >>> torch_model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    >>> report = parity.compare_forward(torch_model, interop.from_torch(torch_model), torch.randn(8, 2))
+    >>> [(row.name, row.shape) for row in report.outputs]
+    [('output', (8, 1))]
+    >>> report.max_abs_diff < 1e-6
+    True
     """
     import torch
 
@@ -618,10 +630,17 @@ def compare_gradients(
     :func:`compare_forward`. In training mode both sides update BatchNorm running statistics once, as
     torch's forward does.
 
-    Example::
-
-        report = parity.compare_gradients(tm, twin, x, y, (torch.nn.MSELoss(), losses.MSELoss()))
-        report.max_abs_diff
+    >>> import torch
+    >>> from fnml import interop, losses, parity
+    >>> _ = torch.manual_seed(0)
+    >>> torch_model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    >>> twin = interop.from_torch(torch_model)
+    >>> x, y = torch.randn(8, 2), torch.randn(8, 1)
+    >>> report = parity.compare_gradients(torch_model, twin, x, y, (torch.nn.MSELoss(), losses.MSELoss()))
+    >>> [(row.name, row.shape) for row in report.parameters]  # torch names and layouts
+    [('0.weight', (3, 2)), ('0.bias', (3,)), ('2.weight', (1, 3)), ('2.bias', (1,))]
+    >>> report.max_abs_diff < 1e-6, report.loss_diff < 1e-6
+    (True, True)
     """
 
     _check_models(torch_model, fnml_model)
@@ -899,10 +918,22 @@ def first_divergence(
     |torch|`` (defaults: 1e-10/1e-9 in float64, 1e-4/1e-3 otherwise). Every layer after the first
     divergent one usually differs too: the first one is the one to fix (compare with ``check_defaults``).
 
-    Example::
-
-        report = parity.first_divergence(torch_model.eval(), twin, x)
-        report.first_divergent     # e.g. "features.1"
+    >>> import torch
+    >>> from flax import nnx
+    >>> from fnml import interop, layers, parity
+    >>> _ = torch.manual_seed(0)
+    >>> torch_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    >>> twin = layers.Sequential(
+    ...     layers.Linear(3, 4, rngs=nnx.Rngs(0)), layers.Tanh(), layers.Linear(4, 1, rngs=nnx.Rngs(1))
+    ... )
+    >>> _ = interop.load_state_dict(twin, torch_model.state_dict())
+    >>> x = torch.randn(5, 3)
+    >>> print(parity.first_divergence(torch_model, twin, x).first_divergent)
+    None
+    >>> twin[2].bias[...] = twin[2].bias[...] + 1.0  # a porting bug in the last layer
+    >>> report = parity.first_divergence(torch_model, twin, x)
+    >>> report.first_divergent, [row.status for row in report.layers]
+    ('2', ['ok', 'ok', 'DIFFERS'])
     """
     import torch
 
@@ -1058,9 +1089,19 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
     groups, padding_mode, bias presence, approximate GELU, negative_slope, dropout p, pooling windows,
     recurrent settings... Layers present on one side only and layers of different kinds are flagged too.
 
-    Example::
-
-        parity.check_defaults(torch_model, twin).print()   # "no differing settings" for a faithful twin
+    >>> import torch
+    >>> from flax import nnx
+    >>> from fnml import layers, parity
+    >>> torch_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LeakyReLU(0.2))
+    >>> twin = layers.Sequential(layers.Linear(3, 4, rngs=nnx.Rngs(0)), layers.LeakyReLU())  # slope left at 0.01
+    >>> report = parity.check_defaults(torch_model, twin)
+    >>> report.ok
+    False
+    >>> report.mismatches
+    [Mismatch(layer='1', kind='LeakyReLU', setting='negative_slope', torch_value=0.2, fnml_value=0.01)]
+    >>> fixed = layers.Sequential(layers.Linear(3, 4, rngs=nnx.Rngs(0)), layers.LeakyReLU(0.2))
+    >>> print(parity.check_defaults(torch_model, fixed))
+    check_defaults: 2 layers compared, no differing settings
     """
     _check_models(torch_model, fnml_model)
     torch_layers = OrderedDict(
