@@ -93,9 +93,8 @@ def available_devices() -> list[jax.Device]:
 
     PyTorch equivalent: none directly (``torch.cuda.device_count()`` plus the CPU).
 
-    Example::
-
-        [device_name(d) for d in available_devices()]   # ['cpu:0'] or ['cpu:0', 'cuda:0', ...]
+    >>> [device_name(d) for d in available_devices()]  # ['cpu:0'] here; ['cpu:0', 'cuda:0', ...] with GPUs
+    ['cpu:0'...]
     """
     found: list[jax.Device] = []
     for platform in ("cpu", "gpu", "tpu"):
@@ -118,13 +117,11 @@ def describe() -> str:
 
     PyTorch equivalent: none (what ``torch.cuda.is_available()``/``get_device_name`` tell together).
 
-    Example::
-
-        print(describe())
-        # cpu: 1 device (cpu:0 TFRT_CPU_0)
-        # cuda/gpu: not available
-        # tpu: not available
-        # default device: cpu:0
+    >>> print(describe())  # on a CPU-only machine: "cpu: 1 device (cpu:0 cpu)", "cuda/gpu: not available"
+    cpu: ... (cpu:0 ...)
+    cuda/gpu: ...
+    tpu: ...
+    default device: ...
     """
     lines = []
     for platform, label in (("cpu", "cpu"), ("gpu", "cuda/gpu"), ("tpu", "tpu")):
@@ -149,9 +146,15 @@ def device(spec: Any = None) -> jax.Device:
     raises :class:`DeviceNotFoundError` naming what does exist (torch only fails when memory is
     first allocated there).
 
-    Example::
-
-        dev = device("cuda" if cuda_is_available() else "cpu")
+    >>> device("cpu").platform, device_name(device("cpu:0"))
+    ('cpu', 'cpu:0')
+    >>> dev = device("cuda" if cuda_is_available() else "cpu")  # the usual fallback
+    >>> device_name(dev) in ("cpu:0", "cuda:0")
+    True
+    >>> device("cpu:99")
+    Traceback (most recent call last):
+    ...
+    fnml.device.DeviceNotFoundError: device 'cpu:99' does not exist: ...
     """
     if spec is None:
         return _default()
@@ -194,9 +197,10 @@ def device_count(kind: str | None = None) -> int:
 
     PyTorch equivalent: ``torch.cuda.device_count()`` (== ``device_count("cuda")``, 0 when absent).
 
-    Example::
-
-        device_count("cuda")     # 0 on a CPU-only machine
+    >>> device_count("cpu") >= 1, device_count() == len(jax.local_devices())
+    (True, True)
+    >>> device_count("cuda") == 0 or cuda_is_available()  # 0 on a CPU-only machine, as in torch
+    True
     """
     if kind is None:
         return len(jax.local_devices())
@@ -285,10 +289,11 @@ def default_device(dev: Any) -> Iterator[jax.Device]:
     Wraps :func:`jax.default_device`: it sets where computations without committed inputs run and
     where new arrays land; arrays already placed elsewhere stay there.
 
-    Example::
-
-        with default_device("cpu"):
-            x = jnp.zeros(3)       # on cpu:0
+    >>> import jax.numpy as jnp
+    >>> with default_device("cpu") as dev:
+    ...     x = jnp.zeros(3)
+    >>> device_name(dev), x.devices() == {dev}
+    ('cpu:0', True)
     """
     target = device(dev)
     with jax.default_device(target):
@@ -319,10 +324,13 @@ def mesh(data: int | None = None, model: int = 1, *, devices: Any = None) -> jax
     default ``jax.devices()``: every device of every process after :func:`init_distributed`. Both axes
     are ``AxisType.Auto``: jit propagates shardings and inserts the collectives.
 
-    Example::
+    >>> m = mesh()  # data-parallel over every device: {'data': 4, 'model': 1} on 4 devices
+    >>> m.axis_names, m.shape["data"] == len(jax.devices()), m.shape["model"]
+    (('data', 'model'), True, 1)
+    >>> mesh(devices=["cpu:0"]).shape["data"]  # an explicit device list
+    1
 
-        m = mesh()                  # data-parallel over every device: Mesh('data': 4, 'model': 1)
-        m = mesh(data=2, model=2)   # 2-way data parallel x 2-way parameter sharding
+    ``mesh(data=2, model=2)`` on 4 devices: 2-way data parallel x 2-way parameter sharding.
     """
     devs = list(jax.devices()) if devices is None else [device(d) for d in devices]
     if not devs:
@@ -398,9 +406,12 @@ def check_batch_size(local_batch: int, mesh: jax.sharding.Mesh, *, where: str = 
     PyTorch equivalent: none (DDP takes whatever each rank loads; uneven ranks silently weight samples
     differently). Single process: the global batch is ``local_batch``.
 
-    Example::
+    >>> check_batch_size(64, mesh())  # one process: the global batch is the local one
+    64
+    >>> check_batch_size(3, mesh(devices=["cpu:0"]))
+    3
 
-        check_batch_size(64, mesh())     # 64 on 4 devices; 10 on 4 devices raises ValueError
+    On 4 devices ``check_batch_size(10, mesh())`` raises ``ValueError`` (10 is not a multiple of 4).
     """
     _check_mesh(mesh, where=where)
     n_data, slots = mesh.shape[DATA_AXIS], _local_data_slots(mesh)
@@ -422,10 +433,12 @@ def shard_batch(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     The global batch size must be a multiple of the "data" axis size: otherwise ``ValueError`` naming
     both (no silent padding). Shape contract: ``(B, ...) -> (B, ...)`` with ``B // data`` rows per device.
 
-    Example::
-
-        m = mesh()                            # 4 devices
-        xb, yb = shard_batch((xb, yb), m)     # (64, 10) -> 4 shards of (16, 10)
+    >>> m = mesh()
+    >>> xb, yb = shard_batch((np.zeros((64, 10), np.float32), np.zeros(64, np.int32)), m)
+    >>> xb.shape, yb.shape  # the global batch, unchanged
+    ((64, 10), (64,))
+    >>> xb.sharding.shard_shape(xb.shape)[0] == 64 // m.shape["data"]  # on 4 devices: 4 shards of (16, 10)
+    True
     """
     _check_mesh(mesh, where="shard_batch")
     sharding = batch_sharding(mesh)
@@ -454,9 +467,12 @@ def global_batch(local_tree: Any, mesh: jax.sharding.Mesh) -> Any:
     ``(b * data / local_data_positions, ...)`` ordered by process, sharded ``P("data")``. In a single
     process it equals :func:`shard_batch`. Uneven global batch: ``ValueError`` naming both numbers.
 
-    Example::
+    >>> x = global_batch(np.arange(64.0, dtype=np.float32).reshape(64, 1), mesh())
+    >>> x.shape, float(x[10, 0])  # one process: the local rows are the global batch
+    ((64, 1), 10.0)
 
-        x = global_batch(x_local_rows, mesh())   # on process p: rows p*b .. (p+1)*b - 1 of the global batch
+    With several processes, process ``p`` passes its ``b`` rows and gets rows ``p*b .. (p+1)*b - 1``
+    of the global batch placed on its devices.
     """
     _check_mesh(mesh, where="global_batch")
     sharding = batch_sharding(mesh)
@@ -480,9 +496,11 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     (same seed / same checkpoint), as DDP assumes after its initial broadcast. NNX modules come
     back as a new module (like :func:`to`).
 
-    Example::
+    >>> params = replicate({"w": np.ones((2, 3), np.float32)}, mesh())
+    >>> params["w"].sharding.is_fully_replicated, params["w"].shape
+    (True, (2, 3))
 
-        state = replicate(TrainState.create(model, tx), mesh())
+    ``replicate(TrainState.create(model, tx), mesh())`` places a whole training state.
     """
     return _place(tree, replicated_sharding(_check_mesh(mesh, where="replicate")))
 
@@ -507,10 +525,14 @@ def param_shardings(tree: Any, mesh: jax.sharding.Mesh, *, min_size: int = 2**18
     are replicated. With ``model=1`` everything is replicated. The numbers are unchanged: jit gathers
     what each step needs (a placement choice, not a different algorithm).
 
-    Example::
+    >>> state = {"kernel": np.zeros((64, 32), np.float32), "bias": np.zeros(32, np.float32)}
+    >>> shardings = param_shardings(state, mesh(), min_size=1024)  # mesh() has model=1: all replicated
+    >>> {name: s.spec for name, s in shardings.items()}
+    {'bias': P(), 'kernel': P()}
+    >>> state = jax.device_put(state, shardings)
 
-        m = mesh(data=2, model=2)
-        state = jax.device_put(state, param_shardings(state, m, min_size=1024))
+    On ``mesh(data=2, model=2)`` the ``(64, 32)`` kernel (2048 >= ``min_size`` elements) would get
+    ``P("model")`` (split on its largest axis, 64) and the bias would stay replicated.
     """
     _check_mesh(mesh, where="param_shardings")
     if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
@@ -561,10 +583,15 @@ def data_parallel(
     ``shard_min_size``: split state arrays of at least that many elements along "model"
     (:func:`param_shardings`); ``None`` replicates everything. ``donate``: donate the state buffers.
 
-    Example::
-
-        run = data_parallel(pure_step, mesh())
-        state, loss = run(state, x, y)      # x, y: the global batch
+    >>> import jax.numpy as jnp
+    >>> def pure_step(w, x, y):  # one SGD step on a mean-squared error; returns (state, aux)
+    ...     loss, grad = jax.value_and_grad(lambda w: jnp.mean((x @ w - y) ** 2))(w)
+    ...     return w - 0.1 * grad, loss
+    >>> run = data_parallel(pure_step, mesh())
+    >>> x, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)  # x, y: the global batch
+    >>> w, loss = run(np.zeros((2, 1), np.float32), x, y)
+    >>> round(float(loss), 6), [round(v, 6) for v in w.ravel().tolist()]
+    (1.0, [0.2, 0.2])
     """
     _check_mesh(mesh, where="data_parallel")
     if not callable(step):
@@ -618,10 +645,10 @@ def is_main_process() -> bool:
 
     PyTorch equivalent: ``torch.distributed.get_rank() == 0``.
 
-    Example::
-
-        if is_main_process():
-            print(f"step {step}: loss {float(loss):.4f}")
+    >>> step, loss = 10, 0.25
+    >>> if is_main_process():  # True in a single-process run
+    ...     print(f"step {step}: loss {float(loss):.4f}")
+    step 10: loss 0.2500
     """
     return jax.process_index() == 0
 
@@ -693,9 +720,9 @@ def to_host(tree: Any) -> Any:
     Replicated and single-process arrays are read locally; arrays sharded across processes are
     gathered with ``jax.experimental.multihost_utils.process_allgather`` (every process must call).
 
-    Example::
-
-        params = to_host(state.params)      # numpy, identical on every process
+    >>> params = replicate({"w": np.ones(2, np.float32)}, mesh())
+    >>> to_host(params)  # numpy, identical on every process
+    {'w': array([1., 1.], dtype=float32)}
     """
 
     def fetch(leaf: Any) -> Any:
