@@ -15,13 +15,24 @@ Submodules (imported lazily, so ``import fnml`` stays cheap and never imports to
 - :mod:`fnml.train`    ``TrainState``, jitted ``train_step``, ``fit`` (the training loop)
 - :mod:`fnml.device`   ``device``, ``to``, meshes and sharding (``torch.device``, DDP)
 
-Example::
+The PyTorch tutorial's loop, in fnml (``fit`` prints the tutorial's ``Epoch [10/100], Loss: ...`` lines):
 
-    from flax import nnx
-    from fnml import layers, losses, optim, train
-
-    model = layers.SimpleNN(rngs=nnx.Rngs(0))
-    result = train.fit(model, optim.adam(lr=1e-3), losses.MSELoss(), X, Y, epochs=100)
+>>> import numpy as np
+>>> from flax import nnx
+>>> from fnml import layers, losses, optim, train
+>>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], np.float32)
+>>> Y = np.array([[0.0], [1.0], [1.0], [0.0]], np.float32)
+>>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+>>> result = train.fit(model, optim.adam(lr=1e-3), losses.MSELoss(), X, Y, epochs=100, log_every=50)
+Epoch [50/100], Loss: ...
+Epoch [100/100], Loss: ...
+>>> result.losses.shape, bool(result.losses[-1] < result.losses[0])
+((100,), True)
+>>> print(result.model)
+SimpleNN(
+  (fc1): Linear(in_features=2, out_features=2, bias=True)
+  (fc2): Linear(in_features=2, out_features=1, bias=True)
+)
 """
 
 from __future__ import annotations

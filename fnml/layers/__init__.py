@@ -17,15 +17,27 @@ class. ``model.train()`` / ``model.eval()`` (flax's own mechanism: they set ``de
 and ``use_running_average`` on BatchNorm in every nested module) switch modes like torch; fnml layers
 start in training mode, as torch's do.
 
-Example::
-
-    from flax import nnx
-    from fnml import layers
-
-    model = layers.Sequential(
-        layers.Linear(4, 8, rngs=nnx.Rngs(0)), layers.ReLU(), layers.Linear(8, 1, rngs=nnx.Rngs(1))
-    )
-    print(model)          # Sequential(\n  (0): Linear(in_features=4, out_features=8, bias=True) ...
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> from fnml import layers
+>>> model = layers.Sequential(
+...     layers.Linear(4, 8, rngs=nnx.Rngs(0)), layers.ReLU(), layers.Linear(8, 1, rngs=nnx.Rngs(1))
+... )
+>>> print(model)
+Sequential(
+  (0): Linear(in_features=4, out_features=8, bias=True)
+  (1): ReLU()
+  (2): Linear(in_features=8, out_features=1, bias=True)
+)
+>>> model[0].kernel.shape  # (in_features, out_features): torch's weight.T
+(4, 8)
+>>> model(jnp.ones((3, 4), jnp.float32)).shape
+(3, 1)
+>>> conv = layers.Conv2d(3, 8, 3, rngs=nnx.Rngs(0))
+>>> conv.kernel.shape, conv(jnp.ones((2, 16, 16, 3), jnp.float32)).shape  # HWIO kernel; NHWC in and out
+((3, 3, 3, 8), (2, 14, 14, 8))
+>>> model.eval() is model  # eval() / train() switch modes in place and return the module
+True
 """
 
 from fnml.layers import (

@@ -94,15 +94,17 @@ def module_repr(module: nnx.Module) -> str:
     ``(1)``...; lists/dicts of modules as ``ModuleList``/``ModuleDict``. Plain (non-fnml) nnx leaf modules
     show their simple static attributes. Subclass :class:`Module` to get this as ``print(model)``.
 
-    Example::
-
-        class Net(nnx.Module):                 # a plain nnx module
-            def __init__(self, *, rngs):
-                self.fc = layers.Linear(2, 1, rngs=rngs)
-        print(layers.module_repr(Net(rngs=nnx.Rngs(0))))
-        # Net(
-        #   (fc): Linear(in_features=2, out_features=1, bias=True)
-        # )
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> class Net(nnx.Module):  # a plain nnx module: print(Net(...)) would show flax's repr
+    ...     def __init__(self, *, rngs):
+    ...         self.fc = layers.Linear(2, 1, rngs=rngs)
+    ...         self.head = nnx.Linear(1, 3, rngs=rngs)  # a flax layer: its simple attributes
+    >>> print(layers.module_repr(Net(rngs=nnx.Rngs(0))))
+    Net(
+      (fc): Linear(in_features=2, out_features=1, bias=True)
+      (head): Linear(in_features=1, out_features=3, ...)
+    )
     """
     # fnml layers (and the recurrent ones, which are not Module subclasses) define torch's extra_repr.
     has_extra_repr = callable(getattr(module, "extra_repr", None))
@@ -133,14 +135,25 @@ class Module(nnx.Module):
     BatchNorm (flax's ``deterministic`` / ``use_running_average`` attributes, and a ``training`` attribute
     where a module has one) and return the module, as torch's do: ``m = model.eval()`` works.
 
-    Example::
-
-        class SimpleNN(layers.Module):
-            def __init__(self, *, rngs):
-                self.fc1 = layers.Linear(2, 2, rngs=rngs)
-                self.fc2 = layers.Linear(2, 1, rngs=rngs)
-            def __call__(self, x):
-                return self.fc2(jax.nn.relu(self.fc1(x)))
+    >>> import jax
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> class TinyNet(layers.Module):
+    ...     def __init__(self, *, rngs):
+    ...         self.fc1 = layers.Linear(2, 2, rngs=rngs)
+    ...         self.drop = layers.Dropout(0.5, rngs=rngs)
+    ...         self.fc2 = layers.Linear(2, 1, rngs=rngs)
+    ...     def __call__(self, x):
+    ...         return self.fc2(self.drop(jax.nn.relu(self.fc1(x))))
+    >>> model = TinyNet(rngs=nnx.Rngs(0))
+    >>> print(model)
+    TinyNet(
+      (fc1): Linear(in_features=2, out_features=2, bias=True)
+      (drop): Dropout(p=0.5, inplace=False)
+      (fc2): Linear(in_features=2, out_features=1, bias=True)
+    )
+    >>> model.eval() is model, model.drop.deterministic  # eval() returns the module, dropout is off
+    (True, True)
     """
 
     def extra_repr(self) -> str:
@@ -212,10 +225,15 @@ def torch_uniform(bound: float) -> nnx.Initializer:
     ``nnx.initializers.uniform(s)`` draws from U[0, s), hence this helper. The random stream differs
     from torch's (JAX keys), the distribution and bound are the same.
 
-    Example::
-
-        init = torch_uniform(1 / math.sqrt(fan_in))
-        w = init(jax.random.key(0), (fan_in, 8), jnp.float32)
+    >>> import math
+    >>> import jax, jax.numpy as jnp
+    >>> from fnml import layers
+    >>> init = layers.torch_uniform(1 / math.sqrt(4))  # fan_in = 4: U(-0.5, 0.5)
+    >>> w = init(jax.random.key(0), (4, 8), jnp.float32)
+    >>> w.shape, w.dtype == jnp.float32
+    ((4, 8), True)
+    >>> bool((jnp.abs(w) <= 0.5).all())
+    True
     """
     bound = float(bound)
 

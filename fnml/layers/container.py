@@ -39,10 +39,20 @@ class Sequential(Module):
     Difference: a slice renumbers its children from 0 (torch keeps the original names, ``(5): ...``).
     Children must be modules, as in torch (wrap functions: ``ReLU()`` rather than ``jax.nn.relu``).
 
-    Example::
-
-        model = Sequential(Linear(2, 4, rngs=rngs), ReLU(), Linear(4, 1, rngs=rngs))
-        model[0].kernel.shape     # (2, 4)
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import layers
+    >>> rngs = nnx.Rngs(0)
+    >>> model = layers.Sequential(layers.Linear(2, 4, rngs=rngs), layers.ReLU(), layers.Linear(4, 1, rngs=rngs))
+    >>> model[0].kernel.shape, len(model)  # (in, out) kernel: torch's weight.T
+    ((2, 4), 3)
+    >>> model(jnp.ones((5, 2), jnp.float32)).shape
+    (5, 1)
+    >>> print(model[1:])  # a slice renumbers from 0 (torch would print (1), (2))
+    Sequential(
+      (0): ReLU()
+      (1): Linear(in_features=4, out_features=1, bias=True)
+    )
     """
 
     def __init__(self, *layers: nnx.Module):
@@ -87,9 +97,14 @@ class Flatten(Module):
     Flattens in the array's own order: after an NHWC conv stack that is (H, W, C), whereas torch
     flattens (C, H, W); ``fnml.interop`` permutes the next Linear's weight accordingly.
 
-    Example::
-
-        Flatten()(jnp.ones((8, 7, 7, 64))).shape     # (8, 3136)
+    >>> import jax.numpy as jnp
+    >>> from fnml import layers
+    >>> layers.Flatten()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 3136)
+    >>> layers.Flatten(0, 1)(jnp.ones((2, 3, 4))).shape
+    (6, 4)
+    >>> print(layers.Flatten())
+    Flatten(start_dim=1, end_dim=-1)
     """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):

@@ -27,11 +27,19 @@ class SimpleNN(Module):
 
     Shapes: ``x: (N, 2) -> (N, 1)``. ``print(model)`` shows the same tree as torch.
 
-    Example::
-
-        model = SimpleNN(rngs=nnx.Rngs(0))
-        print(model)
-        y = model(jnp.ones((1, 2)))
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from fnml import interop, layers
+    >>> model = layers.SimpleNN(rngs=nnx.Rngs(0))
+    >>> print(model)
+    SimpleNN(
+      (fc1): Linear(in_features=2, out_features=2, bias=True)
+      (fc2): Linear(in_features=2, out_features=1, bias=True)
+    )
+    >>> model(jnp.ones((3, 2), jnp.float32)).shape
+    (3, 1)
+    >>> list(interop.state_dict(model))
+    ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
     """
 
     def __init__(self, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
