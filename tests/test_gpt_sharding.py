@@ -14,6 +14,9 @@ per-step losses and final parameters to an .npz:
 - ``fit_mesh``: ``train.fit(..., mesh=mesh)`` (data-parallel, replicated parameters), against
   ``train.fit`` on one device.
 
+- ``fused``: the 20 steps in ONE jitted ``lax.scan`` (what ``fit``'s fused epochs run) with the same
+  sharded state and the stacked batches split along "data";
+
 Asserted here: sharded == one device within float64 1e-12 at every step and at the end, and the
 parameters really were sharded (their shardings are recorded by the worker).
 """
@@ -93,6 +96,19 @@ WORKER = textwrap.dedent(
     out["fsdp_kernel_shape"] = np.array(kernel.shape)
     out.update({f"fsdp/{k}": v for k, v in params_of(state).items()})
 
+    # fused: all 20 steps in ONE jitted lax.scan (what fit's fused epochs run), state sharded as above,
+    # the stacked batches (steps, 8, T) split along "data" on their batch axis
+    order = np.arange(steps) % 4
+    xs = jnp.stack([batches[i][0] for i in order]); ys = jnp.stack([batches[i][1] for i in order])
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    scan = lambda s, xs, ys: jax.lax.scan(lambda c, b: step(c, b[0], b[1]), s, (xs, ys))  # noqa: E731
+    state = fresh_state()
+    shardings = device.param_shardings(state, mesh, min_size=min_size)  # this state's own tree structure
+    fused = jax.jit(scan, in_shardings=(shardings, stacked, stacked), out_shardings=(shardings, rep))
+    state, fused_losses = fused(jax.device_put(state, shardings), xs, ys)
+    out["fused_losses"] = np.asarray(fused_losses)
+    out.update({f"fused/{k}": v for k, v in params_of(state).items()})
+
     # fit with a mesh (data-parallel, replicated) vs fit on one device; full batches of 8, 2 epochs of 4
     X = jnp.concatenate([b[0] for b in batches]); Y = jnp.concatenate([b[1] for b in batches])
     for name, m in (("fit_single", None), ("fit_mesh", mesh)):
@@ -158,6 +174,17 @@ def test_fsdp_sharded_training_equals_one_device(results):
     assert losses <= atol
     assert params <= atol
     assert results["single_losses"][-1] < results["single_losses"][0]  # it trained
+
+
+def test_fused_steps_on_the_mesh_equal_one_device(results):
+    # 20 steps in one jitted lax.scan with the sharded state and the stacked batches split along "data"
+    atol = tolerance("float64")["atol"]
+    losses = np.max(np.abs(results["fused_losses"] - results["single_losses"]))
+    params = _max_param_diff(_params(results, "fused"), _params(results, "single"))
+    print(f"fused lax.scan of {STEPS} steps on the mesh vs one device: losses {losses:.2e}, parameters {params:.2e}")
+    assert results["fused_losses"].shape == (STEPS,)
+    assert losses <= atol
+    assert params <= atol
 
 
 def test_fit_with_a_mesh_equals_fit_on_one_device(results):
