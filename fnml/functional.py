@@ -84,8 +84,13 @@ def linear(input: Any, weight: Any, bias: Any = None) -> jax.Array:
     dtype = jnp.result_type(x, w, *(() if b is None else (b,)))
     x, w = x.astype(dtype), w.astype(dtype)
     accumulate = _accumulation_dtype(dtype)
-    # Contract input's last axis with weight's in_features axis: (*, in) x (out, in) -> (*, out).
-    y = lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=accumulate)
+    # N-D inputs run as ONE 2-D matmul over the rows: XLA CPU's gradient of a 3-D contraction falls off its fast
+    # matmul path (see benchmarks/README.md, W6).
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x  # (*, in) -> (prod(*), in)
+    # Contract the input's last axis with weight's in_features axis: (rows, in) x (out, in) -> (rows, out).
+    y = lax.dot_general(rows, w, (((rows.ndim - 1,), (1,)), ((), ())), preferred_element_type=accumulate)
+    if x.ndim > 2:
+        y = y.reshape(*x.shape[:-1], w.shape[0])  # (prod(*), out) -> (*, out)
     if b is not None:
         y = y + jnp.reshape(b.astype(accumulate), (1,) * (y.ndim - 1) + (-1,))
     return y.astype(dtype)

@@ -405,3 +405,16 @@ def test_leaves_with_an_fnml_layer_become_that_layer(kind, mode):
     x = torch.randn(5, *shape, dtype=torch.float64)
     assert parity.compare_forward(model, twin, x).max_abs_diff <= 1e-12
     assert parity.first_divergence(model, twin, x).first_divergent is None
+
+
+def test_arange_without_dtype_is_int64_like_torch():
+    """``torch.arange(T)`` with no dtype (int64 in torch) ports, and the twin adds it like torch."""
+
+    class AddPositions(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.arange(x.size(1))
+
+    model = AddPositions()
+    twin = interop.from_torch(model, torch.zeros(2, 3, dtype=torch.float64))
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    np.testing.assert_array_equal(np.asarray(twin(jnp.asarray(x))), model(torch.from_numpy(x)).numpy())

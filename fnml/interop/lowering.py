@@ -325,7 +325,7 @@ def arange(*args, dtype=None, **kwargs):
     """torch.arange(end) / (start, end) / (start, end, step): int64 for integer bounds, as torch."""
     if dtype is None:
         floating = any(isinstance(a, float) for a in args)
-        dtype = jnp.float32 if floating else jnp.int64
+        dtype = "float32" if floating else "int64"  # names: jax_dtype reads a dtype by its name
     return jnp.arange(*args, dtype=jax_dtype(dtype))
 
 
