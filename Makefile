@@ -8,7 +8,8 @@ PIP := $(PY) -m pip
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
-PYTEST_ARGS ?=
+# Two workers: the suite is CPU-bound and CI machines have 2 cores.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test lint bench venv clean
 
