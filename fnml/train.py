@@ -297,12 +297,6 @@ def _loss_form(where: str, criterion: Any, loss_fn: Any, has_aux: bool) -> Calla
     return loss_fn
 
 
-def _check_flag(name: str, value: Any, *, where: str) -> None:
-    """A bool flag; the message names the argument as ``name=value``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be a bool, got {name}={value!r}")
-
-
 def _check_autocast(autocast: Any, *, where: str) -> Any:
     """``None`` or ``"bfloat16"``; ``"float16"`` is refused with what to use instead."""
     check_choice("autocast", autocast, _AUTOCAST_CHOICES, where=where)
@@ -399,7 +393,7 @@ def make_train_step(
     """
     where = "make_train_step"
     fn = _loss_form(where, criterion, loss_fn, has_aux)
-    _check_flag("check_finite", check_finite, where=where)
+    check_bool("check_finite", check_finite, where=where)
     check_bool("donate", donate, where=where)
     check_positive_int("accumulate_steps", accumulate_steps, where=where)
     _check_autocast(autocast, where=where)
@@ -952,7 +946,7 @@ def _validate_fit(model: Any, tx: Any, criterion: Any, X: Any, Y: Any, **o: Any)
     check_positive_int("accumulate_steps", o["accumulate_steps"], where="fit")
     check_choice("on_nonfinite", o["on_nonfinite"], ("raise", "stop", "ignore"), where="fit")
     check_choice("fused", o["fused"], ("auto", True, False), where="fit")
-    _check_flag("check_finite", o["check_finite"], where="fit")
+    check_bool("check_finite", o["check_finite"], where="fit")
     _check_autocast(o["autocast"], where="fit")
     train_arrays = _training_arrays(criterion, X, Y, loss_fn, o["data"])
     n = train_arrays.n

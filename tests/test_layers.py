@@ -747,7 +747,7 @@ ERROR_CASES = {
     ),
     "linear_out_features_float": (
         lambda: layers.Linear(2, 1.5, rngs=_rngs()),
-        ValueError,
+        TypeError,
         r"out_features must be a positive integer",
     ),
     "linear_bias_not_bool": (
