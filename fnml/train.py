@@ -318,6 +318,7 @@ def make_train_step(
     autocast: str | None = None,
     donate: bool = False,
     mesh: Any = None,
+    shard_min_size: int | None = None,
     check_finite: bool = False,
 ) -> Callable[..., tuple]:
     """A jitted pure training step ``step(state, *batch) -> (new_state, loss)`` (``(.., loss, aux)`` with aux).
@@ -374,6 +375,11 @@ def make_train_step(
     used afterwards. ``mesh`` (``fnml.device.mesh()``): data-parallel, torch's
     ``DistributedDataParallel``: the batch arrays are the GLOBAL batch, split along the mesh's "data"
     axis; the state is replicated; BatchNorm statistics are over the global batch (``SyncBatchNorm``).
+    ``shard_min_size=K`` (with ``mesh``): FSDP-style parameter sharding, torch's
+    ``torch.distributed.fsdp.fully_shard``: every state array (parameters AND their optimizer state) of
+    at least K elements is split along the mesh's "model" axis (``fnml.device.param_shardings``), the
+    rest replicated; XLA gathers what each step needs. A placement choice only: the numbers are those of
+    the replicated run (equal up to float summation order). ``None`` (default) replicates everything.
     ``check_finite=True`` (torch: ``torch.autograd.set_detect_anomaly(True)``) checks the loss, every
     gradient and every updated parameter after each step and raises :class:`NonFiniteError` naming the
     step and the parameter (``"fc1.weight"``); the default path is a separate function.
@@ -397,20 +403,43 @@ def make_train_step(
     check_bool("donate", donate, where=where)
     check_positive_int("accumulate_steps", accumulate_steps, where=where)
     _check_autocast(autocast, where=where)
+    shard_min_size = _check_sharding(mesh, shard_min_size, where=where)
     options = dict(has_aux=has_aux, accumulate_steps=accumulate_steps, autocast=autocast)
     if check_finite:
-        return _checked_step(fn, donate=donate, mesh=mesh, **options)
+        return _checked_step(fn, donate=donate, mesh=mesh, shard_min_size=shard_min_size, **options)
     pure = _step.pure_train_step(fn, **options)
     if mesh is not None:
-        return _device.data_parallel(pure, mesh, donate=donate)
+        return _device.data_parallel(pure, mesh, donate=donate, shard_min_size=shard_min_size)
     return jax.jit(pure, donate_argnums=(0,) if donate else ())
 
 
-def _checked_step(fn: Callable, *, donate: bool, mesh: Any, **options: Any) -> Callable:
+def _check_sharding(mesh: Any, shard_min_size: Any, *, where: str) -> int | None:
+    """``mesh`` is a Mesh (or None); ``shard_min_size`` is None or a positive int, and only with a mesh."""
+    if mesh is not None:
+        _device._check_mesh(mesh, where=where)
+    if shard_min_size is None:
+        return None
+    size = check_positive_int("shard_min_size", shard_min_size, where=where)
+    if mesh is None:
+        raise ValueError(
+            f"{where}: shard_min_size={size} splits state arrays along a mesh's {_device.MODEL_AXIS!r} axis and "
+            f"needs mesh= (e.g. fnml.device.mesh(data=4, model=2)), got mesh=None"
+        )
+    return size
+
+
+def _state_shardings(state: Any, mesh: Any, shard_min_size: int | None) -> Any:
+    """One replicated sharding for the whole state, or per-leaf ``device.param_shardings`` (FSDP-style)."""
+    if shard_min_size is None:
+        return _device.replicated_sharding(mesh)
+    return _device.param_shardings(state, mesh, min_size=shard_min_size)
+
+
+def _checked_step(fn: Callable, *, donate: bool, mesh: Any, shard_min_size: int | None, **options: Any) -> Callable:
     """make_train_step(check_finite=True): the reporting step plus a host-side check of its flags."""
     pure = _step.pure_train_step(fn, report=True, **options)
     if mesh is not None:
-        inner = _device.data_parallel(pure, mesh, donate=donate)
+        inner = _device.data_parallel(pure, mesh, donate=donate, shard_min_size=shard_min_size)
     else:
         inner = jax.jit(pure, donate_argnums=(0,) if donate else ())
 
@@ -432,6 +461,8 @@ def make_eval_step(
     loss_fn: Callable[..., Any] | None = None,
     has_aux: bool = False,
     autocast: str | None = None,
+    mesh: Any = None,
+    shard_min_size: int | None = None,
 ) -> Callable[..., dict[str, jax.Array]]:
     """A jitted evaluation ``evaluate(state, *batch) -> {"loss": ..., name: metric(output, y), ...}``.
 
@@ -442,7 +473,11 @@ def make_eval_step(
     ``model(**x)``), ``metrics`` maps names to ``fn(output, target) -> scalar`` (e.g.
     :func:`accuracy`). General form: ``make_eval_step(loss_fn=f)``, ``evaluate(state, *batch)`` returns
     ``{"loss": f(model, *batch)}`` (and ``"aux"`` with ``has_aux=True``). ``autocast`` as in
-    :func:`make_train_step`.
+    :func:`make_train_step`. ``mesh`` / ``shard_min_size``: as in :func:`make_train_step` (torch's
+    evaluation under DDP / FSDP ``fully_shard``): the batch is the GLOBAL batch split along "data" (its
+    size must be divisible by the "data" axis size), the state replicated or, with ``shard_min_size``,
+    its arrays of at least that many elements split along "model"; the values are those of one device
+    (up to float summation order) and come back replicated.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -456,18 +491,41 @@ def make_eval_step(
     metrics = dict(metrics or {})
     check_bool("has_aux", has_aux, where=where)
     _check_autocast(autocast, where=where)
+    shard_min_size = _check_sharding(mesh, shard_min_size, where=where)
     if loss_fn is not None:
         if criterion is not None or metrics:
             raise TypeError(f"{where}: loss_fn= (the general form) takes no criterion or metrics")
         if not callable(loss_fn):
             raise TypeError(f"{where}: loss_fn must be callable(model, *batch), got {loss_fn!r}")
-        return jax.jit(_step.pure_eval_step(loss_fn, has_aux=has_aux, autocast=autocast))
-    if criterion is None and not metrics:
-        raise ValueError(f"{where}: give a criterion or at least one metric (or loss_fn=), got neither")
-    for name, fn in ([("criterion", criterion)] if criterion is not None else []) + list(metrics.items()):
-        if not callable(fn):
-            raise TypeError(f"{where}: {name} must be callable(output, target), got {fn!r}")
-    return jax.jit(_step.pure_eval_step(None, criterion=criterion, metrics=metrics, autocast=autocast))
+        pure = _step.pure_eval_step(loss_fn, has_aux=has_aux, autocast=autocast)
+    else:
+        if criterion is None and not metrics:
+            raise ValueError(f"{where}: give a criterion or at least one metric (or loss_fn=), got neither")
+        for name, fn in ([("criterion", criterion)] if criterion is not None else []) + list(metrics.items()):
+            if not callable(fn):
+                raise TypeError(f"{where}: {name} must be callable(output, target), got {fn!r}")
+        pure = _step.pure_eval_step(None, criterion=criterion, metrics=metrics, autocast=autocast)
+    if mesh is None:
+        return jax.jit(pure)
+    return _eval_on_mesh(pure, mesh, shard_min_size)
+
+
+def _eval_on_mesh(pure: Callable, mesh: Any, shard_min_size: int | None) -> Callable:
+    """``pure(state, *batch) -> values`` jitted over ``mesh``: batch split along "data", values replicated."""
+    rep, batch_sharding = _device.replicated_sharding(mesh), _device.batch_sharding(mesh)
+    compiled: dict[Any, tuple[Any, Callable]] = {}
+
+    def evaluate(state: Any, *batch: Any) -> Any:
+        structure = (jax.tree.structure(state), len(batch))
+        if structure not in compiled:
+            shardings = _state_shardings(state, mesh, shard_min_size)
+            in_shardings = (shardings,) + (batch_sharding,) * len(batch)
+            compiled[structure] = (shardings, jax.jit(pure, in_shardings=in_shardings, out_shardings=rep))
+        shardings, fn = compiled[structure]
+        return fn(jax.device_put(state, shardings), *_device.shard_batch(batch, mesh))
+
+    evaluate._cache_size = lambda: sum(fn._cache_size() for _, fn in compiled.values())
+    return evaluate
 
 
 def accuracy(output: Any, target: Any, *, ignore_index: int = -100) -> jax.Array:
@@ -516,14 +574,26 @@ def _make_fused_epochs(
     donate: bool,
     accumulate_steps: int = 1,
     autocast: str | None = None,
+    mesh: Any = None,
+    shard_min_size: int | None = None,
 ) -> Callable:
     """Jitted ``run(state, leaves, key, epochs) -> (state, losses (E, steps_per_epoch))`` in one lax.scan.
 
     ``leaves``: the flat training arrays; ``treedef`` rebuilds the step's ``*batch`` from them. Epoch
     ``e``'s batches are :func:`fnml.data.epoch_batches` of :func:`fnml.data.epoch_permutation`, i.e.
-    exactly the batches of the unfused loop.
+    exactly the batches of the unfused loop. With ``mesh`` (one process only: the leaves are the whole
+    training set) the training arrays are replicated, every batch is constrained to be split along
+    "data" on its batch axis and the state is placed as ``make_train_step(mesh=, shard_min_size=)``
+    places it, so the partitioned program computes what the per-step mesh path computes.
     """
     step = _step.pure_train_step(fn, accumulate_steps=accumulate_steps, autocast=autocast)
+    P = jax.sharding.PartitionSpec
+
+    def on_data_axis(leaves, spec):
+        if mesh is None:
+            return leaves
+        sharding = jax.sharding.NamedSharding(mesh, spec)
+        return tuple(jax.lax.with_sharding_constraint(leaf, sharding) for leaf in leaves)
 
     def one_step(state, leaves):
         return step(state, *jax.tree.unflatten(treedef, leaves))
@@ -532,10 +602,12 @@ def _make_fused_epochs(
         state, leaves, key = carry
         order = _data.epoch_permutation(key, n, epoch) if shuffle else jnp.arange(n)
         stacked, remainder = _data.epoch_batches(leaves, order, batch_size, drop_last=drop_last)
-        # scan over the leading (num_batches,) axis: (k, B, ...) -> k steps on (B, ...) batches.
-        state, losses = jax.lax.scan(one_step, state, tuple(stacked))
+        # scan over the leading (num_batches,) axis: (k, B, ...) -> k steps on (B, ...) batches,
+        # each batch split along "data" on a mesh (the stack's axis 1, the remainder's axis 0).
+        stacked = on_data_axis(tuple(stacked), P(None, _device.DATA_AXIS))
+        state, losses = jax.lax.scan(one_step, state, stacked)
         if remainder is not None:
-            state, last = one_step(state, tuple(remainder))
+            state, last = one_step(state, on_data_axis(tuple(remainder), P(_device.DATA_AXIS)))
             losses = jnp.concatenate([losses, last[None]])
         return (state, leaves, key), losses
 
@@ -543,7 +615,34 @@ def _make_fused_epochs(
         (state, _, _), losses = jax.lax.scan(one_epoch, (state, tuple(leaves), key), epochs)
         return state, losses
 
-    return jax.jit(run, donate_argnums=(0,) if donate else ())
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(run, donate_argnums=donate_argnums)
+    return _fused_on_mesh(run, mesh, shard_min_size, donate_argnums)
+
+
+def _fused_on_mesh(run: Callable, mesh: Any, shard_min_size: int | None, donate_argnums: tuple) -> Callable:
+    """``run`` jitted over ``mesh``: the state placed as the mesh step places it, everything else replicated."""
+    rep = _device.replicated_sharding(mesh)
+    compiled: dict[Any, tuple[Any, Callable]] = {}
+
+    def fused(state, leaves, key, epochs):
+        structure = jax.tree.structure(state)
+        if structure not in compiled:
+            shardings = _state_shardings(state, mesh, shard_min_size)
+            fn = jax.jit(
+                run,
+                in_shardings=(shardings, rep, rep, rep),
+                out_shardings=(shardings, rep),
+                donate_argnums=donate_argnums,
+            )
+            compiled[structure] = (shardings, fn)
+        shardings, fn = compiled[structure]
+        placed = jax.device_put((tuple(leaves), key, epochs), rep)
+        return fn(jax.device_put(state, shardings), *placed)
+
+    fused._cache_size = lambda: sum(fn._cache_size() for _, fn in compiled.values())
+    return fused
 
 
 # --------------------------------------------------------------------------------------------------
@@ -844,6 +943,7 @@ class _FitPlan:
     fused: Any
     donate: bool
     mesh: Any
+    shard_min_size: int | None
     check_finite: bool
     on_nonfinite: str
     callbacks: tuple
@@ -952,12 +1052,14 @@ def _validate_fit(model: Any, tx: Any, criterion: Any, X: Any, Y: Any, **o: Any)
     n = train_arrays.n
     batch = _rows_per_step(n, o["batch_size"], o["drop_last"], o["accumulate_steps"])
     mesh = o["mesh"]
+    shard_min_size = _check_sharding(mesh, o["shard_min_size"], where="fit")
     if mesh is not None:
-        _device._check_mesh(mesh, where="fit")
-        if o["fused"] is True:
+        if o["fused"] is True and _device.process_count() > 1:
             raise ValueError(
-                "fit: fused=True cannot run with mesh=...: data-parallel training runs one jitted step per "
-                "batch; use fused='auto' or fused=False"
+                f"fit: fused=True with mesh= needs a single process, got jax.process_count() == "
+                f"{_device.process_count()}: fused epochs draw every batch from the whole training set inside one "
+                f"program, but each process holds only its own rows; use fused='auto' or fused=False (one "
+                f"jitted step per global batch)"
             )
         for size in {min(batch, n), n % batch if not o["drop_last"] else 0} - {0}:
             _device.check_batch_size(size // o["accumulate_steps"], mesh, where="fit")
@@ -997,6 +1099,7 @@ def _validate_fit(model: Any, tx: Any, criterion: Any, X: Any, Y: Any, **o: Any)
         fused=o["fused"],
         donate=o["donate"],
         mesh=mesh,
+        shard_min_size=shard_min_size,
         check_finite=o["check_finite"],
         on_nonfinite=o["on_nonfinite"],
         callbacks=callbacks,
@@ -1076,14 +1179,13 @@ class _Compiled:
 def _compile(plan: _FitPlan, model: nnx.Module, chunk_epochs: int) -> _Compiled:
     loss = dict(criterion=plan.criterion, loss_fn=plan.loss_fn)
     shared = dict(accumulate_steps=plan.accumulate_steps, autocast=plan.autocast)
+    mesh = dict(mesh=plan.mesh, shard_min_size=plan.shard_min_size)
     use_fused = (
-        plan.mesh is None
+        (plan.mesh is None or _device.process_count() == 1)  # a mesh: fused epochs need the whole data set
         and not plan.check_finite
         and _choose_fused(plan.fused, model, chunk_epochs * plan.steps_per_epoch)
     )
-    step = _cached(
-        make_train_step, **loss, donate=plan.donate, mesh=plan.mesh, check_finite=plan.check_finite, **shared
-    )
+    step = _cached(make_train_step, **loss, donate=plan.donate, check_finite=plan.check_finite, **mesh, **shared)
     fused = None
     if use_fused:
         fused = _cached(
@@ -1095,6 +1197,7 @@ def _compile(plan: _FitPlan, model: nnx.Module, chunk_epochs: int) -> _Compiled:
             shuffle=plan.shuffle,
             drop_last=plan.drop_last,
             donate=plan.donate,
+            **mesh,
             **shared,
         )
     evaluate = None
@@ -1249,6 +1352,7 @@ def fit(
     verbose: bool = True,
     progress: bool | None = None,
     mesh: Any = None,
+    shard_min_size: int | None = None,
 ) -> FitResult:
     """Train ``model`` on in-memory arrays for ``epochs`` epochs; print like the tutorial loop.
 
@@ -1317,9 +1421,18 @@ def fit(
     - ``mesh``: data-parallel over a ``jax.sharding.Mesh`` (``fnml.device.mesh()``), torch's DDP: every
       batch is split along the "data" axis, parameters stay replicated; the losses equal the single-device
       run (BatchNorm: global-batch statistics, i.e. ``SyncBatchNorm``). Each batch (and a last partial
-      one) must be divisible by the "data" axis size (``ValueError`` before training). One jitted step per
-      batch (``fused`` must not be True). With several processes (``fnml.device.init_distributed``) each
-      process passes ITS rows; global batch ``i`` = the concatenation of every process's batch ``i``.
+      one; with ``accumulate_steps`` each micro-batch) must be divisible by the "data" axis size
+      (``ValueError`` before training). In one process the epochs are fused on the mesh as without one
+      (same ``fused`` rule; the training arrays replicated, each batch split along "data" inside the
+      scan). With several processes (``fnml.device.init_distributed``) each process passes ITS rows;
+      global batch ``i`` = the concatenation of every process's batch ``i``; one jitted step per batch
+      (``fused=True`` is a ``ValueError``: a fused epoch would need every process's rows). Validation
+      runs on the placed state with plain ``jit``. The returned state and model live on the mesh
+      (``interop.state_dict(result.model)`` / ``fnml.device.to_host`` gather them to numpy).
+    - ``shard_min_size`` (with ``mesh``): FSDP-style sharding, torch's ``fully_shard``: state arrays
+      (parameters and optimizer state) of at least that many elements are split along the mesh's
+      "model" axis (``fnml.device.param_shardings``), the rest replicated; the numbers are unchanged
+      (equal up to float summation order), fused or not. ``None``: everything replicated (DDP).
     - ``progress``: a rich progress bar; ``None`` = only on a terminal for runs of >= 2000 steps.
 
     Returns a :class:`FitResult` (``.model``, ``.losses``, ``.history``, ``.state``, ``.plot(path)``).
@@ -1365,6 +1478,7 @@ def fit(
         verbose=verbose,
         progress=progress,
         mesh=mesh,
+        shard_min_size=shard_min_size,
     )
     state, epoch, record = _start(plan, model, tx)
     chunk_epochs = _chunk_epochs(plan)

@@ -564,17 +564,6 @@ def test_sharding_helper_errors():
             mesh="data",
             verbose=False,
         )
-    with pytest.raises(ValueError, match=r"fit: fused=True cannot run with mesh="):
-        train.fit(
-            fnml_model("mlp", "float64"),
-            optim.sgd(lr=0.1),
-            losses.MSELoss(),
-            *dataset("mlp", "float64"),
-            epochs=1,
-            mesh=m,
-            fused=True,
-            verbose=False,
-        )
 
 
 def test_global_batch_single_process_equals_shard_batch():

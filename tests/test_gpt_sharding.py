@@ -1,24 +1,22 @@
 """The W6 GPT scaled out: 8 simulated CPU devices, mesh data=4 x model=2, parameters sharded along "model".
 
-The suite runs with ONE CPU device, so the multi-device run is a SUBPROCESS with
+The suite runs with ONE CPU device, so the multi-device run is ONE SUBPROCESS with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (as ``tests/test_distributed.py``). The worker
-trains a tiny ``benchmarks/workloads.FnmlGPT`` for 20 AdamW steps in float64 three ways and writes the
-per-step losses and final parameters to an .npz:
+trains a tiny ``benchmarks/workloads.FnmlGPT`` for 20 AdamW steps in float64 through the public API and
+writes the per-step losses, final parameters and the shardings it saw to an .npz:
 
-- ``single``: ``train.make_train_step(loss_fn=...)`` on one device (no mesh);
-- ``fsdp``: the same jitted step under ``jax.jit(step, in_shardings, out_shardings)`` with the state on
-  ``device.param_shardings(state, mesh, min_size=...)`` (FSDP-style: every large array split along
-  "model") and the batch on ``device.batch_sharding(mesh)`` (split along "data"). ``fit(mesh=...)`` and
-  ``make_train_step(mesh=...)`` replicate the state (``device.data_parallel`` without
-  ``shard_min_size``), so the sharded step is driven here;
-- ``fit_mesh``: ``train.fit(..., mesh=mesh)`` (data-parallel, replicated parameters), against
-  ``train.fit`` on one device.
+- ``single``: ``train.make_train_step(loss_fn=...)`` on one device (no mesh), the reference of the steps;
+- ``step_fsdp``: ``train.make_train_step(loss_fn=..., mesh=mesh, shard_min_size=256)`` (FSDP-style: every
+  state array of >= 256 elements split along "model", the batch along "data");
+- ``fit_single``: ``train.fit`` on one device (unfused, with validation), the reference of the fits;
+- ``fit_fsdp``: ``fit(mesh=mesh, shard_min_size=256, fused=False)``: one sharded jitted step per batch;
+- ``fit_fsdp_fused``: ``fit(mesh=mesh, shard_min_size=256, fused=True)`` with validation and a callback
+  that records the sharding of the state it is handed inside fit: each epoch one jitted ``lax.scan``;
+- ``fit_mesh``: ``fit(mesh=mesh)`` (data-parallel, replicated parameters, ``fused="auto"``: fused);
+- ``eval``: ``make_eval_step(loss_fn=..., mesh=mesh, shard_min_size=256)`` on the sharded final state.
 
-- ``fused``: the 20 steps in ONE jitted ``lax.scan`` (what ``fit``'s fused epochs run) with the same
-  sharded state and the stacked batches split along "data";
-
-Asserted here: sharded == one device within float64 1e-12 at every step and at the end, and the
-parameters really were sharded (their shardings are recorded by the worker).
+Asserted here: each sharded run == one device within float64 1e-12 at every step and at the end, the
+parameters really were sharded inside fit and in its result, and the fused runs really ran fused.
 """
 
 from __future__ import annotations
@@ -28,13 +26,18 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tolerance
+from flax import nnx
+from helpers import max_abs_diff, tolerance
+
+from fnml import device, interop, layers, losses, optim, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBPROCESS_TIMEOUT = 300  # seconds (a few small compilations; ~30-60 s on 2 busy cores)
-STEPS = 20
+SUBPROCESS_TIMEOUT = 300  # seconds (a few small compilations; ~60 s on 2 busy cores)
+STEPS = 20  # 5 epochs of 4 batches of 8 sequences
 MIN_SIZE = 256  # arrays of >= 256 elements are split along "model" (every matrix of the tiny GPT)
 
 WORKER = textwrap.dedent(
@@ -53,69 +56,76 @@ WORKER = textwrap.dedent(
 
     SHAPE = dict(vocab=32, block=8, n_layer=2, n_head=2, n_embd=16)
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, SHAPE["vocab"], size=(4, 8, SHAPE["block"] + 1))  # 4 batches of 8 sequences
-    batches = [(jnp.asarray(t[:, :-1]), jnp.asarray(t[:, 1:])) for t in tokens]
-
-    def fresh_state():
-        model = W.FnmlGPT(**SHAPE, param_dtype=jnp.float64)
-        return train.TrainState.create(model, optim.adamw(lr=1e-2))
-
-    def params_of(state):
-        return {k: np.asarray(v) for k, v in interop.state_dict(train.to_module(state)).items()}
-
-    out = {"devices": np.array(len(jax.devices()))}
-    step = train.make_train_step(loss_fn=W.gpt_loss)
-
-    # one device
-    state, losses = fresh_state(), []
-    for i in range(steps):
-        state, loss = step(state, *batches[i % 4])
-        losses.append(float(loss))
-    out["single_losses"] = np.array(losses)
-    out.update({f"single/{k}": v for k, v in params_of(state).items()})
-
-    # FSDP-style: state split along "model", batch along "data"
+    tokens = rng.integers(0, SHAPE["vocab"], size=(32, SHAPE["block"] + 1))  # 4 batches of 8 sequences
+    X, Y = jnp.asarray(tokens[:, :-1]), jnp.asarray(tokens[:, 1:])
+    batches = [(X[i * 8 : (i + 1) * 8], Y[i * 8 : (i + 1) * 8]) for i in range(4)]
     mesh = device.mesh(data=4, model=2)
-    state = fresh_state()
-    shardings = device.param_shardings(state, mesh, min_size=min_size)
-    batch_sharding, rep = device.batch_sharding(mesh), device.replicated_sharding(mesh)
-    sharded_step = jax.jit(
-        step, in_shardings=(shardings, batch_sharding, batch_sharding), out_shardings=(shardings, rep)
-    )
-    state = jax.device_put(state, shardings)
-    losses = []
-    for i in range(steps):
-        x, y = batches[i % 4]
-        state, loss = sharded_step(state, jax.device_put(x, batch_sharding), jax.device_put(y, batch_sharding))
-        losses.append(float(loss))
-    out["fsdp_losses"] = np.array(losses)
-    out["fsdp_compilations"] = np.array(sharded_step._cache_size())
-    kernel = next(leaf for leaf in jax.tree.leaves(state.params) if leaf.shape == (16, 64))  # an mlp up-projection
-    out["fsdp_kernel_spec"] = np.array([str(axis) for axis in kernel.sharding.spec])  # ["None", "model"]
-    out["fsdp_kernel_shard_shape"] = np.array(kernel.addressable_shards[0].data.shape)
-    out["fsdp_kernel_shape"] = np.array(kernel.shape)
-    out.update({f"fsdp/{k}": v for k, v in params_of(state).items()})
+    out = {"devices": np.array(len(jax.devices()))}
 
-    # fused: all 20 steps in ONE jitted lax.scan (what fit's fused epochs run), state sharded as above,
-    # the stacked batches (steps, 8, T) split along "data" on their batch axis
-    order = np.arange(steps) % 4
-    xs = jnp.stack([batches[i][0] for i in order]); ys = jnp.stack([batches[i][1] for i in order])
-    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
-    scan = lambda s, xs, ys: jax.lax.scan(lambda c, b: step(c, b[0], b[1]), s, (xs, ys))  # noqa: E731
-    state = fresh_state()
-    shardings = device.param_shardings(state, mesh, min_size=min_size)  # this state's own tree structure
-    fused = jax.jit(scan, in_shardings=(shardings, stacked, stacked), out_shardings=(shardings, rep))
-    state, fused_losses = fused(jax.device_put(state, shardings), xs, ys)
-    out["fused_losses"] = np.asarray(fused_losses)
-    out.update({f"fused/{k}": v for k, v in params_of(state).items()})
+    def fresh_model():
+        return W.FnmlGPT(**SHAPE, param_dtype=jnp.float64)
 
-    # fit with a mesh (data-parallel, replicated) vs fit on one device; full batches of 8, 2 epochs of 4
-    X = jnp.concatenate([b[0] for b in batches]); Y = jnp.concatenate([b[1] for b in batches])
-    for name, m in (("fit_single", None), ("fit_mesh", mesh)):
-        result = train.fit(fresh_state().model(), optim.adamw(lr=1e-2), loss_fn=W.gpt_loss, data=(X, Y),
-                           batch_size=8, epochs=2, verbose=False, mesh=m)
+    def kernel_of(state):  # an mlp up-projection (16, 64) of the first block
+        return next(leaf for leaf in jax.tree.leaves(state.params) if leaf.shape == (16, 64))
+
+    def record_sharding(name, state):
+        kernel = kernel_of(state)
+        out[f"{name}_kernel_spec"] = np.array([str(axis) for axis in kernel.sharding.spec])  # ["None", "model"]
+        out[f"{name}_kernel_shard_shape"] = np.array(kernel.addressable_shards[0].data.shape)
+        # the AdamW moments of the (16, 64) kernels are split the same way (FSDP shards the optimizer state too)
+        moments = [leaf for leaf in jax.tree.leaves(state.opt_state) if getattr(leaf, "shape", None) == (16, 64)]
+        out[f"{name}_moment_specs"] = np.array([str(m.sharding.spec) for m in moments])
+
+    def params_of(model):
+        return {k: np.asarray(v) for k, v in interop.state_dict(model).items()}
+
+    # make_train_step: one device, then FSDP-style on the mesh
+    for name, options in (("single", {}), ("step_fsdp", dict(mesh=mesh, shard_min_size=min_size))):
+        step = train.make_train_step(loss_fn=W.gpt_loss, **options)
+        state, losses = train.TrainState.create(fresh_model(), optim.adamw(lr=1e-2)), []
+        for i in range(steps):
+            state, loss = step(state, *batches[i % 4])
+            losses.append(float(loss))
+        out[f"{name}_losses"] = np.array(losses)
+        out.update({f"{name}/{k}": v for k, v in params_of(state.model()).items()})
+        if options:
+            record_sharding(name, state)
+            out["step_fsdp_compilations"] = np.array(step._cache_size())
+            single_eval = train.make_eval_step(loss_fn=W.gpt_loss)
+            mesh_eval = train.make_eval_step(loss_fn=W.gpt_loss, **options)
+            out["eval_single"] = np.asarray(single_eval(jax.device_put(state, jax.devices()[0]), X, Y)["loss"])
+            out["eval_mesh"] = np.asarray(mesh_eval(state, X, Y)["loss"])
+
+    # fit: count the fused builds, to know which runs really fused
+    builds = []
+    real_build = train._make_fused_epochs
+    train._make_fused_epochs = lambda fn, **o: builds.append(o.get("mesh") is not None) or real_build(fn, **o)
+
+    class Spy(train.Callback):
+        specs = []
+
+        def on_epoch_end(self, epoch, logs, state):
+            self.specs.append([str(axis) for axis in kernel_of(state).sharding.spec])
+
+    runs = {
+        "fit_single": dict(fused=False, validation=(X[:8], Y[:8])),
+        "fit_fsdp": dict(mesh=mesh, shard_min_size=min_size, fused=False),
+        "fit_fsdp_fused": dict(mesh=mesh, shard_min_size=min_size, fused=True, validation=(X[:8], Y[:8]),
+                               callbacks=[Spy()]),
+        "fit_mesh": dict(mesh=mesh),  # replicated, fused="auto"
+    }
+    for name, options in runs.items():
+        before = len(builds)
+        result = train.fit(fresh_model(), optim.adamw(lr=1e-2), loss_fn=W.gpt_loss, data=(X, Y), batch_size=8,
+                           epochs=steps // 4, verbose=False, **options)
         out[f"{name}_losses"] = np.asarray(result.losses)
-        out.update({f"{name}/{k}": np.asarray(v) for k, v in interop.state_dict(result.model).items()})
+        out[f"{name}_fused_builds_on_mesh"] = np.array(sum(builds[before:]))
+        if "validation" in options:
+            out[f"{name}_val_loss"] = np.asarray(result.history["val_loss"])
+        out.update({f"{name}/{k}": v for k, v in params_of(result.model).items()})
+        if "shard_min_size" in options:
+            record_sharding(name, result.state)
+    out["callback_kernel_specs"] = np.array(Spy.specs)
     np.savez(out_path, **out)
     print("WORKER DONE")
     """
@@ -151,47 +161,146 @@ def _params(results: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray
     return {k[len(prefix) + 1 :]: v for k, v in results.items() if k.startswith(prefix + "/")}
 
 
-def _max_param_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    assert sorted(a) == sorted(b)
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+def _report(name: str, losses: float, params: float) -> None:
+    print(f"GPT data=4 x model=2, {name} vs one device, {STEPS} steps: losses {losses:.2e}, parameters {params:.2e}")
 
 
 def test_worker_ran_on_eight_devices_with_sharded_parameters(results):
     assert int(results["devices"]) == 8
-    # mlp.0 kernel (16, 64): split on its largest axis along "model" -> each shard (16, 32)
-    assert list(results["fsdp_kernel_spec"]) == ["None", "model"]
-    assert tuple(results["fsdp_kernel_shard_shape"]) == (16, 32)
-    assert tuple(results["fsdp_kernel_shape"]) == (16, 64)
-    assert int(results["fsdp_compilations"]) == 1  # the out shardings feed the next step: no recompile
+    # mlp.0 kernel (16, 64): split on its largest axis along "model" -> each shard (16, 32); its two AdamW
+    # moments too; in make_train_step's state, in fit's returned states, and in the state fit hands a callback
+    for name in ("step_fsdp", "fit_fsdp", "fit_fsdp_fused"):
+        assert list(results[f"{name}_kernel_spec"]) == ["None", "model"], name
+        assert tuple(results[f"{name}_kernel_shard_shape"]) == (16, 32), name
+        # the (16, 64) kernels of both blocks x AdamW's two moments
+        assert list(results[f"{name}_moment_specs"]) == [str(jax.sharding.PartitionSpec(None, "model"))] * 4, name
+    assert results["callback_kernel_specs"].tolist() == [["None", "model"]] * (STEPS // 4)
+    assert int(results["step_fsdp_compilations"]) == 1  # the out shardings feed the next step: no recompile
 
 
-def test_fsdp_sharded_training_equals_one_device(results):
+def test_fused_fits_on_the_mesh_really_fused(results):
+    assert int(results["fit_fsdp_fused_fused_builds_on_mesh"]) == 1  # fused=True
+    assert int(results["fit_mesh_fused_builds_on_mesh"]) == 1  # fused="auto" on a mesh (a GPT: no convolution)
+    assert int(results["fit_fsdp_fused_builds_on_mesh"]) == 0  # fused=False
+
+
+def test_make_train_step_with_sharded_parameters_equals_one_device(results):
     atol = tolerance("float64")["atol"]
-    losses = np.max(np.abs(results["fsdp_losses"] - results["single_losses"]))
-    params = _max_param_diff(_params(results, "fsdp"), _params(results, "single"))
-    print(f"GPT data=4 x model=2 vs one device, {STEPS} steps: losses {losses:.2e}, final parameters {params:.2e}")
-    assert results["fsdp_losses"].shape == (STEPS,)
+    losses = max_abs_diff(results["step_fsdp_losses"], results["single_losses"])
+    params = max_abs_diff(_params(results, "step_fsdp"), _params(results, "single"))
+    _report("make_train_step(mesh=, shard_min_size=256)", losses, params)
+    assert results["step_fsdp_losses"].shape == (STEPS,)
     assert losses <= atol
     assert params <= atol
     assert results["single_losses"][-1] < results["single_losses"][0]  # it trained
 
 
-def test_fused_steps_on_the_mesh_equal_one_device(results):
-    # 20 steps in one jitted lax.scan with the sharded state and the stacked batches split along "data"
+@pytest.mark.parametrize("name", ["fit_fsdp", "fit_fsdp_fused", "fit_mesh"], ids=["fsdp", "fsdp-fused", "ddp-auto"])
+def test_fit_on_the_mesh_equals_fit_on_one_device(results, name):
     atol = tolerance("float64")["atol"]
-    losses = np.max(np.abs(results["fused_losses"] - results["single_losses"]))
-    params = _max_param_diff(_params(results, "fused"), _params(results, "single"))
-    print(f"fused lax.scan of {STEPS} steps on the mesh vs one device: losses {losses:.2e}, parameters {params:.2e}")
-    assert results["fused_losses"].shape == (STEPS,)
+    losses = max_abs_diff(results[f"{name}_losses"], results["fit_single_losses"])
+    params = max_abs_diff(_params(results, name), _params(results, "fit_single"))
+    _report(name, losses, params)
+    assert results[f"{name}_losses"].shape == (STEPS,)
     assert losses <= atol
     assert params <= atol
+    if f"{name}_val_loss" in results:  # validation on the sharded state
+        assert max_abs_diff(results[f"{name}_val_loss"], results["fit_single_val_loss"]) <= atol
+    # fit on one device takes the same batches as the hand-written step loop
+    assert max_abs_diff(results["fit_single_losses"], results["single_losses"]) <= atol
 
 
-def test_fit_with_a_mesh_equals_fit_on_one_device(results):
-    atol = tolerance("float64")["atol"]
-    losses = np.max(np.abs(results["fit_mesh_losses"] - results["fit_single_losses"]))
-    params = _max_param_diff(_params(results, "fit_mesh"), _params(results, "fit_single"))
-    print(f"fit(mesh=data 4 x model 2) vs fit(): losses {losses:.2e}, final parameters {params:.2e}")
-    assert results["fit_mesh_losses"].shape == (8,)
-    assert losses <= atol
-    assert params <= atol
+def test_eval_step_on_the_mesh_equals_one_device(results):
+    assert max_abs_diff(results["eval_mesh"], results["eval_single"]) <= tolerance("float64")["atol"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# in-process (one device): the options' errors and the single-process rule of fused epochs on a mesh
+# ---------------------------------------------------------------------------------------------------
+
+
+def _tiny() -> tuple[nnx.Module, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    model = layers.Sequential(layers.Linear(3, 4, rngs=nnx.Rngs(0), param_dtype=jnp.float64), layers.Tanh())
+    return model, rng.normal(size=(16, 3)), rng.normal(size=(16, 4))
+
+
+def _fit(model, X, Y, **options) -> train.FitResult:
+    return train.fit(
+        model, optim.adam(lr=1e-2), losses.MSELoss(), X, Y, epochs=3, batch_size=4, verbose=False, **options
+    )
+
+
+BAD_SHARD_MIN_SIZE = [
+    (0, ValueError, "shard_min_size must be a positive integer, got shard_min_size=0"),
+    (-4, ValueError, "shard_min_size must be a positive integer, got shard_min_size=-4"),
+    (2.5, TypeError, r"shard_min_size must be a positive integer, got 2.5 \(float\)"),
+    (True, TypeError, r"shard_min_size must be a positive integer, got True \(bool\)"),
+    ("256", TypeError, r"shard_min_size must be a positive integer, got '256' \(str\)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"), BAD_SHARD_MIN_SIZE, ids=["zero", "negative", "float", "bool", "str"]
+)
+def test_shard_min_size_is_checked(value, error, message):
+    model, X, Y = _tiny()
+    mesh = device.mesh()
+    with pytest.raises(error, match=f"make_train_step: {message}"):
+        train.make_train_step(losses.MSELoss(), mesh=mesh, shard_min_size=value)
+    with pytest.raises(error, match=f"make_eval_step: {message}"):
+        train.make_eval_step(losses.MSELoss(), mesh=mesh, shard_min_size=value)
+    with pytest.raises(error, match=f"fit: {message}"):
+        _fit(model, X, Y, mesh=mesh, shard_min_size=value)
+
+
+def test_shard_min_size_needs_a_mesh():
+    model, X, Y = _tiny()
+    needs = r"shard_min_size=256 splits state arrays along a mesh's 'model' axis and needs mesh= .* got mesh=None"
+    with pytest.raises(ValueError, match=f"make_train_step: {needs}"):
+        train.make_train_step(losses.MSELoss(), shard_min_size=256)
+    with pytest.raises(ValueError, match=f"make_eval_step: {needs}"):
+        train.make_eval_step(losses.MSELoss(), shard_min_size=256)
+    with pytest.raises(ValueError, match=f"fit: {needs}"):
+        _fit(model, X, Y, shard_min_size=256)
+    with pytest.raises(TypeError, match="make_eval_step: mesh must be a jax.sharding.Mesh with a 'data' axis"):
+        train.make_eval_step(losses.MSELoss(), mesh="data")
+
+
+def test_fused_epochs_on_a_one_device_mesh_equal_no_mesh():
+    model, X, Y = _tiny()
+    mesh = device.mesh()
+    reference = _fit(model, X, Y, fused=False)
+    for fused in (True, False):
+        got = _fit(model, X, Y, mesh=mesh, shard_min_size=8, fused=fused)
+        assert max_abs_diff(got.losses, reference.losses) <= tolerance("float64")["atol"]
+        assert max_abs_diff(interop.state_dict(got.model), interop.state_dict(reference.model)) <= 1e-12
+    evaluate = train.make_eval_step(losses.MSELoss(), mesh=mesh, shard_min_size=8)
+    plain = train.make_eval_step(losses.MSELoss())
+    assert max_abs_diff(evaluate(got.state, X, Y)["loss"], plain(reference.state, X, Y)["loss"]) <= 1e-12
+
+
+def test_fused_epochs_on_a_mesh_need_one_process(monkeypatch):
+    """Several processes (faked): fused=True is a clear error, fused="auto" keeps one jitted step per batch."""
+    model, X, Y = _tiny()
+    mesh = device.mesh()
+    reference = _fit(model, X, Y, mesh=mesh)
+    builds = []
+    real_build = train._make_fused_epochs
+    monkeypatch.setattr(train, "_make_fused_epochs", lambda fn, **o: builds.append(o) or real_build(fn, **o))
+    monkeypatch.setattr(device, "process_count", lambda: 2)
+    with pytest.raises(
+        ValueError,
+        match=r"fit: fused=True with mesh= needs a single process, got jax.process_count\(\) == 2: fused epochs "
+        r"draw every batch from the whole training set .* use fused='auto' or fused=False",
+    ):
+        _fit(model, X, Y, mesh=mesh, fused=True)
+    # a different option set than the reference (shuffle), so nothing comes from fit's memo of built pieces
+    options = dict(shuffle=True, key=jax.random.key(3))
+    per_step = _fit(model, X, Y, mesh=mesh, **options)
+    assert builds == []  # "auto" did not fuse
+    monkeypatch.setattr(device, "process_count", lambda: 1)
+    fused = _fit(model, X, Y, mesh=mesh, **options)
+    assert len(builds) == 1  # one process: "auto" fuses (an MLP)
+    assert max_abs_diff(per_step.losses, fused.losses) <= tolerance("float64")["atol"]
+    assert len(reference.losses) == len(per_step.losses) == 12
