@@ -99,10 +99,33 @@ def _flat(tree: Any) -> tuple[list[str], list[Any], Any]:
 
 
 def _to_storable(leaf: Any) -> np.ndarray:
-    """Host numpy array; typed keys become their uint32 key data (orbax cannot store key dtypes)."""
+    """Host numpy array; typed keys become their uint32 key data (orbax cannot store key dtypes).
+
+    An array split across processes (``shard_min_size`` over several hosts) is gathered first: a
+    collective, so every process must save (as orbax requires anyway).
+    """
     if _is_key(leaf):
         leaf = jax.random.key_data(leaf)
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
     return np.asarray(leaf)
+
+
+def _isdir_everywhere(path: str) -> bool:
+    """``os.path.isdir(path)``, as process 0 sees it when there are several processes.
+
+    Every process must take the same branch (orbax's managers synchronise all processes at
+    construction), and a directory that process 0 creates in its save could otherwise already exist
+    for a process that looks a moment later: process 0's answer is broadcast to all (a collective).
+    """
+    exists = os.path.isdir(path)
+    if jax.process_count() == 1:
+        return exists
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
 
 
 def _nest(names: list[str], values: list[Any]) -> dict[str, Any]:
@@ -126,7 +149,7 @@ def _get(nested: dict[str, Any], name: str) -> Any:
 
 def _check_directory(directory: Any, *, where: str) -> str:
     path = os.fspath(directory)
-    if not os.path.isdir(path):
+    if not _isdir_everywhere(path):
         raise FileNotFoundError(f"{where}: checkpoint directory {path!r} does not exist")
     return path
 
@@ -270,6 +293,12 @@ def save_checkpoint(
     JSON-serialisable dict stored beside the arrays (read it back with :func:`checkpoint_metadata`).
     ``keep``: keep only the newest ``keep`` steps (older ones are deleted after a successful save).
     Typed PRNG keys are stored as their key data and re-wrapped on restore. Returns the step's path.
+    Several processes (``fnml.device.init_distributed``, torch's ``if rank == 0: torch.save(...)``):
+    EVERY process calls it with the same ``directory`` on a shared file system; arrays split across
+    processes are gathered, process 0 writes, and the call returns on every process once the step
+    (manifest included) is complete. A checkpoint does not record the process count: one written by
+    2 processes restores in 1 and vice versa (:func:`restore_checkpoint` returns host-local arrays;
+    ``fit(mesh=...)`` / ``fnml.device.replicate`` place them).
 
     >>> import os, tempfile
     >>> from flax import nnx
@@ -297,7 +326,14 @@ def save_checkpoint(
         manager.save(int(step), args=ocp.args.Composite(**items))
         manager.wait_until_finished()
     step_dir = os.path.join(os.path.abspath(path), str(int(step)))
-    _write_manifest(step_dir)
+    if jax.process_count() == 1:
+        _write_manifest(step_dir)
+    else:  # one writer (orbax wrote the step from process 0 too); nobody returns before the manifest exists
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            _write_manifest(step_dir)
+        multihost_utils.sync_global_devices(f"fnml save_checkpoint {step_dir} manifest")
     return step_dir
 
 

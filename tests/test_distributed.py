@@ -4,7 +4,9 @@ The suite runs with ONE CPU device, so every multi-device check runs in a SUBPRO
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N = 4, 8) or as two processes joined by
 ``jax.distributed`` on 127.0.0.1. Each subprocess runs one worker script (below) that trains and writes
 its results to an .npz; the assertions (and the torch and single-device references) live here.
-Every subprocess is bounded by a timeout and killed on failure.
+Every subprocess is bounded by a timeout and killed on failure. Checkpoints cross device AND process
+counts: the two processes save into one shared directory (restored and resumed here in one process),
+resume a checkpoint written here by one process, and save a state split across both of them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +43,7 @@ CONFIG = {
 }
 LR, MOMENTUM = 0.05, 0.9
 CONTINUE_STEPS = 5  # steps taken after restoring a checkpoint on another device count
+PROCESS_EPOCHS = 20  # full-batch epochs of the two-process run (checkpoints at 10 and 20)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,12 +172,28 @@ WORKER = textwrap.dedent(
         model = T.fnml_model("mlp", "float64")
         interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
         tx = optim.sgd(lr=T.LR, momentum=T.MOMENTUM)
-        result = train.fit(model, tx, T.criterion("mlp"), X[rows], Y[rows],
-                           epochs=20, mesh=m, verbose=False)
+        # both processes save into ONE shared directory (epochs 10 and 20), restored by ONE process in the test
+        result = train.fit(model, tx, T.criterion("mlp"), X[rows], Y[rows], epochs=T.PROCESS_EPOCHS, mesh=m,
+                           verbose=False, checkpoint_dir=os.path.join(workdir, "ckpt_two_processes"),
+                           checkpoint_every=T.PROCESS_EPOCHS // 2)
         out["losses"] = result.losses
         out["devices"] = np.array([len(jax.devices()), len(jax.local_devices()), fdevice.process_count()])
         out["main"] = np.array(fdevice.is_main_process())
         out.update({f"param_{k}": v for k, v in interop.state_dict(fdevice.to_host(result.model)).items()})
+        # a checkpoint written by ONE process (the test, epoch 10) resumed by both: epochs 11..20 on the mesh
+        model = T.fnml_model("mlp", "float64")
+        interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
+        resumed = train.fit(model, tx, T.criterion("mlp"), X[rows], Y[rows], epochs=T.PROCESS_EPOCHS, mesh=m,
+                            verbose=False, resume_from=os.path.join(workdir, "ckpt_one_process"))
+        out["resumed_losses"] = resumed.losses
+        out["resumed_sharding"] = np.array(str(resumed.state.params["layers"][0]["kernel"].sharding.spec))
+        out.update({f"resumed_param_{k}": v for k, v in interop.state_dict(fdevice.to_host(resumed.model)).items()})
+        out.update({f"resumed_opt_{i}": np.asarray(v) for i, v in enumerate(jax.tree.leaves(resumed.state.opt_state))})
+        # that state with its kernels split ACROSS the two processes (model=2), saved by both: gathered, one copy
+        split = fdevice.shard_params(resumed.state, fdevice.mesh(data=1, model=2), min_size=16)
+        kernel = split.params["layers"][0]["kernel"]
+        out["split_kernel"] = np.array([str(kernel.sharding.spec), str(kernel.is_fully_addressable)])
+        checkpoint.save_checkpoint(os.path.join(workdir, "ckpt_split"), split, step=int(split.step))
         workdir = os.path.join(workdir, f"process{process_id}")
         os.makedirs(workdir, exist_ok=True)
     np.savez(os.path.join(workdir, f"results_{mode}_{sys.argv[3]}.npz"), **out)
@@ -314,7 +334,17 @@ def workdir(tmp_path_factory) -> str:
     for _ in range(3):
         state, _ = step(state, X[16:], Y[16:])
     checkpoint.save_checkpoint(os.path.join(path, "ckpt_single"), state, step=int(state.step))
+    # The one-process fit checkpoint (mlp, epoch 10 of 20) that the two processes resume.
+    _one_process_mlp_fit(path, epochs=PROCESS_EPOCHS // 2, checkpoint_dir=os.path.join(path, "ckpt_one_process"))
     return path
+
+
+def _one_process_mlp_fit(workdir: str, **options) -> train.FitResult:
+    """The mlp full-batch fit in one process on one device (what the two processes each feed half of)."""
+    model = fnml_model("mlp", "float64")
+    interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
+    X, Y = dataset("mlp", "float64")
+    return train.fit(model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, verbose=False, **options)
 
 
 @pytest.fixture(scope="module")
@@ -459,14 +489,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_single_process(workdir, launched):
+@pytest.fixture(scope="module")
+def two_processes(workdir, launched) -> list[dict[str, np.ndarray]]:
+    """The two processes' results (each fed half of every global batch)."""
     _wait(launched["processes"], "two-process run")
-    per_process = [dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)]
-    # The reference: one process, one device, the whole batch (each process fed half of it).
-    model = fnml_model("mlp", "float64")
-    interop.load_state_dict(model, dict(np.load(os.path.join(workdir, "torch_mlp_float64.npz"))))
-    X, Y = dataset("mlp", "float64")
-    ref = train.fit(model, optim.sgd(lr=LR, momentum=MOMENTUM), criterion("mlp"), X, Y, epochs=20, verbose=False)
+    return [dict(np.load(os.path.join(workdir, f"process{p}", "results_process_1.npz"))) for p in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def one_process(workdir) -> train.FitResult:
+    """The reference: one process, one device, the whole batch, all epochs uninterrupted."""
+    return _one_process_mlp_fit(workdir, epochs=PROCESS_EPOCHS)
+
+
+def test_two_processes_match_single_process(two_processes, one_process):
+    per_process, ref = two_processes, one_process
     expected = {f"param_{k}": v for k, v in interop.state_dict(ref.model).items()}
     for pid, got in enumerate(per_process):
         assert got["devices"].tolist() == [2, 1, 2]  # 2 global devices, 1 local, 2 processes
@@ -475,6 +512,65 @@ def test_two_processes_match_single_process(workdir, launched):
         assert max_abs_diff({k: got[k] for k in expected}, expected) <= 1e-12
     # Both processes end with bitwise-identical parameters.
     assert max_abs_diff({k: per_process[0][k] for k in expected}, {k: per_process[1][k] for k in expected}) == 0.0
+
+
+def _state_diff(a: train.TrainState, b: train.TrainState) -> float:
+    """max |a - b| over parameters, optimizer state and the other variables; the steps must be equal."""
+    assert int(a.step) == int(b.step)
+    return max_abs_diff(
+        jax.tree.leaves((a.params, a.opt_state, a.rest)), jax.tree.leaves((b.params, b.opt_state, b.rest))
+    )
+
+
+def test_checkpoint_written_by_two_processes_restores_in_one(workdir, two_processes, one_process, tmp_path):
+    """Both processes saved into one directory (epochs 10 and 20); one process restores and resumes it."""
+    directory = os.path.join(workdir, "ckpt_two_processes")
+    half = _one_process_mlp_fit(workdir, epochs=PROCESS_EPOCHS // 2)
+    assert checkpoint.all_steps(directory) == [PROCESS_EPOCHS // 2, PROCESS_EPOCHS]  # one step per save, both saved
+    for step in checkpoint.all_steps(directory):
+        assert checkpoint.verify_checkpoint(directory, step=step)  # the manifest, written once
+    template = train.TrainState.create(fnml_model("mlp", "float64"), optim.sgd(lr=LR, momentum=MOMENTUM))
+    middle, end = PROCESS_EPOCHS // 2, PROCESS_EPOCHS  # full batch: one step per epoch
+    restored = {step: checkpoint.restore_checkpoint(directory, template=template, step=step) for step in (middle, end)}
+    diffs = {
+        f"epoch {middle}": _state_diff(restored[middle], half.state),
+        f"epoch {end}": _state_diff(restored[end], one_process.state),
+    }
+    meta = checkpoint.checkpoint_metadata(directory)
+    diffs["saved losses"] = max_abs_diff(np.asarray(meta["losses"]), one_process.losses)
+    # resume the epoch-10 checkpoint here, in one process on one device, up to epoch 20
+    copy = tmp_path / "middle"
+    shutil.copytree(os.path.join(directory, str(middle)), copy / str(middle))
+    resumed = _one_process_mlp_fit(workdir, epochs=PROCESS_EPOCHS, resume_from=str(copy))
+    diffs["resumed losses"] = max_abs_diff(resumed.losses, one_process.losses)
+    diffs["resumed state"] = _state_diff(resumed.state, one_process.state)
+    print("2 processes -> checkpoint -> 1 process:", {k: f"{v:.1e}" for k, v in diffs.items()})
+    assert meta["epoch"] == PROCESS_EPOCHS
+    assert max(diffs.values()) <= 1e-12, diffs
+
+
+def test_checkpoint_written_by_one_process_resumes_in_two(two_processes, one_process):
+    """One process saved epoch 10; both processes resumed it on their mesh and trained epochs 11..20."""
+    opt = [np.asarray(v) for v in jax.tree.leaves(one_process.state.opt_state)]
+    expected = {f"resumed_param_{k}": v for k, v in interop.state_dict(one_process.model).items()}
+    for pid, got in enumerate(two_processes):
+        assert str(got["resumed_sharding"]) == str(jax.sharding.PartitionSpec())  # replicated on the 2-process mesh
+        losses = max_abs_diff(got["resumed_losses"], one_process.losses)  # the saved 10, then the 10 resumed
+        params = max_abs_diff({k: got[k] for k in expected}, expected)
+        moments = max_abs_diff([got[f"resumed_opt_{i}"] for i in range(len(opt))], opt)
+        print(f"1 process -> checkpoint -> process {pid} of 2: losses {losses:.1e}, params {params:.1e}, ", end="")
+        print(f"sgd momentum {moments:.1e}")
+        assert len(got["resumed_losses"]) == PROCESS_EPOCHS
+        assert max(losses, params, moments) <= 1e-12
+
+
+def test_checkpoint_of_a_state_split_across_two_processes_restores_in_one(workdir, two_processes, one_process):
+    """The resumed state with every kernel split along "model" across the 2 processes, saved by both."""
+    for got in two_processes:  # the (8, 16) kernel on (data=1, model=2): half of it on each process
+        assert got["split_kernel"].tolist() == [str(jax.sharding.PartitionSpec(None, "model")), "False"]
+    template = train.TrainState.create(fnml_model("mlp", "float64"), optim.sgd(lr=LR, momentum=MOMENTUM))
+    restored = checkpoint.restore_checkpoint(os.path.join(workdir, "ckpt_split"), template=template)
+    assert _state_diff(restored, one_process.state) <= 1e-12
 
 
 # ---------------------------------------------------------------------------------------------------
