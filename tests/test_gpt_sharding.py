@@ -126,6 +126,27 @@ WORKER = textwrap.dedent(
         if "shard_min_size" in options:
             record_sharding(name, result.state)
     out["callback_kernel_specs"] = np.array(Spy.specs)
+
+    # fused on the mesh through the other batch shapes (a small MLP): a shuffled epoch with a last partial
+    # batch (16, 16, 8 rows), and gradient accumulation (2 micro-batches of 4 rows per step)
+    from flax import nnx
+    from fnml import layers, losses
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(40, 8)), rng.normal(size=(40, 64))
+    shapes = {"remainder": dict(data=(A, B), batch_size=16, shuffle=True, key=jax.random.key(5)),
+              "accumulate": dict(data=(A[:32], B[:32]), batch_size=4, accumulate_steps=2)}
+    for name, options in shapes.items():
+        for run, placement in (("single", {}), ("fused", dict(mesh=mesh, shard_min_size=256, fused=True))):
+            model = layers.Sequential(layers.Linear(8, 64, rngs=nnx.Rngs(0), param_dtype=jnp.float64), layers.Tanh())
+            mse = lambda m, x, y: losses.mse_loss(m(x), y)  # noqa: E731
+            before = len(builds)
+            result = train.fit(model, optim.adam(lr=1e-2), loss_fn=mse, epochs=3, verbose=False, **options,
+                               **placement)
+            out[f"mlp_{name}_{run}_losses"] = np.asarray(result.losses)
+            out[f"mlp_{name}_{run}_fused_builds_on_mesh"] = np.array(sum(builds[before:]))
+            out.update({f"mlp_{name}_{run}/{k}": v for k, v in params_of(result.model).items()})
+            if run == "fused":  # the (8, 64) kernel: 512 elements, split along "model"
+                out[f"mlp_{name}_kernel_spec"] = np.array(str(result.state.params["layers"][0]["kernel"].sharding.spec))
     np.savez(out_path, **out)
     print("WORKER DONE")
     """
@@ -208,6 +229,20 @@ def test_fit_on_the_mesh_equals_fit_on_one_device(results, name):
         assert max_abs_diff(results[f"{name}_val_loss"], results["fit_single_val_loss"]) <= atol
     # fit on one device takes the same batches as the hand-written step loop
     assert max_abs_diff(results["fit_single_losses"], results["single_losses"]) <= atol
+
+
+@pytest.mark.parametrize("name", ["remainder", "accumulate"])
+def test_fused_on_the_mesh_with_a_partial_batch_and_with_accumulation(results, name):
+    atol = tolerance("float64")["atol"]
+    assert int(results[f"mlp_{name}_fused_fused_builds_on_mesh"]) == 1
+    assert str(results[f"mlp_{name}_kernel_spec"]) == str(jax.sharding.PartitionSpec(None, "model"))
+    got, expected = f"mlp_{name}_fused", f"mlp_{name}_single"
+    assert results[f"{got}_losses"].shape == (9 if name == "remainder" else 12,)
+    losses = max_abs_diff(results[f"{got}_losses"], results[f"{expected}_losses"])
+    params = max_abs_diff(_params(results, got), _params(results, expected))
+    print(f"MLP fused on data=4 x model=2 ({name}) vs one device: losses {losses:.2e}, parameters {params:.2e}")
+    assert losses <= atol
+    assert params <= atol
 
 
 def test_eval_step_on_the_mesh_equals_one_device(results):
