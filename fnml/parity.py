@@ -53,6 +53,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fnml import interop
+from fnml.interop import capture
 
 __all__ = [
     "DefaultsReport",
@@ -866,7 +867,8 @@ def _record_fnml_layers(fnml_model: nnx.Module, record: dict[str, Any]):
             out = original(self, *args, **kwargs)
             name = names.get(id(self))
             if name is not None and name not in record:
-                record[name] = out
+                # A twin may run an elementwise layer on channels-last data: record it in torch's layout.
+                record[name] = jnp.moveaxis(out, -1, 1) if capture.in_channels_last_call() else out
             return out
 
         return call

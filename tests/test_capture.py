@@ -418,3 +418,41 @@ def test_arange_without_dtype_is_int64_like_torch():
     twin = interop.from_torch(model, torch.zeros(2, 3, dtype=torch.float64))
     x = np.random.default_rng(0).standard_normal((5, 3))
     np.testing.assert_array_equal(np.asarray(twin(jnp.asarray(x))), model(torch.from_numpy(x)).numpy())
+
+
+class CellLoop(nn.Module):
+    """Hand-written recurrences over time with LSTMCell, GRUCell and a relu RNNCell (a time-series model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.gru, self.rnn = nn.LSTMCell(3, 4), nn.GRUCell(4, 4), nn.RNNCell(4, 4, nonlinearity="relu")
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):  # x: (T, B, 3)
+        h = c = torch.zeros(x.size(1), 4, dtype=x.dtype)
+        g = torch.zeros_like(h)
+        outs = []
+        for t in range(x.size(0)):
+            h, c = self.lstm(x[t], (h, c))
+            g = self.rnn(self.gru(h, g), g)
+            outs.append(self.head(g))
+        return torch.stack(outs)  # (T, B, 1)
+
+
+def test_recurrent_cells_run_as_fnml_cells():
+    """nn.LSTMCell / GRUCell / RNNCell leaves become fnml's cells, called as layers (not lowered op by op)."""
+    torch.manual_seed(0)
+    model = CellLoop().double()
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    twin = interop.from_torch(model, x)
+    assert [type(getattr(twin, n)) for n in ("lstm", "gru", "rnn")] == [layers.LSTMCell, layers.GRUCell, layers.RNNCell]
+    program = twin._programs[1]
+    assert not {n.target for n in program.nodes if n.kind == "op"} & {
+        "aten.lstm_cell",
+        "aten.gru_cell",
+        "aten.rnn_relu_cell",
+    }
+    assert parity.compare_forward(model, twin, x).max_abs_diff <= 1e-12
+    criteria = (lambda out, y: ((out - y) ** 2).mean(), lambda out, y: jnp.mean((out - y) ** 2))
+    report = parity.compare_gradients(model, twin, x, torch.randn(4, 2, 1, dtype=torch.float64), criteria)
+    assert report.max_abs_diff <= 1e-12 and report.loss_diff <= 1e-12, report

@@ -11,6 +11,7 @@ hashable program of lowering-table ops (:mod:`fnml.interop.lowering`) and fnml l
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import math
@@ -183,7 +184,11 @@ class TorchTwin(_TorchContainer):
 # Building the module tree
 # ----------------------------------------------------------------------------------------------------
 
-# torch leaf class -> (ATen ops the fnml layer replaces, adapter). Other leaves lower op by op.
+# torch leaf class -> (ATen ops the fnml layer replaces, adapter). Other leaves lower op by op. Adapters:
+# "first"/"embedding" pass the input (first / second argument); "elementwise" too, and it may run on
+# channels-last data; "nchw"/"ncl"/"channels"/"batch_norm" take torch's channels-first input and run the
+# channels-last fnml layer (see _ChannelsLast); "lstm"/"rnn"/"lstm_cell"/"cell" map the recurrent ATen ops'
+# arguments (input, hidden state; the weights are the fnml layer's own).
 _LAYER_CALLS: dict[str, tuple[tuple[str, ...], str]] = {
     "Linear": (("aten.linear",), "first"),
     "Embedding": (("aten.embedding",), "embedding"),
@@ -200,18 +205,21 @@ _LAYER_CALLS: dict[str, tuple[tuple[str, ...], str]] = {
     "LSTM": (("aten.lstm",), "lstm"),
     "GRU": (("aten.gru",), "rnn"),
     "RNN": (("aten.rnn_tanh", "aten.rnn_relu"), "rnn"),
-    "Dropout": (("aten.dropout",), "first"),
-    "ReLU": (("aten.relu", "aten.relu_"), "first"),
-    "ReLU6": (("aten.hardtanh", "aten.hardtanh_"), "first"),
-    "Hardtanh": (("aten.hardtanh", "aten.hardtanh_"), "first"),
-    "Tanh": (("aten.tanh",), "first"),
-    "Sigmoid": (("aten.sigmoid",), "first"),
-    "GELU": (("aten.gelu",), "first"),
-    "SiLU": (("aten.silu", "aten.silu_"), "first"),
-    "ELU": (("aten.elu", "aten.elu_"), "first"),
-    "LeakyReLU": (("aten.leaky_relu", "aten.leaky_relu_"), "first"),
-    "Softplus": (("aten.softplus",), "first"),
-    "Mish": (("aten.mish",), "first"),
+    "LSTMCell": (("aten.lstm_cell",), "lstm_cell"),
+    "GRUCell": (("aten.gru_cell",), "cell"),
+    "RNNCell": (("aten.rnn_tanh_cell", "aten.rnn_relu_cell"), "cell"),
+    "Dropout": (("aten.dropout",), "elementwise"),
+    "ReLU": (("aten.relu", "aten.relu_"), "elementwise"),
+    "ReLU6": (("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
+    "Hardtanh": (("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
+    "Tanh": (("aten.tanh",), "elementwise"),
+    "Sigmoid": (("aten.sigmoid",), "elementwise"),
+    "GELU": (("aten.gelu",), "elementwise"),
+    "SiLU": (("aten.silu", "aten.silu_"), "elementwise"),
+    "ELU": (("aten.elu", "aten.elu_"), "elementwise"),
+    "LeakyReLU": (("aten.leaky_relu", "aten.leaky_relu_"), "elementwise"),
+    "Softplus": (("aten.softplus",), "elementwise"),
+    "Mish": (("aten.mish",), "elementwise"),
     "Softmax": (("aten.softmax",), "first"),
     "LogSoftmax": (("aten.log_softmax",), "first"),
     "Flatten": (("aten.flatten",), "first"),
@@ -851,6 +859,99 @@ def _read_variable(root: nnx.Module, location: _Variable) -> Any:
     return value if location.perm is None else jnp.transpose(value, location.perm)
 
 
+class _ChannelsLast:
+    """A torch channels-first tensor ``(N, C, *spatial)`` held channels-last, ``(N, *spatial, C)``.
+
+    fnml's convolution, pooling and normalization layers compute channels-last (XLA's fast layout). A
+    twin keeps their outputs in that form while elementwise work follows (ReLU, the residual add,
+    dropout, scaling), so a chain conv -> BN -> ReLU -> conv -> BN -> add -> ReLU transposes once at its
+    entry and once where an op needs torch's layout (flatten, a reduction, the output), not around every
+    layer. Values only: the numbers are the same as transposing around each layer.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: jax.Array):
+        self.data = data
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def logical(self) -> jax.Array:
+        return jnp.moveaxis(self.data, -1, 1)  # (N, *spatial, C) -> (N, C, *spatial)
+
+
+def _logical(value: Any) -> Any:
+    """``value`` with every channels-last tensor back in torch's layout (nested tuples / lists too)."""
+    if isinstance(value, _ChannelsLast):
+        return value.logical()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_logical(v) for v in value)
+    return value
+
+
+# True while a twin runs an elementwise layer (ReLU, Dropout...) on channels-last data.
+_CHANNELS_LAST_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("fnml_channels_last_call", default=False)
+
+
+def in_channels_last_call() -> bool:
+    """Whether the layer being called runs on a twin's channels-last data (its output is ``(N, *S, C)``).
+
+    PyTorch equivalent: none (a layout note for ``parity.first_divergence``, which compares layer outputs
+    in torch's layout).
+
+    >>> from fnml.interop import capture
+    >>> capture.in_channels_last_call()
+    False
+    """
+    return _CHANNELS_LAST_CALL.get()
+
+
+# adapter -> the input ranks it runs channels-last (batched forms; unbatched inputs take the plain path).
+_CHANNELS_LAST_RANKS = {"nchw": (4,), "ncl": (3,), "channels": (3, 4, 5), "batch_norm": (3, 4)}
+
+
+def _channels_last_layer(layer: Any, adapter: str, args: tuple) -> Any:
+    """Run a layer call, keeping channels-last data channels-last where the adapter allows it."""
+    x = args[0] if args else None
+    if adapter in _CHANNELS_LAST_RANKS and getattr(x, "ndim", None) in _CHANNELS_LAST_RANKS[adapter]:
+        data = x.data if isinstance(x, _ChannelsLast) else jnp.moveaxis(x, 1, -1)  # (N, C, *S) -> (N, *S, C)
+        return _ChannelsLast(layer(data))
+    if adapter == "elementwise" and isinstance(x, _ChannelsLast):
+        token = _CHANNELS_LAST_CALL.set(True)  # parity.first_divergence reads the layout of this call
+        try:
+            return _ChannelsLast(layer(x.data))
+        finally:
+            _CHANNELS_LAST_CALL.reset(token)
+    return _call_layer(layer, adapter, _logical(args))
+
+
+def _to_channels_last(value: Any, ndim: int) -> Any:
+    """An elementwise operand next to channels-last ones: arrays broadcast in torch's layout are moved
+    to the channels-last layout (a ``(C, 1, 1)`` bias becomes ``(1, 1, 1, C)``); scalars stay."""
+    if isinstance(value, _ChannelsLast):
+        return value.data
+    if not hasattr(value, "ndim") or value.ndim == 0:
+        return value
+    shaped = jnp.reshape(value, (1,) * (ndim - value.ndim) + tuple(value.shape))  # torch's right-aligned broadcast
+    return jnp.moveaxis(shaped, 1, -1)
+
+
+def _channels_last_elementwise(entry: Any, root: TorchTwin, args: tuple, kwargs: dict) -> Any:
+    """An elementwise op on channels-last operands, or None when it must run in torch's layout."""
+    ranks = {v.ndim for v in args if isinstance(v, _ChannelsLast)}
+    if len(ranks) != 1 or any(isinstance(v, (tuple, list)) for v in args):
+        return None
+    (ndim,) = ranks
+    if any(getattr(v, "ndim", 0) > ndim for v in args):
+        return None  # an operand of higher rank: broadcasting reshapes the result; keep torch's layout
+    moved = tuple(_to_channels_last(v, ndim) for v in args)
+    kwargs = _logical(kwargs)
+    out = entry.fn(root.rngs(), *moved, **kwargs) if entry.random else entry.fn(*moved, **kwargs)
+    return _ChannelsLast(out) if getattr(out, "ndim", None) == ndim else None
+
+
 def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) -> Any:
     """Evaluate a captured program: lowering-table ops on jax values, fnml layers for layer calls."""
     import torch.utils._pytree as pytree
@@ -873,21 +974,31 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             env[node.name] = call_args[0]
             continue
         if node.kind == "layer":
-            env[node.name] = _call_layer(_resolve(root, node.target), node.adapter, call_args)
+            env[node.name] = _channels_last_layer(_resolve(root, node.target), node.adapter, call_args)
             continue
         entry = lowering.lookup(node.target)
-        out = entry.fn(root.rngs(), *call_args, **call_kwargs) if entry.random else entry.fn(*call_args, **call_kwargs)
+        out = None
+        if node.target in lowering.ELEMENTWISE and not node.write_back:
+            out = _channels_last_elementwise(entry, root, call_args, call_kwargs)
+        if out is None:
+            call_args, call_kwargs = _logical(call_args), _logical(call_kwargs)
+            out = (
+                entry.fn(root.rngs(), *call_args, **call_kwargs)
+                if entry.random
+                else entry.fn(*call_args, **call_kwargs)
+            )
         if node.write_back:
             location = variables[node.write_back]
             variable = getattr(_resolve(root, location.owner), location.attr)
             variable[...] = jnp.asarray(out, variable[...].dtype)
         env[node.name] = out
-    return pytree.tree_unflatten([_lookup(env, ref) for ref in program.outputs], _spec(program.out_spec))
+    outputs = [_logical(_lookup(env, ref)) for ref in program.outputs]
+    return pytree.tree_unflatten(outputs, _spec(program.out_spec))
 
 
 def _call_layer(layer: Any, adapter: str, args: tuple) -> Any:
     """Run an fnml layer in place of the torch op it replaces, converting torch layouts around it."""
-    if adapter == "first":
+    if adapter in ("first", "elementwise"):
         return layer(args[0])
     if adapter == "embedding":
         return layer(args[1])
@@ -915,6 +1026,10 @@ def _call_layer(layer: Any, adapter: str, args: tuple) -> Any:
         output, (h_n, c_n) = layer(args[0], (args[1][0], args[1][1]))
         return output, h_n, c_n
     if adapter == "rnn":  # aten.gru / rnn_tanh(input, h0, params, ...) -> (output, h_n)
+        return layer(args[0], args[1])
+    if adapter == "lstm_cell":  # aten.lstm_cell(input, [h, c], w_ih, w_hh, b_ih, b_hh) -> (h', c')
+        return layer(args[0], (args[1][0], args[1][1]))
+    if adapter == "cell":  # aten.gru_cell / rnn_tanh_cell(input, h, w_ih, w_hh, b_ih, b_hh) -> h'
         return layer(args[0], args[1])
     raise ValueError(f"unknown layer adapter {adapter!r}")
 

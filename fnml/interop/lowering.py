@@ -26,7 +26,7 @@ import numpy as np
 
 from fnml import functional as F
 
-__all__ = ["OPS", "UnsupportedTorchOpError", "lookup"]
+__all__ = ["ELEMENTWISE", "OPS", "UnsupportedTorchOpError", "lookup"]
 
 
 class UnsupportedTorchOpError(NotImplementedError):
@@ -945,6 +945,25 @@ def _build_ops() -> dict[str, Lowering]:
 
 
 OPS: dict[str, Lowering] = _build_ops()
+
+# Ops whose output element at an index depends only on the inputs' elements at that (broadcast) index:
+# they commute with any permutation of the axes, so a twin may run them on channels-last data (see
+# fnml.interop.capture) and keep the layout between convolutions. Dropout's mask is drawn per element,
+# so its distribution is layout-free too (the twin never reproduces torch's random stream anyway).
+ELEMENTWISE: frozenset[str] = frozenset(
+    {
+        *(f"aten.{name}" for name in _ACTIVATIONS),
+        *(
+            f"aten.{name}"
+            for name in (
+                "add sub rsub mul div true_divide floor_divide remainder fmod pow reciprocal square log1p "
+                "expm1 log2 sign floor ceil round trunc clamp clamp_min clamp_max clip maximum minimum where "
+                "masked_fill eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
+                "bitwise_or isnan elu dropout contiguous clone detach alias lift_fresh_copy _to_copy type_as"
+            ).split()
+        ),
+    }
+)
 
 # In-place ATen ops ("aten.add_") lower like their functional form; the twin writes buffers back.
 INPLACE_SUFFIX = "_"
