@@ -396,6 +396,11 @@ def make_train_step(
     >>> state, loss = general(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # two micro-batches of 2 rows
     >>> int(state.step)
     2
+    >>> from fnml import device
+    >>> fsdp = train.make_train_step(losses.MSELoss(), mesh=device.mesh(), shard_min_size=1024)  # fully_shard
+    >>> state, loss = fsdp(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # the global batch, split along "data"
+    >>> int(state.step)
+    3
     """
     where = "make_train_step"
     fn = _loss_form(where, criterion, loss_fn, has_aux)
