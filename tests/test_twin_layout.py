@@ -150,3 +150,12 @@ def test_the_twin_equals_transposing_around_every_layer():
     np.testing.assert_array_equal(fast, per_layer)
     with torch.no_grad():
         np.testing.assert_allclose(fast, model(x).numpy(), rtol=0, atol=1e-12)
+
+
+def test_a_twin_traced_without_examples_keeps_the_layout_too():
+    """The torch.fx path (from_torch(model), no example inputs): same values, transposes only at the edges."""
+    model = Chain().double().eval()
+    twin = interop.from_torch(model).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert parity.compare_forward(model, twin, x).max_abs_diff <= 1e-12
+    assert _transposes(twin, jnp.asarray(x.numpy())) == 2

@@ -19,7 +19,7 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -938,8 +938,9 @@ def _to_channels_last(value: Any, ndim: int) -> Any:
     return jnp.moveaxis(shaped, 1, -1)
 
 
-def _channels_last_elementwise(entry: Any, root: TorchTwin, args: tuple, kwargs: dict) -> Any:
-    """An elementwise op on channels-last operands, or None when it must run in torch's layout."""
+def _channels_last_elementwise(op: Callable, args: tuple, kwargs: dict) -> Any:
+    """``op(*args, **kwargs)``, an elementwise op, on channels-last operands, or None when it must run in
+    torch's layout (no channels-last operand, operands of several ranks, or one of a higher rank)."""
     ranks = {v.ndim for v in args if isinstance(v, _ChannelsLast)}
     if len(ranks) != 1 or any(isinstance(v, (tuple, list)) for v in args):
         return None
@@ -948,7 +949,7 @@ def _channels_last_elementwise(entry: Any, root: TorchTwin, args: tuple, kwargs:
         return None  # an operand of higher rank: broadcasting reshapes the result; keep torch's layout
     moved = tuple(_to_channels_last(v, ndim) for v in args)
     kwargs = _logical(kwargs)
-    out = entry.fn(root.rngs(), *moved, **kwargs) if entry.random else entry.fn(*moved, **kwargs)
+    out = op(*moved, **kwargs)
     return _ChannelsLast(out) if getattr(out, "ndim", None) == ndim else None
 
 
@@ -977,16 +978,12 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             env[node.name] = _channels_last_layer(_resolve(root, node.target), node.adapter, call_args)
             continue
         entry = lowering.lookup(node.target)
+        op = entry.fn if not entry.random else functools.partial(entry.fn, root.rngs())
         out = None
         if node.target in lowering.ELEMENTWISE and not node.write_back:
-            out = _channels_last_elementwise(entry, root, call_args, call_kwargs)
+            out = _channels_last_elementwise(op, call_args, call_kwargs)
         if out is None:
-            call_args, call_kwargs = _logical(call_args), _logical(call_kwargs)
-            out = (
-                entry.fn(root.rngs(), *call_args, **call_kwargs)
-                if entry.random
-                else entry.fn(*call_args, **call_kwargs)
-            )
+            out = op(*_logical(call_args), **_logical(call_kwargs))
         if node.write_back:
             location = variables[node.write_back]
             variable = getattr(_resolve(root, location.owner), location.attr)
@@ -1047,7 +1044,7 @@ class _FxOp(NamedTuple):
     target: Any
     args: tuple
     kwargs: tuple  # ((key, value), ...)
-    layout: str  # for call_module: "nchw" (convert to NHWC around the layer), "ncl", or ""
+    layout: str  # call_module: "nchw" / "ncl" (the layer runs channels-last), "elementwise", or ""
 
 
 _CHANNELS_LAST_2D = {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
@@ -1062,6 +1059,11 @@ def _fx_tables() -> tuple[dict, dict]:
         _FX_FUNCTIONS.update(functions)
         _FX_METHODS.update(methods)
     return _FX_FUNCTIONS, _FX_METHODS
+
+
+@functools.lru_cache(maxsize=1)
+def _fx_elementwise() -> tuple[frozenset, frozenset]:
+    return lowering.fx_elementwise_targets()
 
 
 def _fx_user_frame() -> str:
@@ -1106,6 +1108,8 @@ def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
         if node.op == "call_module":
             kind = type(torch_root.get_submodule(node.target)).__name__
             layout = "nchw" if kind in _CHANNELS_LAST_2D else ("ncl" if kind in _CHANNELS_LAST_1D else "")
+            if _LAYER_CALLS.get(kind, ((), ""))[1] == "elementwise":
+                layout = "elementwise"  # ReLU, Dropout...: may run on channels-last data
             if kind in ("GroupNorm", "InstanceNorm1d", "InstanceNorm2d"):
                 raise UnsupportedTorchOpError(
                     f"from_torch: torch.nn.{kind} at {node.target!r} needs example inputs: interop.from_torch(model, x)"
@@ -1124,6 +1128,7 @@ def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
 def _run_fx_program(root: nnx.Module, program: tuple[_FxOp, ...], args: tuple, kwargs: dict) -> Any:
     """Evaluate a compiled fx program with jax ops; fnml layers run the call_module nodes."""
     functions, methods = _fx_tables()
+    elementwise_functions, elementwise_methods = _fx_elementwise()
     env: dict[str, Any] = {}
     positional = list(args)
     for op in program:
@@ -1144,23 +1149,30 @@ def _run_fx_program(root: nnx.Module, program: tuple[_FxOp, ...], args: tuple, k
             env[op.name] = variable.get_value() if isinstance(variable, nnx.Variable) else variable
         elif op.op == "call_module":
             env[op.name] = _fx_call_layer(_resolve(root, op.target), op.layout, call_args, call_kwargs)
-        elif op.op == "call_function":
-            env[op.name] = functions[op.target](*call_args, **call_kwargs)
-        elif op.op == "call_method":
-            env[op.name] = methods[op.target](*call_args, **call_kwargs)
+        elif op.op in ("call_function", "call_method"):
+            fn = functions[op.target] if op.op == "call_function" else methods[op.target]
+            out = None
+            if op.target in (elementwise_functions if op.op == "call_function" else elementwise_methods):
+                out = _channels_last_elementwise(fn, call_args, call_kwargs)
+            env[op.name] = fn(*_logical(call_args), **_logical(call_kwargs)) if out is None else out
         elif op.op == "output":
-            return call_args[0]
+            return _logical(call_args[0])
     raise RuntimeError("the traced program has no output node")
 
 
 def _fx_call_layer(layer: Any, layout: str, args: tuple, kwargs: dict) -> Any:
-    """Run one fnml layer on torch-layout values, converting channels around it when it needs that."""
+    """Run one fnml layer on torch-layout values, converting channels around it when it needs that (a
+    channels-last input stays channels-last through convolutions, norms, pools and elementwise layers)."""
     x, *rest = args
+    if layout == "nchw" and getattr(x, "ndim", None) != 4:
+        raise ValueError(f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}")
+    batched_rank = {"nchw": 4, "ncl": 3}.get(layout)  # BatchNorm1d on (N, C) takes the plain path
+    if not rest and not kwargs and (layout == "elementwise" or getattr(x, "ndim", None) == batched_rank):
+        return _channels_last_layer(layer, layout, (x,))
+    x, rest, kwargs = _logical(x), _logical(rest), _logical(kwargs)
     if layout == "nchw" and x.ndim == 4:
         out = layer(jnp.transpose(x, (0, 2, 3, 1)), *rest, **kwargs)  # (N, C, H, W) -> (N, H, W, C)
         return jnp.transpose(out, (0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
-    if layout == "nchw" and x.ndim != 4:
-        raise ValueError(f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}")
     if layout == "ncl" and x.ndim == 3:
         out = layer(jnp.transpose(x, (0, 2, 1)), *rest, **kwargs)  # (N, C, L) -> (N, L, C)
         return jnp.transpose(out, (0, 2, 1))  # (N, L, C) -> (N, C, L)

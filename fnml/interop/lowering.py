@@ -1090,3 +1090,28 @@ def build_fx_tables() -> tuple[dict[Any, Callable], dict[str, Callable]]:
         **activations,
     }
     return functions, methods
+
+
+def fx_elementwise_targets() -> tuple[frozenset, frozenset]:
+    """The torch.fx path's elementwise ops (see :data:`ELEMENTWISE`): torch functions and tensor method names.
+
+    PyTorch equivalent: ``torch.add``, ``operator.mul``, ``F.relu``, ``x.sigmoid()``... (pointwise ops).
+
+    >>> import operator
+    >>> from fnml.interop import lowering
+    >>> functions, methods = lowering.fx_elementwise_targets()
+    >>> operator.add in functions, "relu" in methods, "view" in methods
+    (True, True, False)
+    """
+    import torch
+    import torch.nn.functional as F_torch
+
+    functions = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg}
+    functions |= {torch.add, torch.sub, torch.mul, torch.div, torch.clamp}
+    for name in _ACTIVATIONS:
+        for namespace in (torch, F_torch):
+            target = getattr(namespace, name, None)
+            if target is not None:
+                functions.add(target)
+    methods = {"add", "sub", "mul", "div", "clamp", "contiguous", *_ACTIVATIONS}
+    return frozenset(functions), frozenset(methods)
