@@ -52,7 +52,24 @@ TARGETS = {
 TWIN_WITHIN = 1.10  # issue 15: the twin's step time within 10% of the native model's
 WORKLOADS = ("W1", "W2", "W3", "W4", "W6", "W7")
 BUDGET_SCALE = {"W6": 0.6, "W7": 0.6}  # W6/W7 build longer (torch.compile, from_torch): shorter timed blocks
-PEAK_MATMUL_GFLOPS = 470.0  # XLA fp32 matmul peak measured on this machine kind (issue 7)
+PEAK_MATMUL_SIZE = 1024  # the "% of peak" column: a jitted float32 (1024 x 1024) @ (1024 x 1024), measured here
+
+
+def measure_matmul_peak(size: int = PEAK_MATMUL_SIZE, repeats: int = 15) -> float:
+    """XLA's float32 matmul GFLOP/s on this machine, now (best of ``repeats`` calls of a square matmul)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def machine_info() -> dict:
@@ -100,7 +117,9 @@ def _summary(samples: list[float]) -> dict:
     }
 
 
-def bench_workloads(names: list[str], *, repeats: int, with_compile: bool, budget_s: float, emit) -> list[dict]:
+def bench_workloads(
+    names: list[str], *, repeats: int, with_compile: bool, budget_s: float, emit, peak_gflops: float
+) -> list[dict]:
     """Build and time every workload; returns the records."""
     import workloads
 
@@ -144,7 +163,7 @@ def bench_workloads(names: list[str], *, repeats: int, with_compile: bool, budge
                 record["target_met"] = record["ratio_vs_torch_eager"] >= target
             if wl.flops_per_step and label.startswith("fnml"):
                 record["gflops"] = wl.flops_per_step / (record["us_per_step"] * 1e3)
-                record["fraction_of_peak"] = record["gflops"] / PEAK_MATMUL_GFLOPS
+                record["fraction_of_peak"] = record["gflops"] / peak_gflops
             if label == "fnml_twin" and "fnml_native" in samples:
                 record["port_s"] = getattr(wl, "port_seconds", None)
                 record["twin_over_native"] = record["us_per_step"] / statistics.median(samples["fnml_native"])
@@ -246,7 +265,8 @@ def markdown(machine: dict, records: list[dict], w5: list[dict], imports: dict |
         f"Machine: {machine['cpu']}, {machine['cores']} cores, AVX-512: {machine['avx512']}; "
         f"torch {machine['torch']} ({machine['torch_threads']} threads), jax {machine['jax']} "
         f"({machine['jax_backend']}, XLA default threads); load average at start "
-        f"{', '.join(f'{v:.1f}' for v in machine['load_average'])}.",
+        f"{', '.join(f'{v:.1f}' for v in machine['load_average'])}; XLA float32 matmul peak "
+        f"{machine.get('matmul_peak_gflops', float('nan')):.0f} GFLOP/s ({PEAK_MATMUL_SIZE}^3, measured at start).",
         "",
         "| workload | implementation | us/step (median) | IQR | best block | first call (s) "
         "| torch_eager / this (medians) | (best blocks) | target (on medians) |",
@@ -340,10 +360,16 @@ def main(argv: list[str] | None = None) -> int:
             stream.write(json.dumps(record) + "\n")
             stream.flush()
 
+        machine["matmul_peak_gflops"] = measure_matmul_peak()
         emit({"workload": "machine", **machine})
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         records = bench_workloads(
-            names, repeats=args.repeats, with_compile=not args.no_compile, budget_s=args.budget, emit=emit
+            names,
+            repeats=args.repeats,
+            with_compile=not args.no_compile,
+            budget_s=args.budget,
+            emit=emit,
+            peak_gflops=machine["matmul_peak_gflops"],
         )
         w5, imports = [], None
         if not args.no_w5:

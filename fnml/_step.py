@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from fnml.functional import dropping_param_writes
+from fnml.functional import dropping_param_writes, reverse_mode_only
 
 # --------------------------------------------------------------------------------------------------
 # Calling the model and the two loss forms
@@ -195,7 +195,8 @@ def pure_train_step(
 
         if compute_dtype is not None:
             _check_autocast_params(params)
-        (_, (loss, new_rest, aux, (params, frozen))), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        with reverse_mode_only():  # only reverse mode here: ops may carry hand-written backward passes
+            (_, (loss, new_rest, aux, (params, frozen))), grads = jax.value_and_grad(objective, has_aux=True)(params)
         return loss, params, frozen, new_rest, aux, grads
 
     def accumulated(state: Any, batch: tuple) -> tuple:

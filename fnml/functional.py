@@ -198,6 +198,35 @@ def dropping_param_writes():
         _PARAM_WRITES_DROPPED.reset(token)
 
 
+_REVERSE_MODE_ONLY = contextvars.ContextVar("fnml_reverse_mode_only", default=False)
+
+
+@contextlib.contextmanager
+def reverse_mode_only():
+    """While active (at trace time), ops may use hand-written reverse-mode gradients (``jax.custom_vjp``).
+
+    PyTorch equivalent: none (torch's kernels carry their own backward formulas).
+
+    fnml's training step differentiates only in reverse mode (``jax.value_and_grad``), so it turns this on:
+    BatchNorm's training-mode forward then carries its closed-form backward (one pass over the activations
+    and two per-channel sums). Outside it, the ops stay differentiable in every mode (``jax.jvp``,
+    ``jax.hessian``): forward-mode AD cannot go through a ``custom_vjp`` function. Same values either way.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from fnml import functional as F
+    >>> f = lambda x: F.batch_norm(x, None, None, training=True).sum()
+    >>> with F.reverse_mode_only():
+    ...     g = jax.grad(f)(jnp.array([[1.0], [2.0]]))
+    >>> print(g.ravel())
+    [0. 0.]
+    """
+    token = _REVERSE_MODE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REVERSE_MODE_ONLY.reset(token)
+
+
 def embedding(
     input: jax.Array,
     weight: Any,
@@ -348,14 +377,20 @@ def _lift_2d(values: tuple[int, ...], spatial: int, unit: int) -> tuple[int, int
     return (unit, values[0]) if spatial == 1 else (values[0], values[1])
 
 
-# Convolutions lower to im2col + one matmul when a patch holds at least this many values (in_channels*kh*kw).
+# Convolutions lower to im2col + one matmul when a patch holds at least this many values (in_channels*kh*kw)
+# and the layer has at least _IM2COL_MIN_OUT output channels: XLA CPU's matmul on (N*Ho*Wo, depth) patches
+# with a narrow (depth, 16) kernel was 2-10x slower than its own convolution (ResNet's 16-channel stage; the
+# W7 step -19% with lax there), while from 32 output channels im2col wins (W3's 32 -> 64 conv).
 _IM2COL_MIN_DEPTH = 64
+_IM2COL_MIN_OUT = 32
 
 
-def _use_im2col(in_channels: int, kernel_hw: tuple[int, int], groups: int) -> bool:
-    """The lowering rule: CPU backend, ``groups == 1``, patch depth ``in_channels * kh * kw >= 64``."""
+def _use_im2col(in_channels: int, out_channels: int, kernel_hw: tuple[int, int], groups: int) -> bool:
+    """The lowering rule: CPU backend, ``groups == 1``, patch depth ``in_channels * kh * kw >= 64`` and
+    ``out_channels >= 32``."""
     kh, kw = kernel_hw
-    return groups == 1 and in_channels * kh * kw >= _IM2COL_MIN_DEPTH and jax.default_backend() == "cpu"
+    deep = in_channels * kh * kw >= _IM2COL_MIN_DEPTH and out_channels >= _IM2COL_MIN_OUT
+    return groups == 1 and deep and jax.default_backend() == "cpu"
 
 
 def _conv2d_im2col(x, kernel, stride, padding, dilation):
@@ -460,7 +495,7 @@ def _conv_nd(input, weight, bias, stride, padding, dilation, groups, channels_la
         weight = weight[None]  # (k, I/g, O) -> (1, k, I/g, O)
     stride, dilation = _lift_2d(stride, spatial, 1), _lift_2d(dilation, spatial, 1)
     pairs = ((0, 0), pairs[0]) if spatial == 1 else pairs
-    if _use_im2col(in_per_group * groups, weight.shape[:2], groups):
+    if _use_im2col(in_per_group * groups, out_channels, weight.shape[:2], groups):
         y = _conv2d_im2col(x, weight, stride, pairs, dilation)
     else:
         y = lax.conv_general_dilated(
@@ -1702,7 +1737,6 @@ def _batch_norm_core(
     where: str,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Channels-last batch norm ``(M..., C)`` over all leading axes; returns (out, new_mean, new_var)."""
-    axes = tuple(range(x.ndim - 1))
     count = math.prod(x.shape[:-1])
     x = x.astype(_promote(x, weight))
     if not use_batch_stats:
@@ -1715,19 +1749,87 @@ def _batch_norm_core(
             raise ValueError(
                 f"{where}: expected more than 1 value per channel when training, got input shape {x.shape}"
             )
-        mean = jnp.mean(x, axis=axes)
-        # Two-pass variance; torch normalises with the biased one and tracks the unbiased one.
-        centred_sum_sq = jnp.sum(jnp.square(x - mean), axis=axes)
-        var = centred_sum_sq / count
         new_mean, new_var = running_mean, running_var
         if running_mean is not None and running_var is not None:
+            # The same two reductions as inside _standardize (XLA computes them once); no gradient.
+            mean, centred_sum_sq = _batch_moments(lax.stop_gradient(x))
             stat_dtype = running_mean.dtype
-            unbiased = lax.stop_gradient(centred_sum_sq / (count - 1)).astype(stat_dtype)
-            batch_mean = lax.stop_gradient(mean).astype(stat_dtype)
-            new_mean = momentum * batch_mean + (1 - momentum) * running_mean
+            unbiased = (centred_sum_sq / (count - 1)).astype(stat_dtype)  # torch tracks the unbiased variance
+            new_mean = momentum * mean.astype(stat_dtype) + (1 - momentum) * running_mean
             new_var = momentum * unbiased + (1 - momentum) * running_var
+        if _REVERSE_MODE_ONLY.get():
+            return _batch_norm_train(x, weight, bias, float(eps)), new_mean, new_var
+        return _affine(_standardize(x, float(eps)), weight, bias), new_mean, new_var
     y = (x - mean) * lax.rsqrt(var + jnp.asarray(eps, x.dtype))
     return _affine(y, weight, bias), new_mean, new_var
+
+
+def _batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and centred sum of squares of a channels-last ``(M..., C)`` array (two passes)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    return mean, jnp.sum(jnp.square(x - mean), axis=axes)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _standardize(x: jax.Array, eps: float) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps)`` per channel of ``(M..., C)``, batch mean and BIASED variance.
+
+    Differentiated by its closed-form JVP (linear in the tangent: two per-channel means and one
+    elementwise pass), which JAX transposes into the classic BatchNorm backward, instead of autodiff's
+    chain through both reductions: the same math, fewer passes over the activations (the BatchNorm
+    training backward ran 1.6-2.5x faster on XLA CPU at ResNet shapes). Forward and reverse mode, any order.
+    """
+    return _standardized(x, eps)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm_train(x: jax.Array, weight: Any, bias: Any, eps: float) -> jax.Array:
+    """Training-mode batch norm of ``(M..., C)`` with the affine, and its closed-form backward: ``db = sum(g)``,
+    ``dw = sum(g * x_hat)``, ``dx = w * inv_std / n * (n * g - db - x_hat * dw)``. Reverse mode only (see
+    :func:`reverse_mode_only`); measured ~1.5x faster than the JVP form on XLA CPU at ResNet shapes (the
+    affine's and the normalisation's sums are shared)."""
+    return _affine(_standardized(x, eps)[0], weight, bias)
+
+
+def _batch_norm_train_fwd(x: jax.Array, weight: Any, bias: Any, eps: float) -> tuple[jax.Array, tuple]:
+    normalized, inv_std = _standardized(x, eps)
+    return _affine(normalized, weight, bias), (normalized, inv_std, weight, bias)
+
+
+def _batch_norm_train_bwd(eps: float, residuals: tuple, grad: jax.Array) -> tuple:
+    del eps
+    normalized, inv_std, weight, bias = residuals
+    axes = tuple(range(grad.ndim - 1))
+    count = math.prod(grad.shape[:-1])
+    sum_grad = jnp.sum(grad, axis=axes)  # (C,): the bias gradient
+    sum_grad_normalized = jnp.sum(grad * normalized, axis=axes)  # (C,): the weight gradient
+    scale = inv_std if weight is None else inv_std * weight.astype(grad.dtype)
+    grad_x = (scale / count) * (count * grad - sum_grad - normalized * sum_grad_normalized)
+    grad_weight = None if weight is None else sum_grad_normalized.astype(weight.dtype)
+    grad_bias = None if bias is None else sum_grad.astype(bias.dtype)
+    return grad_x, grad_weight, grad_bias
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def _standardized(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+    mean, centred_sum_sq = _batch_moments(x)
+    inv_std = lax.rsqrt(centred_sum_sq / math.prod(x.shape[:-1]) + jnp.asarray(eps, x.dtype))
+    return (x - mean) * inv_std, inv_std
+
+
+@_standardize.defjvp
+def _standardize_jvp(eps: float, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    (x,), (dx,) = primals, tangents
+    normalized, inv_std = _standardized(x, eps)
+    axes = tuple(range(x.ndim - 1))
+    # d x_hat = inv_std * (dx - mean(dx) - x_hat * mean(dx * x_hat)), means over the batch axes: the mean
+    # and the variance of a channel depend on each of its elements.
+    mean_dx = jnp.mean(dx, axis=axes)
+    mean_dx_normalized = jnp.mean(dx * normalized, axis=axes)
+    return normalized, inv_std * (dx - mean_dx - normalized * mean_dx_normalized)
 
 
 def _check_batch_norm_args(input, running_mean, running_var, weight, bias, training, eps, channels_last, where):

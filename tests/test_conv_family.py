@@ -202,10 +202,11 @@ def test_functional_conv_transpose_matches_torch(case, channels_last, dtype):
 
 
 def test_functional_conv2d_takes_the_im2col_path_with_the_same_rule():
-    # The lowering rule moved into functional unchanged: depth in_channels * kh * kw >= 64, groups 1, CPU.
-    assert F._use_im2col(8, (3, 3), 1) is (jax.default_backend() == "cpu")
-    assert not F._use_im2col(7, (3, 3), 1) and not F._use_im2col(8, (3, 3), 2)
-    assert layers.Conv1d(32, 4, 2, rngs=nnx.Rngs(0))._use_im2col() is (jax.default_backend() == "cpu")
+    # The lowering rule lives in functional: depth in_channels * kh * kw >= 64, out_channels >= 32, groups 1, CPU.
+    assert F._use_im2col(8, 32, (3, 3), 1) is (jax.default_backend() == "cpu")
+    assert not F._use_im2col(7, 32, (3, 3), 1) and not F._use_im2col(8, 32, (3, 3), 2)
+    assert not F._use_im2col(8, 16, (3, 3), 1)
+    assert layers.Conv1d(32, 32, 2, rngs=nnx.Rngs(0))._use_im2col() is (jax.default_backend() == "cpu")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,24 +13,25 @@ from helpers import max_abs_diff, tolerance
 from fnml import layers, losses, optim, train
 
 # ------------------------------------------------------------------------------------------------
-# Conv2d: im2col + one matmul when in_channels * kh * kw >= 64, groups == 1, CPU backend
+# Conv2d: im2col + one matmul when in_channels * kh * kw >= 64, out_channels >= 32, groups == 1, CPU backend
 # ------------------------------------------------------------------------------------------------
 
-# (in_channels, out_channels, kernel_size, kwargs, NHWC input shape); every case has a patch depth >= 64.
+# (in_channels, out_channels, kernel_size, kwargs, NHWC input shape); every case has a patch depth >= 64
+# and >= 32 output channels (the rule's two conditions).
 IM2COL_CASES = {
-    "c8_k3": (8, 5, 3, {}, (2, 7, 6, 8)),
-    "c8_k3_pad1": (8, 5, 3, dict(padding=1), (2, 7, 6, 8)),
-    "c12_k(3,2)_stride2_pad(1,0)": (12, 4, (3, 2), dict(stride=2, padding=(1, 0)), (2, 9, 7, 12)),
-    "c8_stride(2,1)": (8, 3, 3, dict(stride=(2, 1)), (2, 9, 6, 8)),
-    "c8_dilation2_pad2": (8, 4, 3, dict(dilation=2, padding=2), (2, 7, 8, 8)),
-    "c8_dilation(1,2)_stride2": (8, 4, 3, dict(dilation=(1, 2), stride=2), (2, 9, 9, 8)),
-    "c8_nobias": (8, 4, 3, dict(bias=False), (2, 6, 6, 8)),
-    "c8_same": (8, 4, 3, dict(padding="same"), (2, 6, 5, 8)),
-    "c8_reflect_pad1": (8, 4, 3, dict(padding=1, padding_mode="reflect"), (2, 6, 6, 8)),
-    "c4_k4_same_dilation2": (4, 3, 4, dict(padding="same", dilation=2), (2, 8, 8, 4)),
-    "c64_k1": (64, 8, 1, {}, (2, 5, 5, 64)),
+    "c8_k3": (8, 32, 3, {}, (2, 7, 6, 8)),
+    "c8_k3_pad1": (8, 32, 3, dict(padding=1), (2, 7, 6, 8)),
+    "c12_k(3,2)_stride2_pad(1,0)": (12, 32, (3, 2), dict(stride=2, padding=(1, 0)), (2, 9, 7, 12)),
+    "c8_stride(2,1)": (8, 32, 3, dict(stride=(2, 1)), (2, 9, 6, 8)),
+    "c8_dilation2_pad2": (8, 32, 3, dict(dilation=2, padding=2), (2, 7, 8, 8)),
+    "c8_dilation(1,2)_stride2": (8, 32, 3, dict(dilation=(1, 2), stride=2), (2, 9, 9, 8)),
+    "c8_nobias": (8, 32, 3, dict(bias=False), (2, 6, 6, 8)),
+    "c8_same": (8, 32, 3, dict(padding="same"), (2, 6, 5, 8)),
+    "c8_reflect_pad1": (8, 32, 3, dict(padding=1, padding_mode="reflect"), (2, 6, 6, 8)),
+    "c4_k4_same_dilation2": (4, 32, 4, dict(padding="same", dilation=2), (2, 8, 8, 4)),
+    "c64_k1": (64, 32, 1, {}, (2, 5, 5, 64)),
     "w3_conv2_32to64": (32, 64, 3, {}, (2, 13, 13, 32)),
-    "unbatched": (8, 4, 3, dict(padding=1), (5, 6, 8)),
+    "unbatched": (8, 32, 3, dict(padding=1), (5, 6, 8)),
 }
 
 
@@ -94,13 +95,15 @@ def test_conv2d_im2col_matches_torch_forward_and_gradients(case, dtype):
 @pytest.mark.parametrize(
     "args, kwargs, expected",
     [
-        ((8, 4, 3), {}, True),  # 8 * 3 * 3 = 72 >= 64
-        ((7, 4, 3), {}, False),  # 63 < 64
+        ((8, 32, 3), {}, True),  # 8 * 3 * 3 = 72 >= 64
+        ((7, 32, 3), {}, False),  # 63 < 64
         ((1, 32, 3), {}, False),  # W3's conv1: 9
-        ((8, 8, 3), dict(groups=2), False),  # grouped: lax
-        ((64, 4, 1), {}, True),  # 1x1 over 64 channels
+        ((8, 32, 3), dict(groups=2), False),  # grouped: lax
+        ((64, 32, 1), {}, True),  # 1x1 over 64 channels
+        ((16, 16, 3), {}, False),  # W7's 16-channel stage: 16 outputs < 32
+        ((16, 31, 3), {}, False),
     ],
-    ids=["depth72", "depth63", "w3_conv1", "groups2", "1x1_c64"],
+    ids=["depth72", "depth63", "w3_conv1", "groups2", "1x1_c64", "w7_out16", "out31"],
 )
 def test_conv2d_lowering_rule(args, kwargs, expected):
     layer = layers.Conv2d(*args, **kwargs, rngs=nnx.Rngs(0))

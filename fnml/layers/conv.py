@@ -141,7 +141,7 @@ class _ConvNd(Module):
     def _use_im2col(self) -> bool:
         """The lowering rule of ``functional.conv2d`` for this layer; decided at trace time, never per step."""
         kernel_hw = self.kernel_size if self._spatial == 2 else (1, self.kernel_size[0])
-        return F._use_im2col(self.in_channels, kernel_hw, self.groups)
+        return F._use_im2col(self.in_channels, self.out_channels, kernel_hw, self.groups)
 
     def extra_repr(self) -> str:
         return _torch_repr(self, transposed=False)
