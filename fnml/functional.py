@@ -1777,8 +1777,8 @@ def _standardize(x: jax.Array, eps: float) -> jax.Array:
 
     Differentiated by its closed-form JVP (linear in the tangent: two per-channel means and one
     elementwise pass), which JAX transposes into the classic BatchNorm backward, instead of autodiff's
-    chain through both reductions: the same math, fewer passes over the activations (the BatchNorm
-    training backward ran 1.6-2.5x faster on XLA CPU at ResNet shapes). Forward and reverse mode, any order.
+    chain through both reductions: the same math, fewer passes over the activations (measurements in
+    benchmarks/README.md). Forward and reverse mode, any order.
     """
     return _standardized(x, eps)[0]
 
@@ -1787,8 +1787,8 @@ def _standardize(x: jax.Array, eps: float) -> jax.Array:
 def _batch_norm_train(x: jax.Array, weight: Any, bias: Any, eps: float) -> jax.Array:
     """Training-mode batch norm of ``(M..., C)`` with the affine, and its closed-form backward: ``db = sum(g)``,
     ``dw = sum(g * x_hat)``, ``dx = w * inv_std / n * (n * g - db - x_hat * dw)``. Reverse mode only (see
-    :func:`reverse_mode_only`); measured ~1.5x faster than the JVP form on XLA CPU at ResNet shapes (the
-    affine's and the normalisation's sums are shared)."""
+    :func:`reverse_mode_only`); fewer passes than the JVP form's transpose: the affine's and the
+    normalisation's sums are shared (measurements in benchmarks/README.md)."""
     return _affine(_standardized(x, eps)[0], weight, bias)
 
 
