@@ -39,7 +39,7 @@ demo: $(STAMP_DEMO)
 test: $(STAMP_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: fnml vs PyTorch benchmarks (W1-W5, import overhead); writes benchmarks/results/.
+## bench: fnml vs PyTorch benchmarks (W1-W7, W5 whole process, import overhead); writes benchmarks/results/.
 bench: $(STAMP_BENCH)
 	$(PY) benchmarks/run.py
 
