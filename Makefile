@@ -8,8 +8,9 @@ PIP := $(PY) -m pip
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
-# Two workers: the suite is CPU-bound and CI machines have 2 cores.
-PYTEST_ARGS ?= -n 2
+# Two workers: the suite is CPU-bound and CI machines have 2 cores; loadgroup keeps each module marked
+# xdist_group (the multi-process ones) on one worker, so their subprocess fixtures start once.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test lint bench venv clean
 

@@ -32,6 +32,9 @@ from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml import device as fdevice
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
+# subprocess workers start once, not once per xdist worker.
+pytestmark = pytest.mark.xdist_group("distributed")
 SUBPROCESS_TIMEOUT = 150  # seconds, per worker process (compiles dominate; ~20-40 s on 2 busy cores)
 DTYPES = ("float64", "float32")
 MODELS = ("mlp", "cnn")
@@ -367,11 +370,16 @@ def launched(workdir) -> dict[str, list[subprocess.Popen]]:
         "processes": [_start(workdir, "process", workdir, "1", str(pid), str(port)) for pid in (0, 1)],
     }
     yield workers
-    for procs in workers.values():  # never leave a worker behind
+    for procs in workers.values():  # never leave a worker behind, nor an open pipe
         for proc in procs:
+            # With pytest-xdist the tests that read a worker's output may run on the other xdist worker: its
+            # pipe is then still open here (an unclosed-file ResourceWarning, an error under -W error).
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None and not stream.closed:
+                    stream.close()
+            proc.wait()
 
 
 @pytest.fixture(scope="module", params=[4, 8], ids=["4dev", "8dev"])

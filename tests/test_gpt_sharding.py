@@ -36,6 +36,9 @@ from helpers import max_abs_diff, tolerance
 from fnml import device, interop, layers, losses, optim, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
+# subprocess workers start once, not once per xdist worker.
+pytestmark = pytest.mark.xdist_group("gpt_sharding")
 SUBPROCESS_TIMEOUT = 300  # seconds (a few small compilations; ~60 s on 2 busy cores)
 STEPS = 20  # 5 epochs of 4 batches of 8 sequences
 MIN_SIZE = 256  # arrays of >= 256 elements are split along "model" (every matrix of the tiny GPT)
