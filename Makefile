@@ -10,9 +10,11 @@ STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
 # Two workers: the suite is CPU-bound and CI machines have 2 cores; loadgroup keeps each module marked
 # xdist_group (the multi-process ones) on one worker, so their subprocess fixtures start once.
+# `make test` leaves out the tests marked slow (the digits examples at full length, the long fuzz profile);
+# `make test-full` runs everything.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test test-full lint bench venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +38,12 @@ venv: $(STAMP_TEST)
 demo: $(STAMP_DEMO)
 	$(PY) -m fnml tour
 
-## test: the whole suite, parity against real PyTorch included.
+## test: the whole suite, parity against real PyTorch included (the slow-marked long runs left out).
 test: $(STAMP_TEST)
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+## test-full: the suite plus the slow-marked long runs (digits examples at full length with accuracy targets).
+test-full: $(STAMP_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: fnml vs PyTorch benchmarks (W1-W7, W5 whole process, import overhead); writes benchmarks/results/.

@@ -1,4 +1,5 @@
-"""Shared test settings: real PyTorch required, x64 on, pinned precision, the dtype fixtures.
+"""Shared test settings: real PyTorch required, x64 on, pinned precision, the dtype fixtures, one JAX
+compilation cache for the whole run, and the run's timing line.
 
 Parity tests compare fnml against real torch computed in the same test. torch is a hard requirement:
 if it is missing the whole suite fails at collection (never skips).
@@ -7,9 +8,19 @@ if it is missing the whole suite fails at collection (never skips).
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 # Before jax is imported anywhere: float64 must be available for the exactness checks.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
+# One persistent compilation cache for the run: the xdist workers and every child process (examples,
+# multi-device workers, trainers) share it, so a program compiled once is loaded elsewhere, and a second run
+# of the suite starts warm. It lives in pytest's cache directory (ignored by git; `make clean` removes it).
+# Programs that compile in under 0.1 s are cheaper to compile again than to read back.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -29,17 +40,8 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.set_float32_matmul_precision("highest")
 
-# The tolerance table, dtype map, tree comparison and torch helpers live in tests/helpers.py (import them
-# from there); they are re-exported here for test files that still import them from conftest.
-from helpers import (  # noqa: E402, F401
-    DTYPES,
-    TOLERANCES,
-    assert_trees_close,
-    cache_size,
-    max_abs_diff,
-    to_numpy,
-    tolerance,
-)
+# The tolerance table, dtype map, tree comparison and torch helpers live in tests/helpers.py.
+from helpers import DTYPES  # noqa: E402
 from helpers import torch_dtype as _torch_dtype  # noqa: E402
 
 
@@ -59,3 +61,21 @@ def _seed_torch():
     # Deterministic torch draws in every test; fnml draws come from explicit jax keys.
     torch.manual_seed(0)
     yield
+
+
+# --------------------------------------------------------------------------------------------------
+# The run's timing line (the README quotes it): wall time, cores, and the machine's load around the run
+# --------------------------------------------------------------------------------------------------
+
+_START = {"wall": time.monotonic(), "load": os.getloadavg()[0]}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller prints the line
+        return
+    wall = time.monotonic() - _START["wall"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    terminalreporter.write_line(
+        f"fnml suite: {wall:.0f} s wall ({wall / 60:.1f} min) on {cores} cores; "
+        f"1-min load average {_START['load']:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )

@@ -1,5 +1,5 @@
-"""The test suite's shared helpers: one tolerance table, one dtype map, tree comparison, the weight copier and
-torch-reference helpers.
+"""The test suite's shared helpers: one tolerance table, one dtype map, tree comparison, the weight copier,
+torch-reference helpers and the one way to run a Python child process (scaled deadlines, pipes always closed).
 
 Import them by name (``from helpers import tolerance, assert_trees_close``): pytest puts ``tests/`` on
 ``sys.path`` (``rootdir/tests`` holds no ``__init__.py``), so no ``try/except ImportError`` is needed.
@@ -9,7 +9,12 @@ re-exports these names for files that still import them from ``conftest``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -220,3 +225,115 @@ def copy_torch_weights(fnml_module: Any, torch_module: torch.nn.Module) -> None:
         target = getattr(owner, fnml_leaf)
         assert tuple(target[...].shape) == value.shape, (torch_name, tuple(target[...].shape), value.shape)
         target[...] = jnp.asarray(value, dtype=target[...].dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Child processes: generous deadlines scaled for slow machines, readiness by signal, pipes always closed
+# --------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def deadline(seconds: float) -> float:
+    """A child's deadline: ``seconds`` times ``$FNML_TEST_TIMEOUT_SCALE`` (default 1; raise it on a slow machine).
+
+    Deadlines only bound a hang: tests wait for a child's readiness line or its exit, never for a time.
+    """
+    return seconds * float(os.environ.get("FNML_TEST_TIMEOUT_SCALE", "1"))
+
+
+def child_env(*, x64: bool = False, **overrides: str) -> dict[str, str]:
+    """The environment of a Python child: this repository first on the path, CPU, jax's defaults unless ``x64``.
+
+    The child writes bytecode (the sandbox may set ``PYTHONDONTWRITEBYTECODE``: every child would then
+    recompile fnml's sources) and shares the suite's JAX compilation cache (``JAX_COMPILATION_CACHE_DIR``,
+    set by conftest.py), so a program compiled by one child is loaded by the next.
+    """
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if x64:
+        env["JAX_ENABLE_X64"] = "1"
+    else:
+        env.pop("JAX_ENABLE_X64", None)
+    env.update(overrides)
+    return env
+
+
+def run_python(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600, cwd=None):
+    """``python *args`` to completion (output captured as text); its pipes are closed whatever happens."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=child_env() if env is None else env,
+        cwd=str(cwd or ROOT),
+        timeout=deadline(timeout),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def spawn_python(args: Sequence[str], *, env: dict[str, str] | None = None, cwd=None) -> subprocess.Popen:
+    """``python *args`` in the background, stdout and stderr merged into one text pipe; end it with :func:`finish`."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=child_env() if env is None else env,
+        cwd=str(cwd or ROOT),
+    )
+
+
+def wait_for_line(process: subprocess.Popen, prefix: str, *, timeout: float = 300) -> str:
+    """Read the child's lines until one starts with ``prefix``; returns what was read.
+
+    The child signals readiness by printing the line; the deadline only bounds a hang (and is scaled).
+    """
+    seen: list[str] = []
+    end = deadline(timeout)
+    found = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith(prefix):
+                found.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(end)
+    if not found.is_set():
+        process.kill()  # the reader then sees EOF and ends; nobody else reads the pipe meanwhile
+        reader.join()
+        finish(process, timeout=60)
+        raise AssertionError(f"the child did not print {prefix!r} within {end:.0f} s; output:\n{''.join(seen)}")
+    return "".join(seen)
+
+
+def finish(process: subprocess.Popen, *, timeout: float = 300) -> str:
+    """The child's remaining output once it exits; its pipes are closed whatever happens.
+
+    ``timeout=0`` ends a child still running now (teardown). Past a (scaled) deadline the child is killed and
+    ``subprocess.TimeoutExpired`` raised, carrying the output so far.
+    """
+    try:
+        if timeout == 0 and process.poll() is None:
+            process.kill()
+        try:
+            out, _ = process.communicate(timeout=deadline(timeout) if timeout else None)
+        except subprocess.TimeoutExpired as expired:
+            process.kill()
+            out, _ = process.communicate()
+            expired.output = out
+            raise
+        return out or ""
+    finally:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()

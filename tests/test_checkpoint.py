@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  (the suite requires torch; checkpoints themselves do not)
 from flax import nnx
+from helpers import run_python
 
 from fnml import checkpoint, layers, losses, optim, train
 
@@ -109,8 +108,9 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path):
 
 def test_orbax_is_imported_lazily():
     code = "import sys, fnml.train; print(any(m.startswith('orbax') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    completed = run_python(["-c", code], timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() == "False"
 
 
 def test_fit_writes_periodic_checkpoints_with_resume_metadata(tmp_path):

@@ -10,7 +10,9 @@
 - Safe loading: a pickle payload that would create a file, put where every reader looks.
 - ``check_finite``: the first non-finite gradient / parameter is named with the step.
 
-Every subprocess has a timeout and is killed (by its own pid) in ``finally``.
+Children signal readiness by printing a line (``READY``, ``PAUSED 3``); deadlines only bound a hang and scale
+with ``$FNML_TEST_TIMEOUT_SCALE`` (``helpers.deadline``); every child is ended and its pipe closed in ``finally``
+(``helpers.finish``). The module's tests share one uninterrupted reference run, so they stay on one xdist worker.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import os
 import pickle
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -30,16 +30,19 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  (the suite requires torch)
 from flax import nnx
+from helpers import deadline, finish, spawn_python, wait_for_line
 
 from fnml import checkpoint, interop, layers, losses, optim, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("crash_safety")
 
 # The training run of the subprocess tests (also importable in this process for templates).
 TRAINER = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # Ctrl-C is KeyboardInterrupt even where the parent was started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import jax, numpy as np
     from flax import nnx
     from fnml import checkpoint, interop, layers, losses, optim, train
@@ -63,7 +66,8 @@ TRAINER = textwrap.dedent(
         def on_epoch_end(self, epoch, logs, state):
             if epoch == self.epoch:
                 print(f"PAUSED {epoch}", flush=True)
-                time.sleep(120)  # a SIGINT interrupts the sleep with KeyboardInterrupt
+                while True:  # until the parent's SIGINT interrupts the sleep with KeyboardInterrupt
+                    time.sleep(3600)
 
     if __name__ == "__main__":
         ckpt, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -82,7 +86,7 @@ TRAINER = textwrap.dedent(
         print("DONE", flush=True)
     """
 )
-EPOCHS = 12
+EPOCHS = 24
 
 
 @pytest.fixture(scope="module")
@@ -93,48 +97,19 @@ def trainer(tmp_path_factory):
 
 
 def _spawn(trainer, ckpt, out, epochs=EPOCHS, pause_at_epoch=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("JAX_ENABLE_X64", None)  # the trainer runs with jax defaults (float32)
     pause = [] if pause_at_epoch is None else [str(pause_at_epoch)]
-    return subprocess.Popen(
-        [sys.executable, trainer, str(ckpt), str(out), str(epochs), *pause],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    # jax's defaults in the child (float32), as a user's training script runs
+    return spawn_python([trainer, str(ckpt), str(out), str(epochs), *pause])
 
 
-def _wait_for(process, word, timeout):
-    """Read the child's lines until ``word`` (or EOF); returns what was read."""
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if line.startswith(word):
-            return "".join(seen)
-    raise AssertionError(f"the trainer did not print {word!r} within {timeout} s; output:\n{''.join(seen)}")
-
-
-def _finish(process, timeout=120):
-    try:
-        out, _ = process.communicate(timeout=timeout)
-        return out
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _reference(trainer, tmp_path, epochs=EPOCHS):
-    """Parameters of the uninterrupted run (no checkpoints at all)."""
-    process = _spawn(trainer, "-", tmp_path / "reference.npz", epochs)
-    out = _finish(process)
-    assert process.returncode == 0, out
-    return dict(np.load(tmp_path / "reference.npz"))
+@pytest.fixture(scope="module")
+def reference(trainer, tmp_path_factory):
+    """Parameters of the uninterrupted run (no checkpoints at all), shared by the interrupted runs."""
+    out = tmp_path_factory.mktemp("reference") / "reference.npz"
+    process = _spawn(trainer, "-", out)
+    log = finish(process)
+    assert process.returncode == 0, log
+    return dict(np.load(out))
 
 
 def _template():
@@ -153,7 +128,7 @@ def _assert_same_params(a, b):
 # SIGKILL at random moments
 # --------------------------------------------------------------------------------------------------
 
-KILLS = 8
+KILLS = 5
 
 
 def _step_dirs(ckpt):
@@ -161,33 +136,28 @@ def _step_dirs(ckpt):
     return {name for name in os.listdir(ckpt) if name.isdigit()} if os.path.isdir(ckpt) else set()
 
 
-def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer, tmp_path):
-    epochs = 40
-    reference = _reference(trainer, tmp_path, epochs)
+def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer, reference, tmp_path):
     ckpt, out = tmp_path / "ckpt", tmp_path / "resumed.npz"
     template = _template()
     rng = random.Random(1234)
     outcomes = []
-    budget_end = time.monotonic() + 150  # bounded total time for the kill loop
     for kill in range(KILLS):
-        if time.monotonic() > budget_end:
-            break
         before = _step_dirs(ckpt)
-        process = _spawn(trainer, ckpt, out, epochs)
+        process = _spawn(trainer, ckpt, out)
         try:
-            _wait_for(process, "READY", timeout=60)
-            # Kill only once this run has made progress (a NEW checkpoint committed; the first save also
-            # imports orbax and can take seconds on a loaded machine), then at a random moment after it:
-            # most of a run's time is spent writing the next checkpoints, so many kills land mid-write.
-            deadline = time.monotonic() + 60
-            while _step_dirs(ckpt) <= before and process.poll() is None and time.monotonic() < deadline:
+            wait_for_line(process, "READY")
+            # Kill only once this run has made progress (a NEW checkpoint committed), then at a random moment
+            # after it: most of a run's time is spent writing the next checkpoints, so many kills land
+            # mid-write. The wait is for an event; its deadline only bounds a hang.
+            hang = time.monotonic() + deadline(300)
+            while _step_dirs(ckpt) <= before and process.poll() is None and time.monotonic() < hang:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.3))
             finished = process.poll() is not None
             if not finished:
                 os.kill(process.pid, signal.SIGKILL)
         finally:
-            _finish(process, timeout=30)
+            finish(process)
         if finished:
             outcomes.append("finished before the kill")
             break
@@ -201,8 +171,8 @@ def test_sigkill_at_random_moments_always_leaves_a_restorable_checkpoint(trainer
             assert len(meta["losses"]) == good
         outcomes.append(f"kill {kill}: steps {steps}" + (f", partial write left {leftovers}" if leftovers else ""))
     # finally let it run to the end (resuming from whatever the kills left)
-    process = _spawn(trainer, ckpt, out, epochs)
-    log = _finish(process, timeout=120)
+    process = _spawn(trainer, ckpt, out)
+    log = finish(process)
     assert process.returncode == 0, log
     _assert_same_params(dict(np.load(out)), reference)
     print("\n".join(outcomes))
@@ -298,19 +268,16 @@ def test_every_step_corrupt_raises_naming_the_directory(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_sigint_saves_a_checkpoint_reraises_and_the_resume_is_bitwise(trainer, tmp_path):
+def test_sigint_saves_a_checkpoint_reraises_and_the_resume_is_bitwise(trainer, reference, tmp_path):
     """A real SIGINT from outside, at a known point: the child pauses in a callback at the end of epoch 3."""
-    epochs, pause_at = 6, 3
-    reference = _reference(trainer, tmp_path, epochs)
+    pause_at = 3
     ckpt, out = tmp_path / "ckpt", tmp_path / "out.npz"
-    process = _spawn(trainer, ckpt, out, epochs, pause_at_epoch=pause_at)
+    process = _spawn(trainer, ckpt, out, pause_at_epoch=pause_at)
     try:
-        _wait_for(process, f"PAUSED {pause_at}", timeout=120)  # the child waits for the signal now
+        wait_for_line(process, f"PAUSED {pause_at}")  # the child waits for the signal now
         os.kill(process.pid, signal.SIGINT)
-        log = _finish(process, timeout=60)
     finally:
-        if process.poll() is None:  # pragma: no cover - only if the child hangs
-            os.kill(process.pid, signal.SIGKILL)
+        log = finish(process)
     assert process.returncode == 3, log
     assert "KeyboardInterrupt re-raised by fit" in log
     # The callback runs before its epoch's checkpoint: epochs 1-2 were checkpointed, and the interrupt
@@ -318,8 +285,8 @@ def test_sigint_saves_a_checkpoint_reraises_and_the_resume_is_bitwise(trainer, t
     good = checkpoint.latest_valid_step(ckpt)
     assert checkpoint.checkpoint_metadata(ckpt, step=good)["epoch"] * 4 == good
     assert good == (pause_at - 1) * 4
-    process = _spawn(trainer, ckpt, out, epochs)
-    log = _finish(process)
+    process = _spawn(trainer, ckpt, out)
+    log = finish(process)
     assert process.returncode == 0, log
     _assert_same_params(dict(np.load(out)), reference)
 

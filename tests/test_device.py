@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -13,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import child_env, run_python
 
 from fnml import device as fdevice
 
@@ -153,8 +151,6 @@ _TWO_CPUS_SCRIPT = textwrap.dedent(
 
 
 def test_moves_between_two_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    completed = subprocess.run(
-        [sys.executable, "-c", _TWO_CPUS_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
+    env = child_env(x64=True, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    completed = run_python(["-c", _TWO_CPUS_SCRIPT], env=env, timeout=300)
     assert completed.returncode == 0 and completed.stdout.strip() == "OK", completed.stderr[-3000:]

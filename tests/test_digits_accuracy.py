@@ -1,6 +1,7 @@
 """The digits examples (07 MLP, 08 CNN, 09 LSTM) at FULL length reach their accuracy targets on both sides.
 
-tests/test_examples.py runs every example in quick mode (parity lines only). Here each digits example
+tests/test_examples.py runs every example in quick mode (parity lines only); these full-length runs are
+marked slow (`make test-full`, not `make test`). Here each digits example
 runs as a user runs it (full epochs, jax defaults: no x64), and the line it prints,
 ``ACCURACY torch=0.9814 fnml=0.9814``, is checked: the test accuracy of PyTorch and of fnml must both
 reach the example's target, and the two must agree. 07 and 09 train without dropout on identical
@@ -12,13 +13,11 @@ generators in torch and JAX: its two runs are genuinely different, so the agreem
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import child_env, run_python
 
 from fnml.sidebyside import parse_parity_line
 
@@ -50,17 +49,9 @@ def test_parse_accuracy_reads_the_line_and_rejects_a_missing_one():
 @pytest.mark.slow
 @pytest.mark.parametrize(("filename", "target", "max_gap"), CASES)
 def test_full_length_accuracy(filename, target, max_gap, tmp_path):
-    env = dict(os.environ)
-    env.pop("JAX_ENABLE_X64", None)  # jax's defaults, float32, as a user runs the example
-    env.update(FNML_QUICK="0", FNML_OUTPUT_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES_DIR / filename)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(EXAMPLES_DIR.parent),
-        timeout=600,
-    )
+    # jax's defaults (float32), as a user runs the example
+    env = child_env(FNML_QUICK="0", FNML_OUTPUT_DIR=str(tmp_path))
+    completed = run_python([str(EXAMPLES_DIR / filename)], env=env, timeout=600, cwd=EXAMPLES_DIR.parent)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-4000:]
     torch_accuracy, fnml_accuracy = parse_accuracy(completed.stdout)

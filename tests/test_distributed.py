@@ -4,9 +4,10 @@ The suite runs with ONE CPU device, so every multi-device check runs in a SUBPRO
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N = 4, 8) or as two processes joined by
 ``jax.distributed`` on 127.0.0.1. Each subprocess runs one worker script (below) that trains and writes
 its results to an .npz; the assertions (and the torch and single-device references) live here.
-Every subprocess is bounded by a timeout and killed on failure. Checkpoints cross device AND process
-counts: the two processes save into one shared directory (restored and resumed here in one process),
-resume a checkpoint written here by one process, and save a state split across both of them.
+Every subprocess is bounded by a (scaled, generous) deadline, killed on failure, and its pipe closed.
+Checkpoints cross device AND process counts: the two processes save into one shared directory (restored
+and resumed here in one process), resume a checkpoint written here by one process, and save a state split
+across both of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import textwrap
 
 import jax
@@ -26,16 +26,15 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import max_abs_diff, tolerance
+from helpers import ROOT, child_env, finish, max_abs_diff, spawn_python, tolerance
 
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml import device as fdevice
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
 # subprocess workers start once, not once per xdist worker.
 pytestmark = pytest.mark.xdist_group("distributed")
-SUBPROCESS_TIMEOUT = 150  # seconds, per worker process (compiles dominate; ~20-40 s on 2 busy cores)
+SUBPROCESS_TIMEOUT = 300  # seconds (scaled by helpers.deadline), per worker process; only bounds a hang
 DTYPES = ("float64", "float32")
 MODELS = ("mlp", "cnn")
 STEPS = 100  # optimizer steps per trajectory: 25 epochs x 4 batches (mlp), 50 epochs x 2 batches (cnn)
@@ -117,7 +116,8 @@ WORKER = textwrap.dedent(
     from fnml import device as fdevice
     if mode == "process":
         process_id, port = int(sys.argv[4]), int(sys.argv[5])
-        fdevice.init_distributed(f"127.0.0.1:{port}", 2, process_id, initialization_timeout=60)
+        wait = int(300 * float(os.environ.get("FNML_TEST_TIMEOUT_SCALE", "1")))  # bounds a hang only
+        fdevice.init_distributed(f"127.0.0.1:{port}", 2, process_id, initialization_timeout=wait)
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")
     sys.path.insert(0, os.path.join(os.environ["FNML_ROOT"], "tests"))
@@ -284,38 +284,27 @@ def _torch_trajectory(name: str, dtype: str, bn_per_shard: int | None) -> dict[s
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", FNML_ROOT=ROOT, JAX_ENABLE_X64="1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = child_env(x64=True, FNML_ROOT=str(ROOT))
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return env
 
 
 def _start(workdir: str, *args: str) -> subprocess.Popen:
-    script = os.path.join(workdir, "worker.py")
-    return subprocess.Popen(
-        [sys.executable, script, *args],
-        env=_env(),
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn_python([os.path.join(workdir, "worker.py"), *args], env=_env(), cwd=workdir)
 
 
 def _wait(processes: list[subprocess.Popen], what: str) -> None:
     """Wait for every process (bounded); kill all of them on timeout or failure; fail with their output."""
     try:
         for proc in processes:
-            output, _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+            output = finish(proc, timeout=SUBPROCESS_TIMEOUT)
             if proc.returncode != 0 or "WORKER DONE" not in output:
                 pytest.fail(f"{what}: worker exited with {proc.returncode}:\n{output[-4000:]}")
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{what}: worker timed out after {SUBPROCESS_TIMEOUT} s")
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"{what}: worker timed out after {expired.timeout:.0f} s:\n{(expired.output or '')[-4000:]}")
     finally:
         for proc in processes:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            finish(proc, timeout=0)
 
 
 @pytest.fixture(scope="module")
@@ -372,14 +361,7 @@ def launched(workdir) -> dict[str, list[subprocess.Popen]]:
     yield workers
     for procs in workers.values():  # never leave a worker behind, nor an open pipe
         for proc in procs:
-            # With pytest-xdist the tests that read a worker's output may run on the other xdist worker: its
-            # pipe is then still open here (an unclosed-file ResourceWarning, an error under -W error).
-            if proc.poll() is None:
-                proc.kill()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None and not stream.closed:
-                    stream.close()
-            proc.wait()
+            finish(proc, timeout=0)
 
 
 @pytest.fixture(scope="module", params=[4, 8], ids=["4dev", "8dev"])

@@ -21,9 +21,7 @@ parameters really were sharded inside fit and in its result, and the fused runs 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 
 import jax
@@ -31,15 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import max_abs_diff, tolerance
+from helpers import ROOT, child_env, max_abs_diff, run_python, tolerance
 
 from fnml import device, interop, layers, losses, optim, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
 # subprocess workers start once, not once per xdist worker.
 pytestmark = pytest.mark.xdist_group("gpt_sharding")
-SUBPROCESS_TIMEOUT = 300  # seconds (a few small compilations; ~60 s on 2 busy cores)
+SUBPROCESS_TIMEOUT = 300  # seconds (scaled by helpers.deadline); only bounds a hang
 STEPS = 20  # 5 epochs of 4 batches of 8 sequences
 MIN_SIZE = 256  # arrays of >= 256 elements are split along "model" (every matrix of the tiny GPT)
 
@@ -161,20 +158,14 @@ def results(tmp_path_factory) -> dict[str, np.ndarray]:
     path = tmp_path_factory.mktemp("gpt_sharding")
     script, out = path / "worker.py", path / "results.npz"
     script.write_text(WORKER)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = child_env(x64=True)
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     try:
-        completed = subprocess.run(
-            [sys.executable, str(script), ROOT, str(out), str(STEPS), str(MIN_SIZE)],
-            env=env,
-            cwd=str(path),
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
+        completed = run_python(
+            [str(script), str(ROOT), str(out), str(STEPS), str(MIN_SIZE)], env=env, cwd=path, timeout=SUBPROCESS_TIMEOUT
         )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"8-device GPT worker timed out after {SUBPROCESS_TIMEOUT} s")
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"8-device GPT worker timed out after {expired.timeout:.0f} s")
     output = completed.stdout + completed.stderr
     if completed.returncode != 0 or "WORKER DONE" not in output:
         pytest.fail(f"8-device GPT worker exited with {completed.returncode}:\n{output[-4000:]}")

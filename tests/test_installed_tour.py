@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import deadline
 
 from fnml.sidebyside import parse_parity_line
 
@@ -52,7 +53,8 @@ def installed(tmp_path_factory) -> Path:
         text=True,
         env=_clean_env(site),
         cwd=str(root),
-        timeout=300,
+        timeout=deadline(300),
+        stdin=subprocess.DEVNULL,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return site
@@ -60,7 +62,13 @@ def installed(tmp_path_factory) -> Path:
 
 def _run(args: list[str], site: Path, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=_clean_env(site), cwd=str(cwd), timeout=timeout
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=_clean_env(site),
+        cwd=str(cwd),
+        timeout=deadline(timeout),
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from helpers import assert_trees_close
+from helpers import assert_trees_close, child_env, run_python
 
 from fnml import tensors
 
@@ -338,10 +335,7 @@ _X64_OFF_SCRIPT = textwrap.dedent(
 
 
 def test_x64_off_never_truncates_silently(tmp_path):
-    env = dict(os.environ, JAX_ENABLE_X64="0", JAX_PLATFORMS="cpu")
-    completed = subprocess.run(
-        [sys.executable, "-c", _X64_OFF_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
+    completed = run_python(["-c", _X64_OFF_SCRIPT], env=child_env(JAX_ENABLE_X64="0"), timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = dict(line.split(" => ", 1) for line in completed.stdout.splitlines())
     warned = "['PrecisionWarning']"
