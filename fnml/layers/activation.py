@@ -597,6 +597,7 @@ class PReLU(Module):
         layout="channels_last",
         settings=("num_parameters",),
         capture=LOWERS_OP_BY_OP,
+        # torch's CPU autocast runs prelu in bfloat16; fnml's PReLU has no computation dtype to lower (yet).
         autocast=False,
     )
 

@@ -177,7 +177,7 @@ class Conv1d(_ConvNd):
 
     torch_facts = TorchFacts(
         "Conv1d",
-        slots=weight_and_bias(perm=(2, 1, 0)),
+        slots=weight_and_bias(perm=(2, 1, 0)),  # fnml (k, in/groups, out) -> torch (out, in/groups, k)
         layout="nlc",
         settings=(
             "in_channels",
@@ -262,7 +262,7 @@ class Conv2d(_ConvNd):
 
     torch_facts = TorchFacts(
         "Conv2d",
-        slots=weight_and_bias(perm=(3, 2, 0, 1)),
+        slots=weight_and_bias(perm=(3, 2, 0, 1)),  # fnml HWIO (kh, kw, in/groups, out) -> torch OIHW
         layout="nhwc",
         settings=(
             "in_channels",
@@ -428,7 +428,7 @@ class ConvTranspose1d(_ConvTransposeNd):
 
     torch_facts = TorchFacts(
         "ConvTranspose1d",
-        slots=weight_and_bias(perm=(1, 2, 0)),
+        slots=weight_and_bias(perm=(1, 2, 0)),  # fnml (k, in, out/groups) -> torch (in, out/groups, k)
         layout="nlc",
         settings=(
             "in_channels",
@@ -512,7 +512,7 @@ class ConvTranspose2d(_ConvTransposeNd):
 
     torch_facts = TorchFacts(
         "ConvTranspose2d",
-        slots=weight_and_bias(perm=(2, 3, 0, 1)),
+        slots=weight_and_bias(perm=(2, 3, 0, 1)),  # fnml (kh, kw, in, out/groups) -> torch (in, out/groups, kh, kw)
         layout="nhwc",
         settings=(
             "in_channels",

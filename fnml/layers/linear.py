@@ -54,7 +54,7 @@ class Linear(Module, nnx.Linear):
 
     torch_facts = TorchFacts(
         "Linear",
-        slots=weight_and_bias(perm=(1, 0)),
+        slots=weight_and_bias(perm=(1, 0)),  # fnml kernel (in, out) -> torch weight (out, in)
         layout="torch",
         settings=("in_features", "out_features", "bias"),
         capture=LayerCall(("aten.linear",), "first"),
@@ -118,7 +118,7 @@ class NonDynamicallyQuantizableLinear(Linear):
         slots=weight_and_bias(perm=(1, 0)),
         layout="torch",
         settings=("in_features", "out_features", "bias"),
-        capture=LOWERS_OP_BY_OP,
+        capture=LOWERS_OP_BY_OP,  # torch's MultiheadAttention reads its weight, never calls it
         autocast=True,
     )
 

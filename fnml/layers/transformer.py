@@ -174,7 +174,7 @@ class MultiheadAttention(_TorchOrdered):
         layout=CHILDREN,
         settings=("embed_dim", "num_heads", "dropout", "batch_first", "kdim", "vdim", "add_zero_attn"),
         capture=LOWERS_OP_BY_OP,
-        autocast=True,
+        autocast=True,  # torch's CPU autocast: in-projection, bmm/baddbmm and out-projection in bfloat16
     )
 
     _torch_order = (
