@@ -48,18 +48,20 @@ def criterion_loss(criterion: Callable[[Any, Any], jax.Array]) -> Callable[..., 
 
 AUTOCAST_DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-# Layers torch's autocast runs in the lower precision (its CPU list: linear, matmul, conv*, conv_transpose*).
-_LOWER_PRECISION_NAMES = frozenset(
-    {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Bilinear"}
-)
+# flax's own matmul/convolution layers (fnml layers declare it: torch_facts.autocast).
 _LOWER_PRECISION_NNX = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv, nnx.ConvTranspose)
 
 
 def _is_lower_precision_layer(module: Any) -> bool:
-    """A matmul/convolution layer with a computation ``dtype`` attribute (flax's convention)."""
+    """A layer torch's autocast runs in the lower precision (its CPU list: linear, matmul, bmm, conv*...):
+    an fnml layer declaring ``torch_facts.autocast``, or a flax matmul/convolution, with a computation
+    ``dtype`` attribute (flax's convention)."""
     if not hasattr(module, "dtype"):
         return False
-    return isinstance(module, _LOWER_PRECISION_NNX) or type(module).__name__ in _LOWER_PRECISION_NAMES
+    facts = getattr(type(module), "torch_facts", None)
+    if facts is not None:
+        return facts.autocast
+    return isinstance(module, _LOWER_PRECISION_NNX)
 
 
 def apply_autocast(model: nnx.Module, dtype: Any) -> None:

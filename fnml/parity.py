@@ -54,6 +54,7 @@ from rich.text import Text
 
 from fnml import interop
 from fnml.interop import capture
+from fnml.interop.state_dicts import _named_modules
 
 __all__ = [
     "DefaultsReport",
@@ -848,12 +849,6 @@ def compare_training(
 # Layer by layer
 # ----------------------------------------------------------------------------------------------------
 
-# fnml layers that compute channels-last: their outputs are compared after moving channels back.
-_NHWC_KINDS = {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
-# fnml layers whose output is (N, L, C) for torch's (N, C, L), and those with the channel axis last in any rank.
-_NLC_KINDS = {"BatchNorm1d", "Conv1d", "ConvTranspose1d"}
-_CHANNELS_LAST_KINDS = {"GroupNorm", "InstanceNorm1d", "InstanceNorm2d"}
-
 
 @contextlib.contextmanager
 def _record_fnml_layers(fnml_model: nnx.Module, record: dict[str, Any]):
@@ -886,14 +881,14 @@ def _record_fnml_layers(fnml_model: nnx.Module, record: dict[str, Any]):
                 cls.__call__ = original
 
 
-def _torch_layout(kind: str, value: np.ndarray, torch_shape: tuple[int, ...]) -> np.ndarray:
-    """Move an fnml layer output to torch's layout (NHWC -> NCHW; (N, L, C) -> (N, C, L))."""
-    # Decided by the layer kind, not by shapes (an (N, 4, 4, 4) map has the same shape in both layouts).
-    if kind in _NHWC_KINDS and value.ndim == 4:
+def _torch_layout(layout: str, value: np.ndarray) -> np.ndarray:
+    """Move an fnml layer output to torch's layout, by the layer's declared ``torch_facts.layout``."""
+    # Decided by the declaration, not by shapes (an (N, 4, 4, 4) map has the same shape in both layouts).
+    if layout == "nhwc" and value.ndim == 4:
         return value.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    if kind in _NLC_KINDS and value.ndim == 3:
+    if layout == "nlc" and value.ndim == 3:
         return value.transpose(0, 2, 1)  # (N, L, C) -> (N, C, L)
-    if kind in _CHANNELS_LAST_KINDS and value.ndim >= 3:
+    if layout == "channels_last" and value.ndim >= 3:
         return np.moveaxis(value, -1, 1)  # (N, *, C) -> (N, C, *)
     return value
 
@@ -961,6 +956,7 @@ def first_divergence(
             handle.remove()
 
     fnml_outputs: dict[str, Any] = {}
+    layouts = {name: type(module).torch_facts.layout for name, module in interop.named_layers(fnml_model)}
     with _record_fnml_layers(fnml_model, fnml_outputs):
         fnml_model(*_fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs), **_fnml_inputs(kwargs))
 
@@ -986,7 +982,7 @@ def first_divergence(
         status = "ok"
         shape = tuple(torch_leaves[0][1].shape)
         for (_, t), (_, f) in zip(torch_leaves, fnml_leaves):
-            f = _torch_layout(kind, f, t.shape)
+            f = _torch_layout(layouts[name], f)
             if f.shape != t.shape:
                 status = "shape mismatch"
                 break
@@ -1003,50 +999,6 @@ def first_divergence(
 # ----------------------------------------------------------------------------------------------------
 # Hyperparameters
 # ----------------------------------------------------------------------------------------------------
-
-# torch layer kind -> settings compared (attribute names shared by torch and fnml).
-_SETTINGS: dict[str, tuple[str, ...]] = {
-    "Linear": ("in_features", "out_features", "bias"),
-    "Conv2d": (
-        "in_channels",
-        "out_channels",
-        "kernel_size",
-        "stride",
-        "padding",
-        "dilation",
-        "groups",
-        "bias",
-        "padding_mode",
-    ),
-    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
-    "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
-    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
-    "Dropout": ("p",),
-    "MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
-    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    "AdaptiveAvgPool2d": ("output_size",),
-    "Flatten": ("start_dim", "end_dim"),
-    "GELU": ("approximate",),
-    "LeakyReLU": ("negative_slope",),
-    "ELU": ("alpha",),
-    "Softplus": ("beta", "threshold"),
-    "Softmax": ("dim",),
-    "LogSoftmax": ("dim",),
-    "RNN": (
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "nonlinearity",
-        "bias",
-        "batch_first",
-        "dropout",
-        "bidirectional",
-    ),
-    "LSTM": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
-    "GRU": ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
-}
-
 
 _MISSING = object()
 
@@ -1087,9 +1039,10 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
 
     PyTorch equivalent: none (reading both ``print(model)`` trees side by side, done exhaustively).
 
-    Compares, per layer kind, eps, momentum, affine / track_running_stats, padding, stride, dilation,
-    groups, padding_mode, bias presence, approximate GELU, negative_slope, dropout p, pooling windows,
-    recurrent settings... Layers present on one side only and layers of different kinds are flagged too.
+    Compares the settings each fnml layer declares (``torch_facts.settings``): eps, momentum, affine /
+    track_running_stats, padding, stride, dilation, groups, padding_mode, bias presence, approximate GELU,
+    negative_slope, dropout p, pooling windows, recurrent and attention settings... Layers present on one
+    side only and layers of different kinds are flagged too.
 
     >>> import torch
     >>> from flax import nnx
@@ -1118,25 +1071,11 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
         if fnml_layer is None:
             mismatches.append(Mismatch(name, kind, "layer", kind, None))
             continue
-        if type(fnml_layer).__name__ != kind:
+        if kind not in type(fnml_layer).torch_facts.torch_classes:
             mismatches.append(Mismatch(name, kind, "layer kind", kind, type(fnml_layer).__name__))
             continue
         compared += 1
-        for setting in _SETTINGS.get(kind, ()):
-            torch_value = _setting(torch_layer, setting, torch_side=True)
-            fnml_value = _setting(fnml_layer, setting, torch_side=False)
-            if torch_value is _MISSING and fnml_value is _MISSING:
-                continue
-            if torch_value is _MISSING or fnml_value is _MISSING or not _same(torch_value, fnml_value):
-                mismatches.append(
-                    Mismatch(
-                        name,
-                        kind,
-                        setting,
-                        None if torch_value is _MISSING else torch_value,
-                        "(not supported)" if fnml_value is _MISSING else fnml_value,
-                    )
-                )
+        mismatches += _setting_mismatches(name, kind, torch_layer, fnml_layer)
         if getattr(torch_layer, "training", None) is not None:
             fnml_training = _fnml_training(fnml_layer)
             if fnml_training is not None and fnml_training != torch_layer.training:
@@ -1144,7 +1083,37 @@ def check_defaults(torch_model: Any, fnml_model: nnx.Module) -> DefaultsReport:
     for name, fnml_layer in fnml_layers.items():
         if name not in torch_layers:
             mismatches.append(Mismatch(name, type(fnml_layer).__name__, "layer", None, type(fnml_layer).__name__))
+    # Composites with settings of their own (MultiheadAttention, transformer layers) found at the same path.
+    composites = dict(_named_modules(fnml_model))
+    for name, torch_module in torch_model.named_modules():
+        fnml_module = composites.get(name)
+        facts = getattr(type(fnml_module), "torch_facts", None)
+        kind = type(torch_module).__name__
+        if name and facts is not None and facts.composite and facts.settings and kind in facts.torch_classes:
+            compared += 1
+            mismatches += _setting_mismatches(name, kind, torch_module, fnml_module)
     return DefaultsReport(mismatches, compared)
+
+
+def _setting_mismatches(name: str, kind: str, torch_layer: Any, fnml_layer: Any) -> list[Mismatch]:
+    """The settings the fnml layer declares (``torch_facts.settings``) that differ from the torch layer's."""
+    mismatches = []
+    for setting in type(fnml_layer).torch_facts.settings:
+        torch_value = _setting(torch_layer, setting, torch_side=True)
+        fnml_value = _setting(fnml_layer, setting, torch_side=False)
+        if torch_value is _MISSING and fnml_value is _MISSING:
+            continue
+        if torch_value is _MISSING or fnml_value is _MISSING or not _same(torch_value, fnml_value):
+            mismatches.append(
+                Mismatch(
+                    name,
+                    kind,
+                    setting,
+                    None if torch_value is _MISSING else torch_value,
+                    "(not supported)" if fnml_value is _MISSING else fnml_value,
+                )
+            )
+    return mismatches
 
 
 def _fnml_training(layer: Any) -> bool | None:

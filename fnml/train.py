@@ -804,9 +804,23 @@ class NonFiniteLossError(FloatingPointError):
         self.state = result.state
 
 
+# torch.nn's convolution classes (a Lazy prefix dropped).
+_TORCH_CONVS = frozenset(f"Conv{kind}{n}d" for kind in ("", "Transpose") for n in (1, 2, 3))
+
+
+def _is_conv(module: nnx.Module) -> bool:
+    """A convolution: an fnml layer whose torch facts say so, flax's own, or a twin's torch conv leaf."""
+    facts = getattr(type(module), "torch_facts", None)
+    if facts is not None and facts.is_convolution:
+        return True
+    # from_torch keeps a torch leaf without an fnml layer (Conv3d, LazyConv2d...) as a container of its class name.
+    torch_class = getattr(module, "_torch_class", "")
+    return isinstance(module, (nnx.Conv, nnx.ConvTranspose)) or torch_class.removeprefix("Lazy") in _TORCH_CONVS
+
+
 def _has_conv(model: nnx.Module) -> bool:
-    """Whether any submodule is a convolution (class name containing 'Conv')."""
-    return any("Conv" in type(module).__name__ for _, module in nnx.iter_modules(model))
+    """Whether any submodule is a convolution (see :func:`_is_conv`)."""
+    return any(_is_conv(module) for _, module in nnx.iter_modules(model))
 
 
 def _choose_fused(fused: Any, model: nnx.Module, steps_per_chunk: int) -> bool:

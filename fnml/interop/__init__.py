@@ -8,9 +8,9 @@ One file per job: :mod:`~fnml.interop.state_dicts` (torch names and layouts), :m
 ``torch.export`` and building the twin) and :mod:`~fnml.interop.lowering` (the one table of torch ops).
 
 fnml layers keep JAX-native layouts (``(in, out)`` kernels, HWIO conv kernels, channels-last
-activations). ``state_dicts`` is the ONE place where torch layouts are converted, one converter per layer
-kind (``_CONVERTERS``, keyed by layer class), each a list of slots ``torch name -> fnml attribute``
-with the transpose between the two layouts:
+activations). ``state_dicts`` is the ONE place where torch layouts are converted, from the slots each
+layer class declares (``torch_facts.slots``): ``torch name -> fnml attribute`` with the transpose
+between the two layouts:
 
 ==================  ===============================  ==========================================
 layer               torch tensor                     fnml attribute

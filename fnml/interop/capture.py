@@ -19,7 +19,7 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -30,7 +30,15 @@ from flax import nnx
 from fnml import layers
 from fnml.interop import lowering
 from fnml.interop.lowering import UnsupportedTorchOpError, jax_dtype
-from fnml.interop.state_dicts import _CONVERTERS, _PERSISTENT, _fnml_layer_class, _load, _named_slots
+from fnml.interop.state_dicts import (
+    _PERSISTENT,
+    _declared_layers,
+    _fnml_layer_class,
+    _load,
+    _named_modules,
+    _named_slots,
+)
+from fnml.layers._facts import LayerCall
 
 __all__ = ["TorchTwin", "from_torch"]
 
@@ -184,50 +192,6 @@ class TorchTwin(_TorchContainer):
 # Building the module tree
 # ----------------------------------------------------------------------------------------------------
 
-# torch leaf class -> (ATen ops the fnml layer replaces, adapter). Other leaves lower op by op. Adapters:
-# "first"/"embedding" pass the input (first / second argument); "elementwise" too, and it may run on
-# channels-last data; "nchw"/"ncl"/"channels"/"batch_norm" take torch's channels-first input and run the
-# channels-last fnml layer (see _ChannelsLast); "lstm"/"rnn"/"lstm_cell"/"cell" map the recurrent ATen ops'
-# arguments (input, hidden state; the weights are the fnml layer's own).
-_LAYER_CALLS: dict[str, tuple[tuple[str, ...], str]] = {
-    "Linear": (("aten.linear",), "first"),
-    "Embedding": (("aten.embedding",), "embedding"),
-    "LayerNorm": (("aten.layer_norm",), "first"),
-    "Conv2d": (("aten.conv2d",), "nchw"),
-    "Conv1d": (("aten.conv1d",), "ncl"),
-    "ConvTranspose1d": (("aten.conv_transpose1d",), "ncl"),
-    "ConvTranspose2d": (("aten.conv_transpose2d",), "nchw"),
-    "GroupNorm": (("aten.group_norm",), "channels"),
-    "InstanceNorm1d": (("aten.instance_norm",), "channels"),
-    "InstanceNorm2d": (("aten.instance_norm",), "channels"),
-    "BatchNorm1d": (("aten.batch_norm",), "batch_norm"),
-    "BatchNorm2d": (("aten.batch_norm",), "batch_norm"),
-    "LSTM": (("aten.lstm",), "lstm"),
-    "GRU": (("aten.gru",), "rnn"),
-    "RNN": (("aten.rnn_tanh", "aten.rnn_relu"), "rnn"),
-    "LSTMCell": (("aten.lstm_cell",), "lstm_cell"),
-    "GRUCell": (("aten.gru_cell",), "cell"),
-    "RNNCell": (("aten.rnn_tanh_cell", "aten.rnn_relu_cell"), "cell"),
-    "Dropout": (("aten.dropout",), "elementwise"),
-    "ReLU": (("aten.relu", "aten.relu_"), "elementwise"),
-    "ReLU6": (("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
-    "Hardtanh": (("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
-    "Tanh": (("aten.tanh",), "elementwise"),
-    "Sigmoid": (("aten.sigmoid",), "elementwise"),
-    "GELU": (("aten.gelu",), "elementwise"),
-    "SiLU": (("aten.silu", "aten.silu_"), "elementwise"),
-    "ELU": (("aten.elu", "aten.elu_"), "elementwise"),
-    "LeakyReLU": (("aten.leaky_relu", "aten.leaky_relu_"), "elementwise"),
-    "Softplus": (("aten.softplus",), "elementwise"),
-    "Mish": (("aten.mish",), "elementwise"),
-    "Softmax": (("aten.softmax",), "first"),
-    "LogSoftmax": (("aten.log_softmax",), "first"),
-    "Flatten": (("aten.flatten",), "first"),
-    "MaxPool2d": (("aten.max_pool2d",), "nchw"),
-    "AvgPool2d": (("aten.avg_pool2d",), "nchw"),
-    "AdaptiveAvgPool2d": (("aten.adaptive_avg_pool2d",), "nchw"),
-}
-
 
 def _layer_kwargs(fnml_cls: type, torch_module: Any, dtype: Any, seed: int) -> dict[str, Any]:
     """Constructor keywords for ``fnml_cls`` read from the torch module's attributes of the same names."""
@@ -283,12 +247,12 @@ class _Builder:
         self.captured = captured  # True: export capture (any leaf can lower op by op); False: torch.fx
         self.generic = generic
         self.seed = 0
-        self.layer_paths: dict[str, str] = {}  # torch path -> torch class, for leaves built as fnml layers
+        # torch path -> how the twin calls the fnml layer built for that leaf (its declared LayerCall).
+        self.layer_paths: dict[str, LayerCall | None] = {}
 
     def build(self, torch_module: Any, path: str) -> Any:
         import torch
 
-        name = type(torch_module).__name__
         is_torch_nn = type(torch_module).__module__.startswith("torch.nn.modules")
         if _is_plain_sequential(torch_module):
             children = [self.build(child, _join(path, str(i))) for i, child in enumerate(torch_module)]
@@ -298,7 +262,7 @@ class _Builder:
         if is_leaf:
             layer = self._fnml_layer(torch_module, path)
             if layer is not None:
-                self.layer_paths[path] = name
+                self.layer_paths[path] = type(layer).torch_facts.capture
                 return layer
             extra = torch_module.extra_repr()
         else:
@@ -309,10 +273,11 @@ class _Builder:
         """The fnml layer for a torch leaf, or None when it lowers op by op (or raise on the fx path)."""
         name = type(torch_module).__name__
         fnml_cls = _fnml_layer_class(name)
-        faithful = fnml_cls is not None and fnml_cls in _CONVERTERS
+        faithful = fnml_cls is not None
         settings = _unsupported_settings(torch_module)
         if self.captured:
-            if not faithful or settings or path in self.generic or name not in _LAYER_CALLS:
+            # Leaves whose layer declares no LayerCall lower op by op (their recorded ATen ops run through OPS).
+            if not faithful or settings or path in self.generic or fnml_cls.torch_facts.capture is None:
                 return None
         else:
             where = path or "<root>"
@@ -320,7 +285,7 @@ class _Builder:
                 raise UnsupportedTorchOpError(
                     f"from_torch: torch.nn.{name} at {where!r} has no fnml layer; pass example inputs "
                     f"(interop.from_torch(model, x)) to lower it op by op. Layers without example inputs: "
-                    f"{sorted(c.__name__ for c in _CONVERTERS)}"
+                    f"{sorted(_declared_layers())}"
                 )
             if settings:
                 raise UnsupportedTorchOpError(
@@ -430,20 +395,10 @@ def _freeze(twin: Any, torch_module: Any) -> None:
 def _variables(twin: Any) -> tuple[tuple[str, _Variable], ...]:
     """torch name -> (owner path, attribute, perm) for every tensor of the twin, non-persistent included."""
     result = []
-    owners = {id(module): name for name, module in _module_paths(twin)}
+    owners = {id(module): name for name, module in _named_modules(twin)}
     for name, slot in _named_slots(twin, with_non_persistent=True).items():
         result.append((name, _Variable(owners[id(slot.owner)], slot.attr, slot.perm)))
     return tuple(result)
-
-
-def _module_paths(module: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(torch path, module) for every module of the twin (Sequential children by index)."""
-    from fnml.interop.state_dicts import _children
-
-    yield prefix, module
-    for name, child in _children(module):
-        if isinstance(child, nnx.Module):
-            yield from _module_paths(child, _join(prefix, name))
 
 
 def _resolve(root: nnx.Module, path: str) -> Any:
@@ -607,28 +562,6 @@ def _leaf_path(node: Any) -> str | None:
     return list(stack.values())[-1][0] if stack else None
 
 
-_VIEW_OPS = {
-    "aten.slice",
-    "aten.select",
-    "aten.view",
-    "aten.transpose",
-    "aten.permute",
-    "aten.t",
-    "aten.expand",
-    "aten.unsqueeze",
-    "aten.squeeze",
-    "aten.narrow",
-    "aten.diagonal",
-    "aten.as_strided",
-    "aten.unflatten",
-    "aten.alias",
-    "aten.split",
-    "aten.split_with_sizes",
-    "aten.chunk",
-    "aten.unbind",
-    "aten.detach",
-    "aten.expand_as",
-}
 _PLACEMENT_KEYWORDS = {"device", "layout", "pin_memory", "memory_format", "non_blocking", "generator"}
 
 
@@ -738,19 +671,19 @@ class _Compiler:
             kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
         except UnsupportedTorchOpError as error:
             self._refuse(node, str(error))
-        if name in _VIEW_OPS or (
+        if name in lowering.VIEWS or (
             name == "operator.getitem" and node.args and getattr(node.args[0], "name", None) in self.views
         ):
             self.views.add(node.name)
         path = _leaf_path(node)
-        layer_kind = self.layer_paths.get(path) if path is not None else None
-        if layer_kind is not None and name in _LAYER_CALLS[layer_kind][0]:
-            return _Node(node.name, "layer", path, args, kwargs, _LAYER_CALLS[layer_kind][1], "", where)
+        layer_call = self.layer_paths.get(path) if path is not None else None
+        if layer_call is not None and name in layer_call.aten_ops:
+            return _Node(node.name, "layer", path, args, kwargs, layer_call.adapter, "", where)
         write_back = ""
         if _is_inplace(node.target):
             source = node.args[0].name if node.args and hasattr(node.args[0], "name") else None
             kind, target = self.placeholders.get(source, (None, None))
-            if kind == "buffer" and layer_kind is not None and _owner_path(target) == path:
+            if kind == "buffer" and layer_call is not None and _owner_path(target) == path:
                 return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # the fnml layer updates it
             if kind == "buffer":
                 write_back = target
@@ -1044,11 +977,11 @@ class _FxOp(NamedTuple):
     target: Any
     args: tuple
     kwargs: tuple  # ((key, value), ...)
-    layout: str  # call_module: "nchw" / "ncl" (the layer runs channels-last), "elementwise", or ""
+    layout: str  # call_module: "nchw" / "ncl" / "channels" (the layer runs channels-last), "elementwise", or ""
 
 
-_CHANNELS_LAST_2D = {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
-_CHANNELS_LAST_1D = {"BatchNorm1d", "Conv1d", "ConvTranspose1d"}
+# A layer's declared activation layout -> how the fx path feeds it torch's channels-first data.
+_FX_LAYOUTS = {"nhwc": "nchw", "nlc": "ncl", "channels_last": "channels"}
 _FX_FUNCTIONS: dict[Any, Any] = {}
 _FX_METHODS: dict[str, Any] = {}
 
@@ -1090,6 +1023,17 @@ def _fx_trace(torch_module: Any) -> Any:
         ) from error
 
 
+def _fx_layout(torch_class: str) -> str:
+    """The fx layout of a call_module node: its fnml layer's declared layout, or "elementwise" (see _FxOp)."""
+    layer = _fnml_layer_class(torch_class)
+    if layer is None:
+        return ""
+    facts = layer.torch_facts
+    if facts.capture is not None and facts.capture.adapter == "elementwise":
+        return "elementwise"  # ReLU, Dropout...: may run on channels-last data
+    return _FX_LAYOUTS.get(facts.layout, "")
+
+
 def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
     functions, methods = _fx_tables()
     program = []
@@ -1106,14 +1050,7 @@ def _fx_compile(graph: Any, torch_root: Any) -> tuple[_FxOp, ...]:
                 f"used at {where}. Pass example inputs (interop.from_torch(model, x)) for the full op table."
             )
         if node.op == "call_module":
-            kind = type(torch_root.get_submodule(node.target)).__name__
-            layout = "nchw" if kind in _CHANNELS_LAST_2D else ("ncl" if kind in _CHANNELS_LAST_1D else "")
-            if _LAYER_CALLS.get(kind, ((), ""))[1] == "elementwise":
-                layout = "elementwise"  # ReLU, Dropout...: may run on channels-last data
-            if kind in ("GroupNorm", "InstanceNorm1d", "InstanceNorm2d"):
-                raise UnsupportedTorchOpError(
-                    f"from_torch: torch.nn.{kind} at {node.target!r} needs example inputs: interop.from_torch(model, x)"
-                )
+            layout = _fx_layout(type(torch_root.get_submodule(node.target)).__name__)
         try:
             args = _convert(tuple(node.args))
             kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items())
@@ -1166,8 +1103,8 @@ def _fx_call_layer(layer: Any, layout: str, args: tuple, kwargs: dict) -> Any:
     x, *rest = args
     if layout == "nchw" and getattr(x, "ndim", None) != 4:
         raise ValueError(f"{type(layer).__name__} in a twin expects a batched (N, C, H, W) input, got shape {x.shape}")
-    batched_rank = {"nchw": 4, "ncl": 3}.get(layout)  # BatchNorm1d on (N, C) takes the plain path
-    if not rest and not kwargs and (layout == "elementwise" or getattr(x, "ndim", None) == batched_rank):
+    batched_ranks = _CHANNELS_LAST_RANKS.get(layout, ())  # BatchNorm1d on (N, C) takes the plain path
+    if not rest and not kwargs and (layout == "elementwise" or getattr(x, "ndim", None) in batched_ranks):
         return _channels_last_layer(layer, layout, (x,))
     x, rest, kwargs = _logical(x), _logical(rest), _logical(kwargs)
     if layout == "nchw" and x.ndim == 4:
@@ -1176,6 +1113,9 @@ def _fx_call_layer(layer: Any, layout: str, args: tuple, kwargs: dict) -> Any:
     if layout == "ncl" and x.ndim == 3:
         out = layer(jnp.transpose(x, (0, 2, 1)), *rest, **kwargs)  # (N, C, L) -> (N, L, C)
         return jnp.transpose(out, (0, 2, 1))  # (N, L, C) -> (N, C, L)
+    if layout == "channels" and x.ndim >= 3:
+        out = layer(jnp.moveaxis(x, 1, -1), *rest, **kwargs)  # (N, C, *S) -> (N, *S, C)
+        return jnp.moveaxis(out, -1, 1)  # (N, *S, C) -> (N, C, *S)
     return layer(x, *rest, **kwargs)
 
 

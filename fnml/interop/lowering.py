@@ -6,10 +6,14 @@ ONE table, :data:`OPS`, keyed by the ATen op name (``"aten.linear"``, ``"aten.co
 Python operator (``"operator.getitem"``); each entry takes the op's own torch arguments in torch layouts
 (NCHW images, ``(out, in)`` weights) and returns jax values. The torch.fx path (``from_torch(module)``
 without example inputs) indexes the same implementations by torch function / tensor method
-(:data:`FX_FUNCTIONS`, :data:`FX_METHODS`), so each op has one implementation.
+(:func:`build_fx_tables`), so each op has one implementation.
 
-Random ops (dropout, ``rand*``, ``bernoulli``, ``multinomial``) take a ``jax.random`` key first: the twin
-draws it from its ``nnx.Rngs`` (same distribution as torch, never torch's stream).
+Each entry carries its properties (:class:`Lowering`): ``random`` ops (dropout, ``rand*``, ``bernoulli``,
+``multinomial``) take a ``jax.random`` key first, which the twin draws from its ``nnx.Rngs`` (same
+distribution as torch, never torch's stream); ``elementwise`` ops may run on channels-last data; ``view``
+ops return a view in torch (an in-place write into their result is refused). :data:`ELEMENTWISE` and
+:data:`VIEWS` are read off the entries. The ops an fnml layer replaces in a twin are declared on the layer
+(``torch_facts.capture``, see :mod:`fnml.layers._facts`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from fnml import functional as F
 
-__all__ = ["ELEMENTWISE", "OPS", "UnsupportedTorchOpError", "lookup"]
+__all__ = ["ELEMENTWISE", "OPS", "VIEWS", "Lowering", "UnsupportedTorchOpError", "lookup"]
 
 
 class UnsupportedTorchOpError(NotImplementedError):
@@ -37,10 +41,19 @@ class UnsupportedTorchOpError(NotImplementedError):
 
 
 class Lowering(NamedTuple):
-    """One table entry: the jax implementation and whether it takes a random key first."""
+    """One table entry: the jax implementation and the op's properties.
+
+    PyTorch equivalent: an ATen op's schema tags (``pointwise``, ``view``, ``nondeterministic_seeded``).
+    """
 
     fn: Callable
-    random: bool = False
+    random: bool = False  # takes a jax.random key first (the twin draws it from its nnx.Rngs)
+    # The output element at an index depends only on the inputs' elements at that (broadcast) index: the op
+    # commutes with any permutation of the axes, so a twin may run it on channels-last data (see
+    # fnml.interop.capture) and keep the layout between convolutions. Dropout's mask is drawn per element,
+    # so its distribution is layout-free too (the twin never reproduces torch's random stream anyway).
+    elementwise: bool = False
+    view: bool = False  # torch returns a view of the first argument: in-place writes into it are refused
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,10 +93,6 @@ def _float_dtype(x: Any) -> Any:
 
 def _factory_dtype(dtype: Any, default: Any = None) -> Any:
     return jax_dtype(dtype) if dtype is not None else jax.dtypes.canonicalize_dtype(default or jnp.float32)
-
-
-def _ignore(**_: Any) -> None:
-    """Swallow device/layout/pin_memory/memory_format keywords (placement is fnml.device's job)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -715,255 +724,260 @@ _ACTIVATIONS: dict[str, Callable] = {
 
 
 def _build_ops() -> dict[str, Lowering]:
-    """The table: ATen op name (overload dropped) or ``operator.<name>`` -> implementation."""
-    plain: dict[str, Callable] = {
-        # arithmetic and comparisons
-        "aten.add": add,
-        "aten.sub": sub,
-        "aten.rsub": rsub,
-        "aten.mul": jnp.multiply,
-        "aten.div": div,
-        "aten.true_divide": jnp.true_divide,
-        "aten.floor_divide": jnp.floor_divide,
-        "aten.remainder": jnp.remainder,
-        "aten.fmod": jnp.fmod,
-        "aten.pow": jnp.power,
-        "aten.reciprocal": jnp.reciprocal,
-        "aten.square": jnp.square,
-        "aten.log1p": jnp.log1p,
-        "aten.expm1": jnp.expm1,
-        "aten.log2": jnp.log2,
-        "aten.sign": jnp.sign,
-        "aten.floor": jnp.floor,
-        "aten.ceil": jnp.ceil,
-        "aten.round": jnp.round,
-        "aten.trunc": jnp.trunc,
-        "aten.clamp": clamp,
-        "aten.clamp_min": lambda x, min: jnp.maximum(x, min),  # noqa: A006
-        "aten.clamp_max": lambda x, max: jnp.minimum(x, max),  # noqa: A006
-        "aten.clip": clamp,
-        "aten.maximum": jnp.maximum,
-        "aten.minimum": jnp.minimum,
-        "aten.where": where,
-        "aten.masked_fill": masked_fill,
-        "aten.eq": jnp.equal,
-        "aten.ne": jnp.not_equal,
-        "aten.lt": jnp.less,
-        "aten.le": jnp.less_equal,
-        "aten.gt": jnp.greater,
-        "aten.ge": jnp.greater_equal,
-        "aten.logical_not": jnp.logical_not,
-        "aten.logical_and": jnp.logical_and,
-        "aten.logical_or": jnp.logical_or,
-        "aten.bitwise_not": jnp.invert,
-        "aten.bitwise_and": jnp.bitwise_and,
-        "aten.bitwise_or": jnp.bitwise_or,
-        "aten.isnan": jnp.isnan,
-        "aten.softmax": softmax,
-        "aten._softmax": _internal_softmax(jax.nn.softmax),
-        "aten.log_softmax": log_softmax,
-        "aten._log_softmax": _internal_softmax(jax.nn.log_softmax),
-        "aten.logsumexp": logsumexp,
-        "aten.tril": tril,
-        "aten.triu": triu,
-        # shapes and indexing
-        "aten.view": view,
-        "aten._unsafe_view": view,
-        "aten.reshape": view,
-        "aten.flatten": flatten,
-        "aten.unflatten": unflatten,
-        "aten.transpose": jnp.swapaxes,
-        "aten.swapaxes": jnp.swapaxes,
-        "aten.permute": permute,
-        "aten.t": lambda x: x.T,
-        "aten.numpy_T": lambda x: x.T,
-        "aten.unsqueeze": jnp.expand_dims,
-        "aten.squeeze": squeeze,
-        "aten.expand": expand,
-        "aten.expand_as": lambda x, other: jnp.broadcast_to(x, other.shape),
-        "aten.repeat": repeat,
-        "aten.contiguous": identity,
-        "aten.clone": identity,
-        "aten.detach": identity,
-        "aten.alias": identity,
-        "aten.lift_fresh_copy": identity,
-        "aten.slice": slice_,
-        "aten.select": select,
-        "aten.narrow": narrow,
-        "aten.index": index,
-        "aten.index_put": index_put,
-        "aten.index_select": lambda x, dim, idx: jnp.take(x, idx, axis=dim),
-        "aten.gather": gather,
-        "aten.cat": cat,
-        "aten.concat": cat,
-        "aten.stack": stack,
-        "aten.split": split,
-        "aten.split_with_sizes": split,
-        "aten.chunk": chunk,
-        "aten.unbind": unbind,
-        "aten.flip": lambda x, dims: jnp.flip(x, axis=tuple(dims)),
-        "aten.roll": roll,
-        "aten.to": to,
-        "aten._to_copy": _to_copy,
-        "aten.type_as": type_as,
-        "aten.fill": lambda x, value: jnp.full(x.shape, value, x.dtype),
-        "aten.copy": lambda x, src, non_blocking=False: jnp.broadcast_to(src, x.shape).astype(x.dtype),
-        "aten.zero": jnp.zeros_like,
-        # factories
-        "aten.zeros": zeros,
-        "aten.ones": ones,
-        "aten.empty": zeros,
-        "aten.full": full,
-        "aten.scalar_tensor": lambda value, *, dtype=None, **k: jnp.asarray(value, _factory_dtype(dtype)),
-        "aten.arange": arange,
-        "aten.zeros_like": like(jnp.zeros),
-        "aten.ones_like": like(jnp.ones),
-        "aten.empty_like": like(jnp.zeros),
-        "aten.full_like": full_like,
-        "aten.new_zeros": new_factory(jnp.zeros),
-        "aten.new_ones": new_factory(jnp.ones),
-        "aten.new_empty": new_factory(jnp.zeros),
-        "aten.new_full": new_full,
-        # reductions and matmuls
-        "aten.sum": reduce(jnp.sum),
-        "aten.mean": reduce(jnp.mean),
-        "aten.prod": reduce(jnp.prod),
-        "aten.amax": lambda x, dim=(), keepdim=False: jnp.max(x, axis=_axis(dim), keepdims=keepdim),
-        "aten.amin": lambda x, dim=(), keepdim=False: jnp.min(x, axis=_axis(dim), keepdims=keepdim),
-        "aten.max": max_min(jnp.max, jnp.argmax),
-        "aten.min": max_min(jnp.min, jnp.argmin),
-        "aten.argmax": arg_reduce(jnp.argmax),
-        "aten.argmin": arg_reduce(jnp.argmin),
-        "aten.all": lambda x, dim=None, keepdim=False: jnp.all(x, axis=_axis(dim), keepdims=keepdim),
-        "aten.any": lambda x, dim=None, keepdim=False: jnp.any(x, axis=_axis(dim), keepdims=keepdim),
-        "aten.var": var,
-        "aten.std": std,
-        "aten.linalg_vector_norm": vector_norm,
-        "aten.cumsum": cumsum,
-        "aten.matmul": jnp.matmul,
-        "aten.mm": jnp.matmul,
-        "aten.bmm": jnp.matmul,
-        "aten.mv": jnp.matmul,
-        "aten.dot": jnp.dot,
-        "aten.outer": jnp.outer,
-        "aten.addmm": addmm,
-        "aten.baddbmm": baddbmm,
-        "aten.einsum": einsum,
-        "aten.linear": F.linear,
-        # nn ops
-        "aten.elu": elu,
-        "aten.conv1d": F.conv1d,
-        "aten.conv2d": F.conv2d,
-        "aten.conv_transpose1d": F.conv_transpose1d,
-        "aten.conv_transpose2d": F.conv_transpose2d,
-        "aten.max_pool1d": max_pool,
-        "aten.max_pool2d": max_pool,
-        "aten.max_pool2d_with_indices": max_pool_with_indices,
-        "aten.avg_pool1d": avg_pool1d,
-        "aten.avg_pool2d": avg_pool2d,
-        "aten.adaptive_avg_pool1d": F.adaptive_avg_pool1d,
-        "aten.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
-        "aten.adaptive_max_pool1d": lambda x, size: F.adaptive_max_pool1d(x, size, True),
-        "aten.adaptive_max_pool2d": lambda x, size: F.adaptive_max_pool2d(x, size, True),
-        "aten.constant_pad_nd": constant_pad,
-        "aten.pad": pad,
-        "aten.reflection_pad1d": _pad_mode("reflect"),
-        "aten.reflection_pad2d": _pad_mode("reflect"),
-        "aten.replication_pad1d": _pad_mode("replicate"),
-        "aten.replication_pad2d": _pad_mode("replicate"),
-        "aten._pad_circular": _pad_mode("circular"),
-        "aten.upsample_nearest1d": _upsample("nearest", corners=False),
-        "aten.upsample_nearest2d": _upsample("nearest", corners=False),
-        "aten._upsample_nearest_exact1d": _upsample("nearest-exact", corners=False),
-        "aten._upsample_nearest_exact2d": _upsample("nearest-exact", corners=False),
-        "aten.upsample_linear1d": _upsample("linear", corners=True),
-        "aten.upsample_bilinear2d": _upsample("bilinear", corners=True),
-        "aten.upsample_bicubic2d": _upsample("bicubic", corners=True),
-        "aten.pixel_shuffle": F.pixel_shuffle,
-        "aten.pixel_unshuffle": F.pixel_unshuffle,
-        "aten.layer_norm": layer_norm,
-        "aten.group_norm": group_norm,
-        "aten.batch_norm": batch_norm,
-        "aten.instance_norm": instance_norm,
-        "aten.embedding": embedding,
-        "aten.lstm_cell": lstm_cell,
-        "aten.gru_cell": gru_cell,
-        "aten.rnn_tanh_cell": _rnn_cell(jnp.tanh),
-        "aten.rnn_relu_cell": _rnn_cell(jax.nn.relu),
-        # Python values, sizes, asserts
-        "aten.sym_size": sym_size,
-        "aten.sym_numel": lambda x: x.size,
-        "aten._assert_scalar": assert_scalar,
-        "aten._assert_tensor_metadata": noop,
-        "aten.sym_constrain_range_for_size": noop,
-        "aten.sym_constrain_range": noop,
-        "aten._assert_async": noop,
-        "operator.getitem": operator.getitem,
-        "operator.add": operator.add,
-        "operator.sub": operator.sub,
-        "operator.mul": operator.mul,
-        "operator.truediv": operator.truediv,
-        "operator.floordiv": operator.floordiv,
-        "operator.mod": operator.mod,
-        "operator.pow": operator.pow,
-        "operator.neg": operator.neg,
-        "operator.eq": operator.eq,
-        "operator.ne": operator.ne,
-        "operator.lt": operator.lt,
-        "operator.le": operator.le,
-        "operator.gt": operator.gt,
-        "operator.ge": operator.ge,
-        "operator.and_": operator.and_,
-        "operator.or_": operator.or_,
-        "operator.not_": operator.not_,
-        "torch.sym_float": float,
-        "torch.sym_int": int,
-        "torch.sym_not": operator.not_,
-        "torch.sym_max": builtins.max,
-        "torch.sym_min": builtins.min,
-        "torch._sym_sqrt": math.sqrt,
-        "math.sqrt": math.sqrt,
-        "math.ceil": math.ceil,
-        "math.floor": math.floor,
-    }
-    for name, fn in _ACTIVATIONS.items():
-        plain[f"aten.{name}"] = _unary(fn)
-    table = {name: Lowering(fn) for name, fn in plain.items()}
-    for name, fn in {
-        "aten.dropout": dropout,
-        "aten.rand": rand,
-        "aten.randn": randn,
-        "aten.rand_like": rand_like,
-        "aten.randn_like": randn_like,
-        "aten.randint": randint,
-        "aten.bernoulli": bernoulli,
-        "aten.multinomial": multinomial,
-        "aten.scaled_dot_product_attention": scaled_dot_product_attention,
-    }.items():
-        table[name] = Lowering(fn, random=True)
+    """The table: ATen op name (overload dropped) or ``operator.<name>`` -> implementation and properties."""
+    table: dict[str, Lowering] = {}
+
+    def register(entries: dict[str, Callable], **properties: bool) -> None:
+        for name, fn in entries.items():
+            table[name] = Lowering(fn, **properties)
+
+    # elementwise arithmetic, comparisons and activations
+    register(
+        {
+            "aten.add": add,
+            "aten.sub": sub,
+            "aten.rsub": rsub,
+            "aten.mul": jnp.multiply,
+            "aten.div": div,
+            "aten.true_divide": jnp.true_divide,
+            "aten.floor_divide": jnp.floor_divide,
+            "aten.remainder": jnp.remainder,
+            "aten.fmod": jnp.fmod,
+            "aten.pow": jnp.power,
+            "aten.reciprocal": jnp.reciprocal,
+            "aten.square": jnp.square,
+            "aten.log1p": jnp.log1p,
+            "aten.expm1": jnp.expm1,
+            "aten.log2": jnp.log2,
+            "aten.sign": jnp.sign,
+            "aten.floor": jnp.floor,
+            "aten.ceil": jnp.ceil,
+            "aten.round": jnp.round,
+            "aten.trunc": jnp.trunc,
+            "aten.clamp": clamp,
+            "aten.clamp_min": lambda x, min: jnp.maximum(x, min),  # noqa: A006
+            "aten.clamp_max": lambda x, max: jnp.minimum(x, max),  # noqa: A006
+            "aten.clip": clamp,
+            "aten.maximum": jnp.maximum,
+            "aten.minimum": jnp.minimum,
+            "aten.where": where,
+            "aten.masked_fill": masked_fill,
+            "aten.eq": jnp.equal,
+            "aten.ne": jnp.not_equal,
+            "aten.lt": jnp.less,
+            "aten.le": jnp.less_equal,
+            "aten.gt": jnp.greater,
+            "aten.ge": jnp.greater_equal,
+            "aten.logical_not": jnp.logical_not,
+            "aten.logical_and": jnp.logical_and,
+            "aten.logical_or": jnp.logical_or,
+            "aten.bitwise_not": jnp.invert,
+            "aten.bitwise_and": jnp.bitwise_and,
+            "aten.bitwise_or": jnp.bitwise_or,
+            "aten.isnan": jnp.isnan,
+            "aten.elu": elu,
+            "aten.contiguous": identity,
+            "aten.clone": identity,
+            "aten.lift_fresh_copy": identity,
+            "aten._to_copy": _to_copy,
+            "aten.type_as": type_as,
+            **{f"aten.{name}": _unary(fn) for name, fn in _ACTIVATIONS.items()},
+        },
+        elementwise=True,
+    )
+    register({"aten.detach": identity, "aten.alias": identity}, elementwise=True, view=True)
+    # views
+    register(
+        {
+            "aten.view": view,
+            "aten.unflatten": unflatten,
+            "aten.transpose": jnp.swapaxes,
+            "aten.permute": permute,
+            "aten.t": lambda x: x.T,
+            "aten.unsqueeze": jnp.expand_dims,
+            "aten.squeeze": squeeze,
+            "aten.expand": expand,
+            "aten.expand_as": lambda x, other: jnp.broadcast_to(x, other.shape),
+            "aten.slice": slice_,
+            "aten.select": select,
+            "aten.narrow": narrow,
+            "aten.split": split,
+            "aten.split_with_sizes": split,
+            "aten.chunk": chunk,
+            "aten.unbind": unbind,
+        },
+        view=True,
+    )
+    register(
+        {
+            # softmax, triangles
+            "aten.softmax": softmax,
+            "aten._softmax": _internal_softmax(jax.nn.softmax),
+            "aten.log_softmax": log_softmax,
+            "aten._log_softmax": _internal_softmax(jax.nn.log_softmax),
+            "aten.logsumexp": logsumexp,
+            "aten.tril": tril,
+            "aten.triu": triu,
+            # shapes and indexing (copies, or views torch may return as copies)
+            "aten._unsafe_view": view,
+            "aten.reshape": view,
+            "aten.flatten": flatten,
+            "aten.swapaxes": jnp.swapaxes,
+            "aten.numpy_T": lambda x: x.T,
+            "aten.repeat": repeat,
+            "aten.index": index,
+            "aten.index_put": index_put,
+            "aten.index_select": lambda x, dim, idx: jnp.take(x, idx, axis=dim),
+            "aten.gather": gather,
+            "aten.cat": cat,
+            "aten.concat": cat,
+            "aten.stack": stack,
+            "aten.flip": lambda x, dims: jnp.flip(x, axis=tuple(dims)),
+            "aten.roll": roll,
+            "aten.to": to,
+            "aten.fill": lambda x, value: jnp.full(x.shape, value, x.dtype),
+            "aten.copy": lambda x, src, non_blocking=False: jnp.broadcast_to(src, x.shape).astype(x.dtype),
+            "aten.zero": jnp.zeros_like,
+            # factories
+            "aten.zeros": zeros,
+            "aten.ones": ones,
+            "aten.empty": zeros,
+            "aten.full": full,
+            "aten.scalar_tensor": lambda value, *, dtype=None, **k: jnp.asarray(value, _factory_dtype(dtype)),
+            "aten.arange": arange,
+            "aten.zeros_like": like(jnp.zeros),
+            "aten.ones_like": like(jnp.ones),
+            "aten.empty_like": like(jnp.zeros),
+            "aten.full_like": full_like,
+            "aten.new_zeros": new_factory(jnp.zeros),
+            "aten.new_ones": new_factory(jnp.ones),
+            "aten.new_empty": new_factory(jnp.zeros),
+            "aten.new_full": new_full,
+            # reductions and matmuls
+            "aten.sum": reduce(jnp.sum),
+            "aten.mean": reduce(jnp.mean),
+            "aten.prod": reduce(jnp.prod),
+            "aten.amax": lambda x, dim=(), keepdim=False: jnp.max(x, axis=_axis(dim), keepdims=keepdim),
+            "aten.amin": lambda x, dim=(), keepdim=False: jnp.min(x, axis=_axis(dim), keepdims=keepdim),
+            "aten.max": max_min(jnp.max, jnp.argmax),
+            "aten.min": max_min(jnp.min, jnp.argmin),
+            "aten.argmax": arg_reduce(jnp.argmax),
+            "aten.argmin": arg_reduce(jnp.argmin),
+            "aten.all": lambda x, dim=None, keepdim=False: jnp.all(x, axis=_axis(dim), keepdims=keepdim),
+            "aten.any": lambda x, dim=None, keepdim=False: jnp.any(x, axis=_axis(dim), keepdims=keepdim),
+            "aten.var": var,
+            "aten.std": std,
+            "aten.linalg_vector_norm": vector_norm,
+            "aten.cumsum": cumsum,
+            "aten.matmul": jnp.matmul,
+            "aten.mm": jnp.matmul,
+            "aten.bmm": jnp.matmul,
+            "aten.mv": jnp.matmul,
+            "aten.dot": jnp.dot,
+            "aten.outer": jnp.outer,
+            "aten.addmm": addmm,
+            "aten.baddbmm": baddbmm,
+            "aten.einsum": einsum,
+            "aten.linear": F.linear,
+            # nn ops
+            "aten.conv1d": F.conv1d,
+            "aten.conv2d": F.conv2d,
+            "aten.conv_transpose1d": F.conv_transpose1d,
+            "aten.conv_transpose2d": F.conv_transpose2d,
+            "aten.max_pool1d": max_pool,
+            "aten.max_pool2d": max_pool,
+            "aten.max_pool2d_with_indices": max_pool_with_indices,
+            "aten.avg_pool1d": avg_pool1d,
+            "aten.avg_pool2d": avg_pool2d,
+            "aten.adaptive_avg_pool1d": F.adaptive_avg_pool1d,
+            "aten.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
+            "aten.adaptive_max_pool1d": lambda x, size: F.adaptive_max_pool1d(x, size, True),
+            "aten.adaptive_max_pool2d": lambda x, size: F.adaptive_max_pool2d(x, size, True),
+            "aten.constant_pad_nd": constant_pad,
+            "aten.pad": pad,
+            "aten.reflection_pad1d": _pad_mode("reflect"),
+            "aten.reflection_pad2d": _pad_mode("reflect"),
+            "aten.replication_pad1d": _pad_mode("replicate"),
+            "aten.replication_pad2d": _pad_mode("replicate"),
+            "aten._pad_circular": _pad_mode("circular"),
+            "aten.upsample_nearest1d": _upsample("nearest", corners=False),
+            "aten.upsample_nearest2d": _upsample("nearest", corners=False),
+            "aten._upsample_nearest_exact1d": _upsample("nearest-exact", corners=False),
+            "aten._upsample_nearest_exact2d": _upsample("nearest-exact", corners=False),
+            "aten.upsample_linear1d": _upsample("linear", corners=True),
+            "aten.upsample_bilinear2d": _upsample("bilinear", corners=True),
+            "aten.upsample_bicubic2d": _upsample("bicubic", corners=True),
+            "aten.pixel_shuffle": F.pixel_shuffle,
+            "aten.pixel_unshuffle": F.pixel_unshuffle,
+            "aten.layer_norm": layer_norm,
+            "aten.group_norm": group_norm,
+            "aten.batch_norm": batch_norm,
+            "aten.instance_norm": instance_norm,
+            "aten.embedding": embedding,
+            "aten.lstm_cell": lstm_cell,
+            "aten.gru_cell": gru_cell,
+            "aten.rnn_tanh_cell": _rnn_cell(jnp.tanh),
+            "aten.rnn_relu_cell": _rnn_cell(jax.nn.relu),
+            # Python values, sizes, asserts
+            "aten.sym_size": sym_size,
+            "aten.sym_numel": lambda x: x.size,
+            "aten._assert_scalar": assert_scalar,
+            "aten._assert_tensor_metadata": noop,
+            "aten.sym_constrain_range_for_size": noop,
+            "aten.sym_constrain_range": noop,
+            "aten._assert_async": noop,
+            "operator.getitem": operator.getitem,
+            "operator.add": operator.add,
+            "operator.sub": operator.sub,
+            "operator.mul": operator.mul,
+            "operator.truediv": operator.truediv,
+            "operator.floordiv": operator.floordiv,
+            "operator.mod": operator.mod,
+            "operator.pow": operator.pow,
+            "operator.neg": operator.neg,
+            "operator.eq": operator.eq,
+            "operator.ne": operator.ne,
+            "operator.lt": operator.lt,
+            "operator.le": operator.le,
+            "operator.gt": operator.gt,
+            "operator.ge": operator.ge,
+            "operator.and_": operator.and_,
+            "operator.or_": operator.or_,
+            "operator.not_": operator.not_,
+            "torch.sym_float": float,
+            "torch.sym_int": int,
+            "torch.sym_not": operator.not_,
+            "torch.sym_max": builtins.max,
+            "torch.sym_min": builtins.min,
+            "torch._sym_sqrt": math.sqrt,
+            "math.sqrt": math.sqrt,
+            "math.ceil": math.ceil,
+            "math.floor": math.floor,
+        }
+    )
+    # random ops: a jax.random key first
+    register({"aten.dropout": dropout}, random=True, elementwise=True)
+    register(
+        {
+            "aten.rand": rand,
+            "aten.randn": randn,
+            "aten.rand_like": rand_like,
+            "aten.randn_like": randn_like,
+            "aten.randint": randint,
+            "aten.bernoulli": bernoulli,
+            "aten.multinomial": multinomial,
+            "aten.scaled_dot_product_attention": scaled_dot_product_attention,
+        },
+        random=True,
+    )
     return table
 
 
 OPS: dict[str, Lowering] = _build_ops()
 
-# Ops whose output element at an index depends only on the inputs' elements at that (broadcast) index:
-# they commute with any permutation of the axes, so a twin may run them on channels-last data (see
-# fnml.interop.capture) and keep the layout between convolutions. Dropout's mask is drawn per element,
-# so its distribution is layout-free too (the twin never reproduces torch's random stream anyway).
-ELEMENTWISE: frozenset[str] = frozenset(
-    {
-        *(f"aten.{name}" for name in _ACTIVATIONS),
-        *(
-            f"aten.{name}"
-            for name in (
-                "add sub rsub mul div true_divide floor_divide remainder fmod pow reciprocal square log1p "
-                "expm1 log2 sign floor ceil round trunc clamp clamp_min clamp_max clip maximum minimum where "
-                "masked_fill eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
-                "bitwise_or isnan elu dropout contiguous clone detach alias lift_fresh_copy _to_copy type_as"
-            ).split()
-        ),
-    }
-)
+# Read off the entries (see Lowering): ops a twin may run on channels-last data, and ops returning a view.
+ELEMENTWISE: frozenset[str] = frozenset(name for name, entry in OPS.items() if entry.elementwise)
+VIEWS: frozenset[str] = frozenset(name for name, entry in OPS.items() if entry.view)
 
 # In-place ATen ops ("aten.add_") lower like their functional form; the twin writes buffers back.
 INPLACE_SUFFIX = "_"

@@ -2,18 +2,20 @@
 
 PyTorch equivalent: ``model.state_dict()`` / ``model.load_state_dict(sd)``.
 
-One converter per layer kind (:data:`_CONVERTERS`, keyed by fnml layer class), each a list of slots
+Each fnml layer declares its tensors on its class (``torch_facts.slots``, see :mod:`fnml.layers._facts`):
 ``torch name -> fnml attribute`` with the transpose between the two layouts (see the table in
-:mod:`fnml.interop`). A variable reachable under several torch names (a tied parameter) is listed under
-every name; a buffer marked non-persistent (``persistent=False`` metadata) is not listed, as in torch.
+:mod:`fnml.interop`); composites (containers, attention) are walked child by child. A variable reachable
+under several torch names (a tied parameter) is listed under every name; a buffer marked non-persistent
+(``persistent=False`` metadata) is not listed, as in torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -23,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from fnml import layers
+from fnml.layers._facts import TorchFacts
 
 # Variable metadata marking a torch buffer registered with persistent=False (kept out of state_dict).
 _PERSISTENT = "persistent"
@@ -86,193 +89,42 @@ class _Slot:
         return value.transpose(np.argsort(self.perm))
 
 
-def _optional(owner: Any, attr: str) -> bool:
-    """True when ``owner.attr`` exists and holds a variable (not None)."""
-    return getattr(owner, attr, None) is not None
+def _facts_of(module: Any) -> TorchFacts | None:
+    """The torch facts a module's class declares (inherited by subclasses), or None for a non-fnml module."""
+    facts = getattr(type(module), "torch_facts", None)
+    return facts if isinstance(facts, TorchFacts) else None
 
 
-def _linear_slots(module: Any) -> list[_Slot]:
-    # torch weight (out, in) <-> fnml kernel (in, out): a 2-D transpose.
-    slots = [_Slot("weight", module, "kernel", perm=(1, 0))]
-    if _optional(module, "bias"):
-        slots.append(_Slot("bias", module, "bias"))
-    return slots
+def _slots(module: Any) -> list[_Slot] | None:
+    """The module's torch tensors when it is a declared layer (not a composite), else None.
+
+    A slot whose attribute holds no variable (``bias=False``, ``affine=False``) is left out, as in torch.
+    """
+    facts = _facts_of(module)
+    if facts is None or facts.composite:
+        return None
+    return [
+        _Slot(slot.torch_name, module, slot.attr, slot.perm, slot.is_count)
+        for slot in facts.slots_of(module)
+        if getattr(module, slot.attr, None) is not None
+    ]
 
 
-def _conv2d_slots(module: Any) -> list[_Slot]:
-    # fnml HWIO (kh, kw, in/groups, out) -> torch OIHW (out, in/groups, kh, kw): axes (3, 2, 0, 1).
-    slots = [_Slot("weight", module, "kernel", perm=(3, 2, 0, 1))]
-    if _optional(module, "bias"):
-        slots.append(_Slot("bias", module, "bias"))
-    return slots
-
-
-def _conv_slots(perm: tuple[int, ...]) -> Callable[[Any], list[_Slot]]:
-    """Conv1d / ConvTranspose1d/2d: the kernel's fnml -> torch axes ``perm``, the bias as is."""
-
-    def slots(module: Any) -> list[_Slot]:
-        result = [_Slot("weight", module, "kernel", perm=perm)]
-        if _optional(module, "bias"):
-            result.append(_Slot("bias", module, "bias"))
-        return result
-
-    return slots
-
-
-def _batchnorm_slots(module: Any) -> list[_Slot]:
-    # Same names and (C,) shapes on both sides; num_batches_tracked exists in torch only as a counter.
-    slots = [_Slot(name, module, name) for name in ("weight", "bias") if _optional(module, name)]
-    slots += [_Slot(name, module, name) for name in ("running_mean", "running_var") if _optional(module, name)]
-    if _optional(module, "num_batches_tracked"):
-        slots.append(_Slot("num_batches_tracked", module, "num_batches_tracked", is_count=True))
-    return slots
-
-
-def _same_name_slots(*names: str) -> Callable[[Any], list[_Slot]]:
-    """Slots for layers whose torch tensors have fnml's names and layouts (LayerNorm, Embedding)."""
-
-    def slots(module: Any) -> list[_Slot]:
-        return [_Slot(name, module, name) for name in names if _optional(module, name)]
-
-    return slots
-
-
-def _recurrent_slots(module: Any) -> list[_Slot]:
-    # Per layer k and direction s, torch's order: weight_ih, weight_hh, bias_ih, bias_hh.
-    # torch weight_ih (G*H, in) <-> fnml kernel_ih (in, G*H); weight_hh (G*H, H) <-> kernel_hh (H, G*H).
-    directions = ("", "_reverse") if module.bidirectional else ("",)
-    slots = []
-    for layer in range(module.num_layers):
-        for suffix in directions:
-            tag = f"_l{layer}{suffix}"
-            slots.append(_Slot(f"weight_ih{tag}", module, f"kernel_ih{tag}", perm=(1, 0)))
-            slots.append(_Slot(f"weight_hh{tag}", module, f"kernel_hh{tag}", perm=(1, 0)))
-            for name in (f"bias_ih{tag}", f"bias_hh{tag}"):
-                if _optional(module, name):
-                    slots.append(_Slot(name, module, name))
-    return slots
-
-
-def _cell_slots(module: Any) -> list[_Slot]:
-    # RNNCell / LSTMCell / GRUCell: torch weight_ih (G*H, in) <-> fnml kernel_ih (in, G*H), likewise weight_hh.
-    slots = [_Slot("weight_ih", module, "kernel_ih", perm=(1, 0)), _Slot("weight_hh", module, "kernel_hh", perm=(1, 0))]
-    return slots + [_Slot(name, module, name) for name in ("bias_ih", "bias_hh") if _optional(module, name)]
-
-
-def _no_slots(module: Any) -> list[_Slot]:
-    """Parameterless layers (activations, pools, Dropout, Flatten)."""
-    return []
-
-
-def _fnml_layer_class(name: str) -> type | None:
-    """fnml's layer class of a torch.nn name ."""
-    cls = getattr(layers, name, None)
-    if isinstance(cls, type) and issubclass(cls, nnx.Module):
-        return cls
-    return None
-
-
-def _build_converters() -> dict[type, Callable[[Any], list[_Slot]]]:
-    """The registry: fnml layer class -> its slots. Parameterless layers map to no slots."""
-    table: dict[type, Callable[[Any], list[_Slot]]] = {}
-    with_params = {
-        "Linear": _linear_slots,
-        "Conv2d": _conv2d_slots,
-        # fnml (k, in/groups, out) -> torch (out, in/groups, k): axes reversed.
-        "Conv1d": _conv_slots((2, 1, 0)),
-        # fnml (k, in, out/groups) -> torch (in, out/groups, k); 2-D: (kh, kw, in, out/g) -> (in, out/g, kh, kw).
-        "ConvTranspose1d": _conv_slots((1, 2, 0)),
-        "ConvTranspose2d": _conv_slots((2, 3, 0, 1)),
-        "BatchNorm1d": _batchnorm_slots,
-        "BatchNorm2d": _batchnorm_slots,
-        "InstanceNorm1d": _batchnorm_slots,
-        "InstanceNorm2d": _batchnorm_slots,
-        "GroupNorm": _same_name_slots("weight", "bias"),
-        "LayerNorm": _same_name_slots("weight", "bias"),
-        "Embedding": _same_name_slots("weight"),
-        "RNN": _recurrent_slots,
-        "LSTM": _recurrent_slots,
-        "GRU": _recurrent_slots,
-        "RNNCell": _cell_slots,
-        "LSTMCell": _cell_slots,
-        "GRUCell": _cell_slots,
-        "PReLU": _same_name_slots("weight"),
-        "RMSNorm": _same_name_slots("weight"),
-    }
-    for name, slots in with_params.items():
-        cls = _fnml_layer_class(name)
-        if cls is not None:
-            table[cls] = slots
-    for name in _PARAMETERLESS:
-        cls = getattr(layers, name, None)
-        if isinstance(cls, type):
-            table[cls] = _no_slots
+@functools.cache
+def _declared_layers() -> dict[str, type]:
+    """torch class name -> the fnml layer class declaring it (layers with tensors or parameterless, no composites)."""
+    table: dict[str, type] = {}
+    for value in vars(layers).values():
+        facts = value.__dict__.get("torch_facts") if isinstance(value, type) else None
+        if isinstance(facts, TorchFacts) and not facts.composite:
+            for torch_class in facts.torch_classes:
+                table[torch_class] = value
     return table
 
 
-# torch.nn leaf modules without parameters that fnml.layers mirrors under the same name.
-_PARAMETERLESS = (
-    "Dropout",
-    "MaxPool2d",
-    "AvgPool2d",
-    "AdaptiveAvgPool2d",
-    "Flatten",
-    "Identity",
-    "ReLU",
-    "ReLU6",
-    "GELU",
-    "Tanh",
-    "Sigmoid",
-    "SiLU",
-    "ELU",
-    "LeakyReLU",
-    "Softplus",
-    "Softmax",
-    "LogSoftmax",
-    "Hardtanh",
-    "Mish",
-    "CELU",
-    "SELU",
-    "Hardswish",
-    "Hardsigmoid",
-    "Softsign",
-    "LogSigmoid",
-    "GLU",
-    "Threshold",
-    "Dropout1d",
-    "Dropout2d",
-    "AlphaDropout",
-    "Unflatten",
-    "MaxPool1d",
-    "AvgPool1d",
-    "AdaptiveAvgPool1d",
-    "AdaptiveMaxPool1d",
-    "AdaptiveMaxPool2d",
-    "ZeroPad1d",
-    "ZeroPad2d",
-    "ConstantPad1d",
-    "ConstantPad2d",
-    "ReflectionPad1d",
-    "ReflectionPad2d",
-    "ReplicationPad1d",
-    "ReplicationPad2d",
-    "CircularPad1d",
-    "CircularPad2d",
-    "Upsample",
-    "PixelShuffle",
-    "PixelUnshuffle",
-    "LocalResponseNorm",
-)
-
-_CONVERTERS = _build_converters()
-
-
-def _converter_for(module: Any) -> Callable[[Any], list[_Slot]] | None:
-    """The registry entry for ``module``'s class (exact class first, then base classes)."""
-    for cls in type(module).__mro__:
-        if cls in _CONVERTERS:
-            return _CONVERTERS[cls]
-    return None
+def _fnml_layer_class(name: str) -> type | None:
+    """fnml's layer class for a torch.nn class name (from the layers' declarations), or None."""
+    return _declared_layers().get(name)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -301,19 +153,30 @@ def _children(module: Any) -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
+def _named_modules(module: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(torch path, module) for every module of an fnml model, the root first (Sequential children by index).
+
+    PyTorch equivalent: ``model.named_modules()``.
+    """
+    yield prefix, module
+    for name, child in _children(module):
+        if isinstance(child, nnx.Module):
+            yield from _named_modules(child, f"{prefix}.{name}" if prefix else name)
+
+
 def _walk(
     module: Any, prefix: str = "", *, with_non_persistent: bool = False
 ) -> Iterator[tuple[str, Any, list[_Slot]]]:
     """Yield (torch module name, module, slots) for every registry layer and every container variable."""
-    converter = _converter_for(module)
-    if converter is not None:
-        yield prefix.rstrip("."), module, converter(module)
+    slots = _slots(module)
+    if slots is not None:
+        yield prefix.rstrip("."), module, slots
         return
     if type(module).__module__.startswith("flax."):
         raise TypeError(
             f"state_dict/load_state_dict: {type(module).__module__}.{type(module).__name__} at "
             f"{prefix.rstrip('.') or '<root>'!r} has no torch layout converter; use the fnml.layers "
-            f"counterpart (registered kinds: {sorted(c.__name__ for c in _CONVERTERS)})"
+            f"counterpart (declared layers: {sorted(_declared_layers())})"
         )
     own = []
     for name, child in _children(module):
@@ -340,7 +203,7 @@ def named_layers(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
     >>> [name for name, _ in interop.named_layers(layers.SimpleNN(rngs=nnx.Rngs(0)))]
     ['fc1', 'fc2']
     """
-    return [(name, module) for name, module, _ in _walk(model) if _converter_for(module) is not None]
+    return [(name, module) for name, module, _ in _walk(model) if _slots(module) is not None]
 
 
 def _named_slots(model: nnx.Module, *, with_non_persistent: bool = False) -> OrderedDict[str, _Slot]:

@@ -20,6 +20,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_int, check_number, check_positive_int
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, same_name_slots
 from fnml.layers.base import Module, _normalize_dim
 
 __all__ = [
@@ -72,6 +73,15 @@ class ReLU(_Inplace):
     [0. 0. 2.]
     """
 
+    torch_facts = TorchFacts(
+        "ReLU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.relu", "aten.relu_"), "elementwise"),
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.relu(x)
 
@@ -84,6 +94,15 @@ class ReLU6(_Inplace):
     >>> print(ReLU6()(jnp.array([-1.0, 3.0, 7.0])))
     [0. 3. 6.]
     """
+
+    torch_facts = TorchFacts(
+        "ReLU6",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.relu6(x)
@@ -99,6 +118,15 @@ class LeakyReLU(Module):
     >>> print(LeakyReLU(0.5)(jnp.array([-1.0, 2.0])))
     [-0.5  2. ]
     """
+
+    torch_facts = TorchFacts(
+        "LeakyReLU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("negative_slope",),
+        capture=LayerCall(("aten.leaky_relu", "aten.leaky_relu_"), "elementwise"),
+        autocast=False,
+    )
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         check_number("negative_slope", negative_slope, where="LeakyReLU")
@@ -122,6 +150,15 @@ class ELU(Module):
     [0. 2.]
     """
 
+    torch_facts = TorchFacts(
+        "ELU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("alpha",),
+        capture=LayerCall(("aten.elu", "aten.elu_"), "elementwise"),
+        autocast=False,
+    )
+
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         check_number("alpha", alpha, where="ELU")
         check_bool("inplace", inplace, where="ELU")
@@ -143,6 +180,15 @@ class CELU(Module):
     >>> print(CELU(2.0)(jnp.array([0.0, 2.0])))
     [0. 2.]
     """
+
+    torch_facts = TorchFacts(
+        "CELU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("alpha",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         check_number("alpha", alpha, where="CELU")
@@ -168,6 +214,15 @@ class SELU(_Inplace):
     [0.]
     """
 
+    torch_facts = TorchFacts(
+        "SELU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.selu(x)
 
@@ -183,6 +238,15 @@ class GELU(Module):
     >>> print(np.asarray(GELU()(jnp.array([1.0]))).round(4))
     [0.8413]
     """
+
+    torch_facts = TorchFacts(
+        "GELU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("approximate",),
+        capture=LayerCall(("aten.gelu",), "elementwise"),
+        autocast=False,
+    )
 
     def __init__(self, approximate: str = "none"):
         check_choice("approximate", approximate, ("none", "tanh"), where="GELU")
@@ -204,6 +268,15 @@ class SiLU(_Inplace):
     [0.]
     """
 
+    torch_facts = TorchFacts(
+        "SiLU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.silu", "aten.silu_"), "elementwise"),
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.silu(x)
 
@@ -216,6 +289,15 @@ class Mish(_Inplace):
     >>> print(np.asarray(Mish()(jnp.array([1.0]))).round(4))
     [0.8651]
     """
+
+    torch_facts = TorchFacts(
+        "Mish",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.mish",), "elementwise"),
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.mish(x)
@@ -232,6 +314,15 @@ class Hardtanh(Module):
     >>> print(Hardtanh(-2.0, 2.0)(jnp.array([-3.0, 0.5, 3.0])))
     [-2.   0.5  2. ]
     """
+
+    torch_facts = TorchFacts(
+        "Hardtanh",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("min_val", "max_val"),
+        capture=LayerCall(("aten.hardtanh", "aten.hardtanh_"), "elementwise"),
+        autocast=False,
+    )
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
         check_number("min_val", min_val, where="Hardtanh")
@@ -259,6 +350,15 @@ class Hardswish(Module):
     [-0.  0.  4.]
     """
 
+    torch_facts = TorchFacts(
+        "Hardswish",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __init__(self, inplace: bool = False):
         check_bool("inplace", inplace, where="Hardswish")
         self.inplace = inplace
@@ -276,6 +376,15 @@ class Hardsigmoid(Module):
     [0.  0.5 1. ]
     """
 
+    torch_facts = TorchFacts(
+        "Hardsigmoid",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __init__(self, inplace: bool = False):
         check_bool("inplace", inplace, where="Hardsigmoid")
         self.inplace = inplace
@@ -292,6 +401,15 @@ class Softplus(Module):
     >>> print(Softplus(threshold=1.0)(jnp.array([2.0])))
     [2.]
     """
+
+    torch_facts = TorchFacts(
+        "Softplus",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("beta", "threshold"),
+        capture=LayerCall(("aten.softplus",), "elementwise"),
+        autocast=False,
+    )
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         check_number("beta", beta, where="Softplus")
@@ -315,6 +433,15 @@ class Softsign(Module):
     [-0.5   0.75]
     """
 
+    torch_facts = TorchFacts(
+        "Softsign",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.softsign(x)
 
@@ -327,6 +454,15 @@ class LogSigmoid(Module):
     >>> print(np.asarray(LogSigmoid()(jnp.array([0.0]))).round(4))
     [-0.6931]
     """
+
+    torch_facts = TorchFacts(
+        "LogSigmoid",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.logsigmoid(x)
@@ -341,6 +477,15 @@ class Tanh(Module):
     [0.]
     """
 
+    torch_facts = TorchFacts(
+        "Tanh",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.tanh",), "elementwise"),
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.tanh(x)
 
@@ -354,6 +499,15 @@ class Sigmoid(Module):
     [0.5]
     """
 
+    torch_facts = TorchFacts(
+        "Sigmoid",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LayerCall(("aten.sigmoid",), "elementwise"),
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return F.sigmoid(x)
 
@@ -366,6 +520,15 @@ class Threshold(Module):
     >>> print(Threshold(1.0, -3.0)(jnp.array([0.5, 1.0, 2.0])))
     [-3. -3.  2.]
     """
+
+    torch_facts = TorchFacts(
+        "Threshold",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("threshold", "value"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, threshold: float, value: float, inplace: bool = False):
         check_number("threshold", threshold, where="Threshold")
@@ -390,6 +553,15 @@ class GLU(Module):
     >>> print(GLU()(jnp.array([[1.0, 2.0, 0.0, 0.0]])))
     [[0.5 1. ]]
     """
+
+    torch_facts = TorchFacts(
+        "GLU",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("dim",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, dim: int = -1):
         check_int("dim", dim, where="GLU")
@@ -418,6 +590,16 @@ class PReLU(Module):
     [[-1.  4.]
      [ 2. -2.]]
     """
+
+    torch_facts = TorchFacts(
+        "PReLU",
+        slots=same_name_slots("weight"),
+        layout="channels_last",
+        settings=("num_parameters",),
+        capture=LOWERS_OP_BY_OP,
+        # torch's CPU autocast runs prelu in bfloat16; fnml's PReLU has no computation dtype to lower (yet).
+        autocast=False,
+    )
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, param_dtype: Any = jnp.float32):
         check_positive_int("num_parameters", num_parameters, where="PReLU")
@@ -467,6 +649,15 @@ class Softmax(_SoftmaxBase):
     [[0.5 0.5]]
     """
 
+    torch_facts = TorchFacts(
+        "Softmax",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("dim",),
+        capture=LayerCall(("aten.softmax",), "first"),
+        autocast=False,
+    )
+
     _name = "Softmax"
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -483,6 +674,15 @@ class LogSoftmax(_SoftmaxBase):
     >>> print(np.asarray(LogSoftmax(dim=1)(jnp.array([[1.0, 1.0]]))).round(4))
     [[-0.6931 -0.6931]]
     """
+
+    torch_facts = TorchFacts(
+        "LogSoftmax",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("dim",),
+        capture=LayerCall(("aten.log_softmax",), "first"),
+        autocast=False,
+    )
 
     _name = "LogSoftmax"
 

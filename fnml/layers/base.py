@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, TorchFacts
+
 __all__ = ["Module", "module_repr", "torch_uniform", "freeze", "unfreeze", "is_frozen", "is_trainable"]
 
 
@@ -155,6 +157,15 @@ class Module(nnx.Module):
     >>> model.eval() is model, model.drop.deterministic  # eval() returns the module, dropout is off
     (True, True)
     """
+
+    torch_facts = TorchFacts(
+        "Module",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def extra_repr(self) -> str:
         """Settings shown inside the parentheses (torch's ``extra_repr``)."""

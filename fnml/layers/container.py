@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import (
     Module,
     _add_indent,
@@ -54,6 +55,15 @@ class Sequential(Module):
       (1): Linear(in_features=4, out_features=1, bias=True)
     )
     """
+
+    torch_facts = TorchFacts(
+        "Sequential",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, *layers: nnx.Module):
         for index, layer in enumerate(layers):
@@ -106,6 +116,15 @@ class Flatten(Module):
     >>> print(layers.Flatten())
     Flatten(start_dim=1, end_dim=-1)
     """
+
+    torch_facts = TorchFacts(
+        "Flatten",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("start_dim", "end_dim"),
+        capture=LayerCall(("aten.flatten",), "first"),
+        autocast=False,
+    )
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
@@ -198,6 +217,15 @@ class ModuleList(_NamedChildren):
       (3): ReLU()
     )
     """
+
+    torch_facts = TorchFacts(
+        "ModuleList",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, modules: Iterable[nnx.Module] | None = None):
         super().__init__()
@@ -328,6 +356,15 @@ class ModuleDict(_NamedChildren):
     )
     """
 
+    torch_facts = TorchFacts(
+        "ModuleDict",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __init__(self, modules: Mapping[str, nnx.Module] | Iterable[tuple[str, nnx.Module]] | None = None):
         super().__init__()
         if modules is not None:
@@ -446,6 +483,15 @@ class Unflatten(Module):
     >>> Unflatten(1, (2, -1))(jnp.ones((4, 6, 5))).shape
     (4, 2, 3, 5)
     """
+
+    torch_facts = TorchFacts(
+        "Unflatten",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("dim", "unflattened_size"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, dim: int, unflattened_size: tuple[int, ...] | list[int]):
         if not isinstance(dim, int) or isinstance(dim, bool):

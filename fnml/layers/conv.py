@@ -14,6 +14,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_positive_int
+from fnml.layers._facts import LayerCall, TorchFacts, weight_and_bias
 from fnml.layers.base import Module, _compute_dtype, _fan_in_bound, torch_uniform
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
@@ -174,6 +175,25 @@ class Conv1d(_ConvNd):
     Conv1d(4, 8, kernel_size=(3,), stride=(1,), padding=(1,))
     """
 
+    torch_facts = TorchFacts(
+        "Conv1d",
+        slots=weight_and_bias(perm=(2, 1, 0)),  # fnml (k, in/groups, out) -> torch (out, in/groups, k)
+        layout="nlc",
+        settings=(
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+        ),
+        capture=LayerCall(("aten.conv1d",), "ncl"),
+        autocast=True,
+    )
+
     _spatial = 1
 
     def __init__(
@@ -239,6 +259,25 @@ class Conv2d(_ConvNd):
     >>> conv(jnp.ones((2, 32, 32, 3))).shape
     (2, 32, 32, 8)
     """
+
+    torch_facts = TorchFacts(
+        "Conv2d",
+        slots=weight_and_bias(perm=(3, 2, 0, 1)),  # fnml HWIO (kh, kw, in/groups, out) -> torch OIHW
+        layout="nhwc",
+        settings=(
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+        ),
+        capture=LayerCall(("aten.conv2d",), "nchw"),
+        autocast=True,
+    )
 
     _spatial = 2
 
@@ -387,6 +426,26 @@ class ConvTranspose1d(_ConvTransposeNd):
     (1, 11, 2)
     """
 
+    torch_facts = TorchFacts(
+        "ConvTranspose1d",
+        slots=weight_and_bias(perm=(1, 2, 0)),  # fnml (k, in, out/groups) -> torch (in, out/groups, k)
+        layout="nlc",
+        settings=(
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+            "output_padding",
+        ),
+        capture=LayerCall(("aten.conv_transpose1d",), "ncl"),
+        autocast=True,
+    )
+
     _spatial = 1
 
     def __init__(
@@ -450,6 +509,26 @@ class ConvTranspose2d(_ConvTransposeNd):
     >>> print(up)
     ConvTranspose2d(8, 4, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
     """
+
+    torch_facts = TorchFacts(
+        "ConvTranspose2d",
+        slots=weight_and_bias(perm=(2, 3, 0, 1)),  # fnml (kh, kw, in, out/groups) -> torch (in, out/groups, kh, kw)
+        layout="nhwc",
+        settings=(
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "padding_mode",
+            "output_padding",
+        ),
+        capture=LayerCall(("aten.conv_transpose2d",), "nchw"),
+        autocast=True,
+    )
 
     _spatial = 2
 

@@ -18,6 +18,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_in_interval
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import Module
 
 __all__ = ["AlphaDropout", "Dropout", "Dropout1d", "Dropout2d"]
@@ -75,6 +76,15 @@ class Dropout(_DropoutBase):
     [1. 1. 1.]
     """
 
+    torch_facts = TorchFacts(
+        "Dropout",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("p",),
+        capture=LayerCall(("aten.dropout",), "elementwise"),
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
         return F.dropout(jnp.asarray(x), self.p, training=not self.deterministic, key=key)
@@ -94,6 +104,15 @@ class Dropout1d(_DropoutBase):
     >>> bool((y == y[:, :1, :]).all())    # the same along L
     True
     """
+
+    torch_facts = TorchFacts(
+        "Dropout1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("p",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
@@ -116,6 +135,15 @@ class Dropout2d(_DropoutBase):
     True
     """
 
+    torch_facts = TorchFacts(
+        "Dropout2d",
+        slots=PARAMETERLESS,
+        layout="channels_last",
+        settings=("p",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
         return F.dropout2d(jnp.asarray(x), self.p, training=not self.deterministic, key=key, channels_last=True)
@@ -134,6 +162,15 @@ class AlphaDropout(_DropoutBase):
     >>> abs(float(y.mean())) < 0.05 and abs(float(y.std()) - 1) < 0.05
     True
     """
+
+    torch_facts = TorchFacts(
+        "AlphaDropout",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=("p",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)

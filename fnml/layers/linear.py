@@ -13,6 +13,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_positive_int
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, weight_and_bias
 from fnml.layers.base import (
     Module,
     _compute_dtype,
@@ -50,6 +51,15 @@ class Linear(Module, nnx.Linear):
     >>> fc(jnp.ones((4, 2))).shape, fc.kernel.shape       # kernel = torch weight.T
     ((4, 1), (2, 1))
     """
+
+    torch_facts = TorchFacts(
+        "Linear",
+        slots=weight_and_bias(perm=(1, 0)),  # fnml kernel (in, out) -> torch weight (out, in)
+        layout="torch",
+        settings=("in_features", "out_features", "bias"),
+        capture=LayerCall(("aten.linear",), "first"),
+        autocast=True,
+    )
 
     def __init__(
         self,
@@ -103,9 +113,27 @@ class NonDynamicallyQuantizableLinear(Linear):
     torch's quantisation tooling skips; same math, parameters and initialisation).
     """
 
+    torch_facts = TorchFacts(
+        "NonDynamicallyQuantizableLinear",
+        slots=weight_and_bias(perm=(1, 0)),
+        layout="torch",
+        settings=("in_features", "out_features", "bias"),
+        capture=LOWERS_OP_BY_OP,  # torch's MultiheadAttention reads its weight, never calls it
+        autocast=True,
+    )
+
 
 class Identity(Module):
     """Return the input unchanged. PyTorch equivalent: ``torch.nn.Identity()``."""
+
+    torch_facts = TorchFacts(
+        "Identity",
+        slots=PARAMETERLESS,
+        layout="torch",
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x

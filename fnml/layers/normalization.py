@@ -23,6 +23,7 @@ from fnml._validation import (
     check_positive,
     check_positive_int,
 )
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, batch_norm_slots, same_name_slots
 from fnml.layers.base import (
     Module,
     _compute_dtype,
@@ -176,6 +177,15 @@ class BatchNorm1d(_BatchNorm):
     (3, 4)
     """
 
+    torch_facts = TorchFacts(
+        "BatchNorm1d",
+        slots=batch_norm_slots(),
+        layout="nlc",
+        settings=("num_features", "eps", "momentum", "affine", "track_running_stats"),
+        capture=LayerCall(("aten.batch_norm",), "batch_norm"),
+        autocast=False,
+    )
+
     _name = "BatchNorm1d"
     _ranks = (2, 3)
     _layout = "(N, C) or channels-last (N, L, C)"
@@ -195,6 +205,15 @@ class BatchNorm2d(_BatchNorm):
     >>> layers.BatchNorm2d(16)(jnp.ones((8, 5, 5, 16))).shape
     (8, 5, 5, 16)
     """
+
+    torch_facts = TorchFacts(
+        "BatchNorm2d",
+        slots=batch_norm_slots(),
+        layout="nhwc",
+        settings=("num_features", "eps", "momentum", "affine", "track_running_stats"),
+        capture=LayerCall(("aten.batch_norm",), "batch_norm"),
+        autocast=False,
+    )
 
     _name = "BatchNorm2d"
     _ranks = (4,)
@@ -217,6 +236,15 @@ class LayerNorm(Module):
     >>> layers.LayerNorm(16)(jnp.ones((4, 10, 16))).shape
     (4, 10, 16)
     """
+
+    torch_facts = TorchFacts(
+        "LayerNorm",
+        slots=same_name_slots("weight", "bias"),
+        layout="torch",
+        settings=("normalized_shape", "eps", "elementwise_affine", "bias"),
+        capture=LayerCall(("aten.layer_norm",), "first"),
+        autocast=False,
+    )
 
     def __init__(
         self,
@@ -286,6 +314,15 @@ class GroupNorm(Module):
     >>> gn(jnp.ones((3, 5, 4))).shape
     (3, 5, 4)
     """
+
+    torch_facts = TorchFacts(
+        "GroupNorm",
+        slots=same_name_slots("weight", "bias"),
+        layout="channels_last",
+        settings=("num_groups", "num_channels", "eps", "affine"),
+        capture=LayerCall(("aten.group_norm",), "channels"),
+        autocast=False,
+    )
 
     def __init__(
         self,
@@ -428,6 +465,15 @@ class InstanceNorm1d(_InstanceNorm):
     (2, 5, 3)
     """
 
+    torch_facts = TorchFacts(
+        "InstanceNorm1d",
+        slots=batch_norm_slots(),
+        layout="channels_last",
+        settings=("num_features", "eps", "momentum", "affine", "track_running_stats"),
+        capture=LayerCall(("aten.instance_norm",), "channels"),
+        autocast=False,
+    )
+
     _name = "InstanceNorm1d"
     _ranks = (2, 3)
     _layout = "channels-last (N, L, C) or unbatched (L, C)"
@@ -447,6 +493,15 @@ class InstanceNorm2d(_InstanceNorm):
     >>> layers.InstanceNorm2d(3)(jnp.ones((2, 4, 4, 3))).shape
     (2, 4, 4, 3)
     """
+
+    torch_facts = TorchFacts(
+        "InstanceNorm2d",
+        slots=batch_norm_slots(),
+        layout="channels_last",
+        settings=("num_features", "eps", "momentum", "affine", "track_running_stats"),
+        capture=LayerCall(("aten.instance_norm",), "channels"),
+        autocast=False,
+    )
 
     _name = "InstanceNorm2d"
     _ranks = (3, 4)
@@ -471,6 +526,15 @@ class RMSNorm(Module):
     >>> layers.RMSNorm(3)(jnp.ones((4, 3))).shape
     (4, 3)
     """
+
+    torch_facts = TorchFacts(
+        "RMSNorm",
+        slots=same_name_slots("weight"),
+        layout="torch",
+        settings=("normalized_shape", "eps", "elementwise_affine"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(
         self,
@@ -526,6 +590,15 @@ class LocalResponseNorm(Module):
     >>> layers.LocalResponseNorm(2)(jnp.ones((1, 4, 3))).shape
     (1, 4, 3)
     """
+
+    torch_facts = TorchFacts(
+        "LocalResponseNorm",
+        slots=PARAMETERLESS,
+        layout="channels_last",
+        settings=("size", "alpha", "beta", "k"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         where = "LocalResponseNorm"

@@ -13,6 +13,7 @@ import numpy as np
 
 from fnml import functional as F
 from fnml._validation import check_ndim, check_number
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, TorchFacts
 from fnml.layers.base import Module
 
 __all__ = [
@@ -88,6 +89,15 @@ class ConstantPad1d(_ConstantPadNd):
     [3.5, 0.0, 0.0, 3.5, 3.5]
     """
 
+    torch_facts = TorchFacts(
+        "ConstantPad1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("padding", "value"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
 
     def __init__(self, padding: int | tuple[int, int], value: float):
@@ -108,6 +118,15 @@ class ConstantPad2d(_ConstantPadNd):
     (1, 4, 3, 3)
     """
 
+    torch_facts = TorchFacts(
+        "ConstantPad2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("padding", "value"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 2
 
     def __init__(self, padding: int | tuple[int, int, int, int], value: float):
@@ -126,6 +145,15 @@ class ZeroPad1d(_ConstantPadNd):
     >>> print(layers.ZeroPad1d(2))
     ZeroPad1d((2, 2))
     """
+
+    torch_facts = TorchFacts(
+        "ZeroPad1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("padding", "value"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 1
 
@@ -148,6 +176,15 @@ class ZeroPad2d(_ConstantPadNd):
     >>> layers.ZeroPad2d((1, 1, 2, 0))(jnp.ones((1, 3, 3, 2))).shape
     (1, 5, 5, 2)
     """
+
+    torch_facts = TorchFacts(
+        "ZeroPad2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("padding", "value"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 2
 
@@ -172,6 +209,15 @@ class ReflectionPad1d(_PadNd):
     [2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0]
     """
 
+    torch_facts = TorchFacts(
+        "ReflectionPad1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
     _mode = "reflect"
 
@@ -193,6 +239,15 @@ class ReflectionPad2d(_PadNd):
     (1, 5, 5, 2)
     """
 
+    torch_facts = TorchFacts(
+        "ReflectionPad2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 2
     _mode = "reflect"
 
@@ -212,6 +267,15 @@ class ReplicationPad1d(_PadNd):
     >>> layers.ReplicationPad1d((2, 1))(jnp.arange(3.0).reshape(1, 3, 1))[0, :, 0].tolist()
     [0.0, 0.0, 0.0, 1.0, 2.0, 2.0]
     """
+
+    torch_facts = TorchFacts(
+        "ReplicationPad1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 1
     _mode = "replicate"
@@ -233,6 +297,15 @@ class ReplicationPad2d(_PadNd):
     (1, 5, 5, 2)
     """
 
+    torch_facts = TorchFacts(
+        "ReplicationPad2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 2
     _mode = "replicate"
 
@@ -253,6 +326,15 @@ class CircularPad1d(_PadNd):
     [2.0, 0.0, 1.0, 2.0, 0.0]
     """
 
+    torch_facts = TorchFacts(
+        "CircularPad1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
     _mode = "circular"
 
@@ -272,6 +354,15 @@ class CircularPad2d(_PadNd):
     >>> layers.CircularPad2d(1)(jnp.ones((1, 3, 3, 2))).shape
     (1, 5, 5, 2)
     """
+
+    torch_facts = TorchFacts(
+        "CircularPad2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("padding",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 2
     _mode = "circular"

@@ -11,6 +11,7 @@ import jax
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_positive_int
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import Module
 
 __all__ = [
@@ -94,6 +95,15 @@ class MaxPool1d(_MaxPoolNd):
     (4, 5, 3)
     """
 
+    torch_facts = TorchFacts(
+        "MaxPool1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
 
     def __init__(
@@ -132,6 +142,15 @@ class MaxPool2d(_MaxPoolNd):
     >>> layers.MaxPool2d(2)(jnp.ones((8, 28, 28, 16))).shape
     (8, 14, 14, 16)
     """
+
+    torch_facts = TorchFacts(
+        "MaxPool2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode"),
+        capture=LayerCall(("aten.max_pool2d",), "nchw"),
+        autocast=False,
+    )
 
     _spatial = 2
 
@@ -214,6 +233,15 @@ class AvgPool1d(_AvgPoolNd):
     AvgPool1d(kernel_size=(3,), stride=(2,), padding=(1,))
     """
 
+    torch_facts = TorchFacts(
+        "AvgPool1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
 
     def __init__(
@@ -248,6 +276,15 @@ class AvgPool2d(_AvgPoolNd):
     >>> layers.AvgPool2d(2)(jnp.ones((8, 28, 28, 16))).shape
     (8, 14, 14, 16)
     """
+
+    torch_facts = TorchFacts(
+        "AvgPool2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+        capture=LayerCall(("aten.avg_pool2d",), "nchw"),
+        autocast=False,
+    )
 
     _spatial = 2
 
@@ -291,6 +328,15 @@ class AdaptiveAvgPool1d(_AdaptivePoolNd):
     (2, 4, 3)
     """
 
+    torch_facts = TorchFacts(
+        "AdaptiveAvgPool1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("output_size",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _spatial = 1
 
     def __init__(self, output_size: int | tuple[int]):
@@ -317,6 +363,15 @@ class AdaptiveAvgPool2d(_AdaptivePoolNd):
     (8, 1, 1, 64)
     """
 
+    torch_facts = TorchFacts(
+        "AdaptiveAvgPool2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("output_size",),
+        capture=LayerCall(("aten.adaptive_avg_pool2d",), "nchw"),
+        autocast=False,
+    )
+
     _spatial = 2
 
     def __init__(self, output_size: int | tuple[int | None, int | None]):
@@ -341,6 +396,15 @@ class AdaptiveMaxPool1d(_AdaptivePoolNd):
     >>> layers.AdaptiveMaxPool1d(4)(jnp.ones((2, 10, 3))).shape
     (2, 4, 3)
     """
+
+    torch_facts = TorchFacts(
+        "AdaptiveMaxPool1d",
+        slots=PARAMETERLESS,
+        layout="nlc",
+        settings=("output_size", "return_indices"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 1
 
@@ -367,6 +431,15 @@ class AdaptiveMaxPool2d(_AdaptivePoolNd):
     >>> layers.AdaptiveMaxPool2d((2, None))(jnp.ones((2, 7, 5, 3))).shape
     (2, 2, 5, 3)
     """
+
+    torch_facts = TorchFacts(
+        "AdaptiveMaxPool2d",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("output_size", "return_indices"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _spatial = 2
 

@@ -43,6 +43,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_in_interval, check_ndim, check_positive_int
+from fnml.layers._facts import LayerCall, TorchFacts, cell_slots, recurrent_slots
 from fnml.layers.base import Module, torch_uniform
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
@@ -561,6 +562,25 @@ class RNN(_RecurrentBase):
     """
     )
 
+    torch_facts = TorchFacts(
+        "RNN",
+        slots=recurrent_slots,
+        layout="torch",
+        settings=(
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "nonlinearity",
+            "bias",
+            "batch_first",
+            "dropout",
+            "bidirectional",
+        ),
+        capture=LayerCall(("aten.rnn_tanh", "aten.rnn_relu"), "rnn"),
+        # torch's CPU autocast runs rnn_tanh/relu's linears in bfloat16; fnml's bfloat16 path is not yet held to it.
+        autocast=False,
+    )
+
     _gate_count = 1
 
     def __init__(
@@ -615,6 +635,15 @@ class LSTM(_RecurrentBase):
       >>> output.shape, h_n.shape, c_n.shape
       ((5, 3, 20), (2, 3, 20), (2, 3, 20))
     """
+    )
+
+    torch_facts = TorchFacts(
+        "LSTM",
+        slots=recurrent_slots,
+        layout="torch",
+        settings=("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
+        capture=LayerCall(("aten.lstm",), "lstm"),
+        autocast=False,
     )
 
     _gate_count = 4
@@ -674,6 +703,15 @@ class GRU(_RecurrentBase):
       >>> output.shape, h_n.shape
       ((5, 3, 40), (2, 3, 20))
     """
+    )
+
+    torch_facts = TorchFacts(
+        "GRU",
+        slots=recurrent_slots,
+        layout="torch",
+        settings=("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"),
+        capture=LayerCall(("aten.gru",), "rnn"),
+        autocast=False,
     )
 
     _gate_count = 3
@@ -820,6 +858,16 @@ class RNNCell(_CellBase):
     RNNCell(3, 4, nonlinearity=relu)
     """
 
+    torch_facts = TorchFacts(
+        "RNNCell",
+        slots=cell_slots(),
+        layout="torch",
+        settings=("input_size", "hidden_size", "bias", "nonlinearity"),
+        capture=LayerCall(("aten.rnn_tanh_cell", "aten.rnn_relu_cell"), "cell"),
+        # torch's CPU autocast runs rnn_tanh/relu's linears in bfloat16; fnml's bfloat16 path is not yet held to it.
+        autocast=False,
+    )
+
     _gate_count = 1
 
     def __init__(
@@ -857,6 +905,15 @@ class LSTMCell(_CellBase):
     ((2, 4), (2, 4))
     """
 
+    torch_facts = TorchFacts(
+        "LSTMCell",
+        slots=cell_slots(),
+        layout="torch",
+        settings=("input_size", "hidden_size", "bias"),
+        capture=LayerCall(("aten.lstm_cell",), "lstm_cell"),
+        autocast=False,
+    )
+
     _gate_count = 4
     _has_cell_state = True
 
@@ -889,6 +946,15 @@ class GRUCell(_CellBase):
     >>> cell(jnp.ones((2, 3)), jnp.zeros((2, 4))).shape
     (2, 4)
     """
+
+    torch_facts = TorchFacts(
+        "GRUCell",
+        slots=cell_slots(),
+        layout="torch",
+        settings=("input_size", "hidden_size", "bias"),
+        capture=LayerCall(("aten.gru_cell",), "cell"),
+        autocast=False,
+    )
 
     _gate_count = 3
 

@@ -13,6 +13,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_ndim, check_number, check_positive_int
+from fnml.layers._facts import LayerCall, TorchFacts, same_name_slots
 from fnml.layers.base import Module, freeze
 
 __all__ = ["Embedding"]
@@ -79,6 +80,23 @@ class Embedding(Module):
     >>> print(emb)
     Embedding(10, 3, padding_idx=0)
     """
+
+    torch_facts = TorchFacts(
+        "Embedding",
+        slots=same_name_slots("weight"),
+        layout="torch",
+        settings=(
+            "num_embeddings",
+            "embedding_dim",
+            "padding_idx",
+            "max_norm",
+            "norm_type",
+            "scale_grad_by_freq",
+            "sparse",
+        ),
+        capture=LayerCall(("aten.embedding",), "embedding"),
+        autocast=False,
+    )
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_in_interval, check_positive, check_positive_int
+from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, TorchFacts
 from fnml.layers.base import Module, _compute_dtype, torch_uniform
 from fnml.layers.container import ModuleList
 from fnml.layers.dropout import Dropout
@@ -166,6 +167,15 @@ class MultiheadAttention(_TorchOrdered):
     >>> out.shape, weights.shape
     ((3, 5, 8), (3, 5, 5))
     """
+
+    torch_facts = TorchFacts(
+        "MultiheadAttention",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("embed_dim", "num_heads", "dropout", "batch_first", "kdim", "vdim", "add_zero_attn"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=True,  # torch's CPU autocast: in-projection, bmm/baddbmm and out-projection in bfloat16
+    )
 
     _torch_order = (
         "q_proj_weight",
@@ -357,6 +367,15 @@ class TransformerEncoderLayer(_TorchOrdered):
     (5, 3, 8)
     """
 
+    torch_facts = TorchFacts(
+        "TransformerEncoderLayer",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("norm_first",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _torch_order = (
         "self_attn",
         "linear1",
@@ -447,6 +466,15 @@ class TransformerDecoderLayer(_TorchOrdered):
     >>> layer.eval()(jnp.ones((3, 4, 8)), jnp.ones((3, 6, 8))).shape     # (N, T, E), memory (N, S, E)
     (3, 4, 8)
     """
+
+    torch_facts = TorchFacts(
+        "TransformerDecoderLayer",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("norm_first",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _torch_order = (
         "self_attn",
@@ -575,6 +603,15 @@ class TransformerEncoder(_TorchOrdered):
     (5, 3, 8)
     """
 
+    torch_facts = TorchFacts(
+        "TransformerEncoder",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("num_layers",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     _torch_order = ("layers", "norm")
 
     def __init__(
@@ -626,6 +663,15 @@ class TransformerDecoder(_TorchOrdered):
     >>> decoder(jnp.ones((4, 3, 8)), jnp.ones((6, 3, 8))).shape
     (4, 3, 8)
     """
+
+    torch_facts = TorchFacts(
+        "TransformerDecoder",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("num_layers",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _torch_order = ("layers", "norm")
 
@@ -685,6 +731,15 @@ class Transformer(_TorchOrdered):
     >>> model.eval()(jnp.ones((3, 6, 8)), jnp.ones((3, 4, 8)), tgt_mask=mask).shape
     (3, 4, 8)
     """
+
+    torch_facts = TorchFacts(
+        "Transformer",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=("d_model", "nhead", "batch_first"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     _torch_order = ("encoder", "decoder")
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, TorchFacts
 from fnml.layers.base import (
     Module,
 )
@@ -41,6 +42,15 @@ class SimpleNN(Module):
     >>> list(interop.state_dict(model))
     ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
     """
+
+    torch_facts = TorchFacts(
+        "SimpleNN",
+        slots=CHILDREN,
+        layout=CHILDREN,
+        settings=(),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
         self.fc1 = Linear(2, 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)  # input -> hidden

@@ -9,6 +9,7 @@ import jax
 
 from fnml import functional as F
 from fnml._validation import check_choice, check_positive_int
+from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, TorchFacts
 from fnml.layers.base import Module
 
 __all__ = ["PixelShuffle", "PixelUnshuffle", "Upsample"]
@@ -34,6 +35,15 @@ class Upsample(Module):
     >>> print(up)
     Upsample(scale_factor=2.0, mode='bilinear')
     """
+
+    torch_facts = TorchFacts(
+        "Upsample",
+        slots=PARAMETERLESS,
+        layout="channels_last",
+        settings=("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(
         self,
@@ -85,6 +95,15 @@ class PixelShuffle(Module):
     (1, 6, 6, 2)
     """
 
+    torch_facts = TorchFacts(
+        "PixelShuffle",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("upscale_factor",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
+
     def __init__(self, upscale_factor: int):
         self.upscale_factor = check_positive_int("upscale_factor", upscale_factor, where="PixelShuffle")
 
@@ -105,6 +124,15 @@ class PixelUnshuffle(Module):
     >>> layers.PixelUnshuffle(2)(jnp.ones((1, 6, 6, 2))).shape
     (1, 3, 3, 8)
     """
+
+    torch_facts = TorchFacts(
+        "PixelUnshuffle",
+        slots=PARAMETERLESS,
+        layout="nhwc",
+        settings=("downscale_factor",),
+        capture=LOWERS_OP_BY_OP,
+        autocast=False,
+    )
 
     def __init__(self, downscale_factor: int):
         self.downscale_factor = check_positive_int("downscale_factor", downscale_factor, where="PixelUnshuffle")
