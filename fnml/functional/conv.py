@@ -103,17 +103,35 @@ def _conv_nd(input, weight, bias, stride, padding, dilation, groups, channels_la
         if bias.shape != (out_channels,):
             raise ValueError(f"{where}: bias must have shape ({out_channels},), got {bias.shape}")
     dtype = jnp.result_type(x, weight) if bias is None else jnp.result_type(x, weight, bias)
-    x, weight = as_2d(x.astype(dtype), spatial), weight.astype(dtype)
+    bias = None if bias is None else bias.astype(dtype)
+    y = conv_unchecked(x.astype(dtype), weight.astype(dtype), bias, stride, pairs, dilation, groups)
+    return restore_layout(y, unbatched, channels_last)
+
+
+def conv_unchecked(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    stride: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> jax.Array:
+    """The convolution on checked arrays of one dtype: ``x (N, *S, C)``, ``kernel (*k, C/groups, O)``,
+    settings as tuples, ``padding`` as (before, after) pairs -> ``(N, *S_out, O)`` (the layers' entry)."""
+    spatial, dtype = kernel.ndim - 2, x.dtype
+    in_per_group, out_channels = kernel.shape[-2], kernel.shape[-1]
+    x = as_2d(x, spatial)
     if spatial == 1:
-        weight = weight[None]  # (k, I/g, O) -> (1, k, I/g, O)
+        kernel = kernel[None]  # (k, I/g, O) -> (1, k, I/g, O)
     stride, dilation = lift_2d(stride, spatial, 1), lift_2d(dilation, spatial, 1)
-    pairs = ((0, 0), pairs[0]) if spatial == 1 else pairs
-    if use_im2col(in_per_group * groups, out_channels, weight.shape[:2], groups):
-        y = conv2d_im2col(x, weight, stride, pairs, dilation)
+    pairs = ((0, 0), padding[0]) if spatial == 1 else padding
+    if use_im2col(in_per_group * groups, out_channels, kernel.shape[:2], groups):
+        y = conv2d_im2col(x, kernel, stride, pairs, dilation)
     else:
         y = lax.conv_general_dilated(
             x,
-            weight,
+            kernel,
             window_strides=stride,
             padding=pairs,
             rhs_dilation=dilation,
@@ -123,7 +141,7 @@ def _conv_nd(input, weight, bias, stride, padding, dilation, groups, channels_la
         )
     if bias is not None:
         y = y + bias.astype(y.dtype)
-    return restore_layout(from_2d(y.astype(dtype), spatial), unbatched, channels_last)
+    return from_2d(y.astype(dtype), spatial)
 
 
 def conv1d(
@@ -227,27 +245,38 @@ def _conv_transpose_nd(
     padding = ntuple("padding", padding, spatial, where=where, minimum=0)
     output_padding = ntuple("output_padding", output_padding, spatial, where=where, minimum=0)
     dilation = ntuple("dilation", dilation, spatial, where=where)
-    _check_output_padding(output_padding, stride, dilation, where)
-    sizes = [
-        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-        for size, s, p, d, k, op in zip(x.shape[1:-1], stride, padding, dilation, kernel_size, output_padding)
-    ]
-    if min(sizes) < 1:
-        raise ValueError(
-            f"{where}: the output size {tuple(sizes)} is not positive for an input of spatial size "
-            f"{tuple(x.shape[1:-1])} with kernel_size={kernel_size}, stride={stride}, padding={padding}, "
-            f"dilation={dilation}, output_padding={output_padding}"
-        )
+    check_output_padding(output_padding, stride, dilation, where)
+    check_transposed_output_size(x, kernel_size, stride, padding, dilation, output_padding, where)
     out_channels = out_per_group * groups
     if bias is not None:
         bias = jnp.asarray(bias)
         if bias.shape != (out_channels,):
             raise ValueError(f"{where}: bias must have shape ({out_channels},), got {bias.shape}")
     dtype = jnp.result_type(x, weight) if bias is None else jnp.result_type(x, weight, bias)
-    x, weight = as_2d(x.astype(dtype), spatial), weight.astype(dtype)
+    bias = None if bias is None else bias.astype(dtype)
+    y = conv_transpose_unchecked(
+        x.astype(dtype), weight.astype(dtype), bias, stride, padding, output_padding, dilation, groups
+    )
+    return restore_layout(y, unbatched, channels_last)
+
+
+def conv_transpose_unchecked(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    output_padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> jax.Array:
+    """The transposed convolution on checked arrays of one dtype: ``x (N, *S, C_in)``, ``kernel (*k, C_in,
+    C_out/groups)``, settings as tuples -> ``(N, *S_out, C_out)`` (the layers' entry)."""
+    spatial, dtype = kernel.ndim - 2, x.dtype
+    x = as_2d(x, spatial)
     if spatial == 1:
-        weight = weight[None]  # (k, C_in, O/g) -> (1, k, C_in, O/g)
-    kernel = _transposed_to_forward_kernel(weight, groups)
+        kernel = kernel[None]  # (k, C_in, O/g) -> (1, k, C_in, O/g)
+    kernel = _transposed_to_forward_kernel(kernel, groups)
     stride, dilation = lift_2d(stride, spatial, 1), lift_2d(dilation, spatial, 1)
     padding, output_padding = lift_2d(padding, spatial, 0), lift_2d(output_padding, spatial, 0)
     kernel_hw = kernel.shape[:2]
@@ -269,10 +298,24 @@ def _conv_transpose_nd(
     )
     if bias is not None:
         y = y + bias.astype(y.dtype)
-    return restore_layout(from_2d(y.astype(dtype), spatial), unbatched, channels_last)
+    return from_2d(y.astype(dtype), spatial)
 
 
-def _check_output_padding(output_padding, stride, dilation, where):
+def check_transposed_output_size(x, kernel_size, stride, padding, dilation, output_padding, where):
+    """The output of a transposed convolution of the channels-last ``x`` has a positive size on every axis."""
+    sizes = [
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, s, p, d, k, op in zip(x.shape[1:-1], stride, padding, dilation, kernel_size, output_padding)
+    ]
+    if min(sizes) < 1:
+        raise ValueError(
+            f"{where}: the output size {tuple(sizes)} is not positive for an input of spatial size "
+            f"{tuple(x.shape[1:-1])} with kernel_size={kernel_size}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}, output_padding={output_padding}"
+        )
+
+
+def check_output_padding(output_padding, stride, dilation, where):
     for op, s, d in zip(output_padding, stride, dilation):
         if op >= s and op >= d:
             raise ValueError(

@@ -69,6 +69,7 @@ def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_
     computes it in double); other rows are unchanged. No gradient flows through the renormalisation (torch
     runs it under ``no_grad``). Indices outside ``[0, num_embeddings)`` are ignored.
 
+    >>> import numpy as np
     >>> w = jnp.array([[3.0, 4.0], [0.3, 0.4]])
     >>> print(np.asarray(embedding_renorm(w, jnp.array([0, 1]), max_norm=1.0)).round(4))
     [[0.6 0.8]

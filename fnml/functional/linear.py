@@ -49,15 +49,24 @@ def linear(input: Any, weight: Any, bias: Any = None) -> jax.Array:
         if b.shape != (w.shape[0],):
             raise ValueError(f"{where}: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
     dtype = jnp.result_type(x, w, *(() if b is None else (b,)))
-    x, w = x.astype(dtype), w.astype(dtype)
+    return linear_unchecked(x.astype(dtype), w.astype(dtype), None if b is None else b.astype(dtype))
+
+
+def linear_unchecked(
+    x: jax.Array, weight: jax.Array, bias: jax.Array | None, *, precision: lax.PrecisionLike = None
+) -> jax.Array:
+    """:func:`linear` on arrays already checked and of one floating dtype (the layers' entry: they check once)."""
+    dtype = x.dtype
     accumulate = accumulation_dtype(dtype)
     # N-D inputs run as ONE 2-D matmul over the rows: XLA CPU's gradient of a 3-D contraction falls off its fast
     # matmul path (see benchmarks/README.md, W6).
     rows = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x  # (*, in) -> (prod(*), in)
     # Contract the input's last axis with weight's in_features axis: (rows, in) x (out, in) -> (rows, out).
-    y = lax.dot_general(rows, w, (((rows.ndim - 1,), (1,)), ((), ())), preferred_element_type=accumulate)
+    y = lax.dot_general(
+        rows, weight, (((rows.ndim - 1,), (1,)), ((), ())), precision=precision, preferred_element_type=accumulate
+    )
     if x.ndim > 2:
-        y = y.reshape(*x.shape[:-1], w.shape[0])  # (prod(*), out) -> (*, out)
-    if b is not None:
-        y = y + jnp.reshape(b.astype(accumulate), (1,) * (y.ndim - 1) + (-1,))
+        y = y.reshape(*x.shape[:-1], weight.shape[0])  # (prod(*), out) -> (*, out)
+    if bias is not None:
+        y = y + jnp.reshape(bias.astype(accumulate), (1,) * (y.ndim - 1) + (-1,))
     return y.astype(dtype)
