@@ -120,6 +120,15 @@ class PoolArgs:
         self.ceil_mode, self.spatial, self.where = ceil_mode, spatial, where
         self.shown = f"kernel_size={kernel_size}, stride={shown_stride}, padding={padding}"
 
+    def _key(self) -> tuple:
+        return (self.kernel, self.stride, self.padding, self.dilation, self.ceil_mode, self.spatial, self.where)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PoolArgs) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def output_size(self, x: jax.Array, layout: str) -> tuple[int, int]:
         out = tuple(
             _pool_output_size(x.shape[axis], k, s, p, d, self.ceil_mode)
@@ -149,7 +158,13 @@ def _max_pool_nd(input, kernel_size, stride, padding, dilation, ceil_mode, retur
     check_bool("return_indices", return_indices, where=where)
     check_bool("channels_last", channels_last, where=where)
     args = PoolArgs(kernel_size, stride, padding, dilation, ceil_mode, spatial, where)
-    x, unbatched = channels_last_batched(input, spatial, channels_last, where=where)
+    return max_pool_with_args(input, args, return_indices, channels_last=channels_last)
+
+
+def max_pool_with_args(input: Any, args: PoolArgs, return_indices: bool, *, channels_last: bool):
+    """Max pooling with settings already checked (``args``); only the input is checked (the layers' entry)."""
+    spatial = args.spatial
+    x, unbatched = channels_last_batched(input, spatial, channels_last, where=args.where)
     x = as_2d(x, spatial)
     out = args.output_size(x, layout_name(spatial, channels_last))
     if args.is_tiling(x, out):
@@ -255,7 +270,15 @@ def _avg_pool_nd(
     if divisor_override is not None:
         check_positive_int("divisor_override", divisor_override, where=where)
     args = PoolArgs(kernel_size, stride, padding, 1, ceil_mode, spatial, where)
-    x, unbatched = channels_last_batched(input, spatial, channels_last, where=where)
+    return avg_pool_with_args(input, args, count_include_pad, divisor_override, channels_last=channels_last)
+
+
+def avg_pool_with_args(
+    input: Any, args: PoolArgs, count_include_pad: bool, divisor_override: int | None, *, channels_last: bool
+) -> jax.Array:
+    """Average pooling with settings already checked (``args``); only the input is checked (the layers' entry)."""
+    spatial = args.spatial
+    x, unbatched = channels_last_batched(input, spatial, channels_last, where=args.where)
     x = as_2d(x, spatial)
     out = args.output_size(x, layout_name(spatial, channels_last))
     if args.is_tiling(x, out):
@@ -353,9 +376,9 @@ def _adaptive_membership(size: int, out: int) -> np.ndarray:
     return ((positions >= start[:, None]) & (positions < end[:, None])).astype(np.float64)
 
 
-def _adaptive_prepare(input, output_size, spatial, channels_last, where):
-    check_bool("channels_last", channels_last, where=where)
-    items = adaptive_output(output_size, spatial, where)
+def _adaptive_prepare(input, items, channels_last, where):
+    """The input as (N, H, W, C) (1-d: a unit height), whether it was unbatched, and the output size."""
+    spatial = len(items)
     x, unbatched = channels_last_batched(input, spatial, channels_last, where=where)
     x = as_2d(x, spatial)
     items = lift_2d(items, spatial, 1)
@@ -365,7 +388,15 @@ def _adaptive_prepare(input, output_size, spatial, channels_last, where):
 
 def _adaptive_avg_pool_nd(input, output_size, channels_last, spatial):
     where = f"adaptive_avg_pool{spatial}d"
-    x, unbatched, (oh, ow) = _adaptive_prepare(input, output_size, spatial, channels_last, where)
+    check_bool("channels_last", channels_last, where=where)
+    items = adaptive_output(output_size, spatial, where)
+    return adaptive_avg_pool_with_size(input, items, channels_last=channels_last, where=where)
+
+
+def adaptive_avg_pool_with_size(input: Any, items: tuple, *, channels_last: bool, where: str) -> jax.Array:
+    """Adaptive average pooling to the checked ``adaptive_output`` size ``items`` (the layers' entry)."""
+    spatial = len(items)
+    x, unbatched, (oh, ow) = _adaptive_prepare(input, items, channels_last, where)
     height, width = x.shape[1], x.shape[2]
     if (oh, ow) == (1, 1):
         y = jnp.mean(x, axis=(1, 2), keepdims=True)  # global average pool
@@ -424,7 +455,15 @@ def adaptive_avg_pool2d(
 def _adaptive_max_pool_nd(input, output_size, return_indices, channels_last, spatial):
     where = f"adaptive_max_pool{spatial}d"
     check_bool("return_indices", return_indices, where=where)
-    x, unbatched, (oh, ow) = _adaptive_prepare(input, output_size, spatial, channels_last, where)
+    check_bool("channels_last", channels_last, where=where)
+    items = adaptive_output(output_size, spatial, where)
+    return adaptive_max_pool_with_size(input, items, return_indices, channels_last=channels_last, where=where)
+
+
+def adaptive_max_pool_with_size(input: Any, items: tuple, return_indices: bool, *, channels_last: bool, where: str):
+    """Adaptive max pooling to the checked ``adaptive_output`` size ``items`` (the layers' entry)."""
+    spatial = len(items)
+    x, unbatched, (oh, ow) = _adaptive_prepare(input, items, channels_last, where)
     height, width = x.shape[1], x.shape[2]
     taps = []
     for size, out in ((height, oh), (width, ow)):
