@@ -28,7 +28,7 @@ from fnml.functional.normalization import apply_affine, check_affine
 __all__ = ["batch_norm", "batch_norm_with_stats", "instance_norm", "instance_norm_with_stats"]
 
 
-def _batch_norm_core(
+def batch_norm_unchecked(
     x: jax.Array,
     running_mean: jax.Array | None,
     running_var: jax.Array | None,
@@ -39,7 +39,11 @@ def _batch_norm_core(
     eps: float,
     where: str,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-    """Channels-last batch norm ``(M..., C)`` over all leading axes; returns (out, new_mean, new_var)."""
+    """Channels-last batch norm ``(M..., C)`` over all leading axes; returns (out, new_mean, new_var).
+
+    The arguments are checked already (the public functions' checks, or a layer's at construction); only the
+    data-dependent conditions are checked here.
+    """
     count = math.prod(x.shape[:-1])
     x = x.astype(common_dtype(x, weight))
     if not use_batch_stats:
@@ -194,7 +198,7 @@ def batch_norm_with_stats(
     )
     if not training and mean is None:
         raise ValueError(f"{where}: running_mean must be defined in evaluation mode (training=False)")
-    y, new_mean, new_var = _batch_norm_core(
+    y, new_mean, new_var = batch_norm_unchecked(
         to_channels_last(x, channels_last), mean, var, weight, bias, training, momentum, eps, where
     )
     return from_channels_last(y, channels_last), new_mean, new_var
@@ -267,7 +271,14 @@ def instance_norm_with_stats(
     x, mean, var, weight, bias = _check_batch_norm_args(
         input, running_mean, running_var, weight, bias, use_input_stats, eps, channels_last, where
     )
-    x = to_channels_last(x, channels_last)  # (N, *spatial, C)
+    y, new_mean, new_var = instance_norm_unchecked(
+        to_channels_last(x, channels_last), mean, var, weight, bias, use_input_stats, momentum, eps, where
+    )
+    return from_channels_last(y, channels_last), new_mean, new_var
+
+
+def instance_norm_unchecked(x, mean, var, weight, bias, use_input_stats, momentum, eps, where):
+    """Instance norm of a checked channels-last ``(N, *spatial, C)`` array: (out, new_mean, new_var)."""
     if x.ndim < 3:
         raise ValueError(f"{where}: expected an input with a batch, spatial and channel axis, got shape {x.shape}")
     if not use_input_stats and mean is None:
@@ -282,14 +293,14 @@ def instance_norm_with_stats(
     def tile(v: jax.Array | None) -> jax.Array | None:
         return None if v is None else jnp.tile(v, batch)  # (C,) -> (N * C,), sample-major
 
-    y, new_mean, new_var = _batch_norm_core(
+    y, new_mean, new_var = batch_norm_unchecked(
         flat, tile(mean), tile(var), tile(weight), tile(bias), use_input_stats, momentum, eps, where
     )
     y = jnp.moveaxis(y.reshape(per_instance.shape), -2, 0)  # (*spatial, N, C) -> (N, *spatial, C)
     if mean is not None:
         new_mean = new_mean.reshape(batch, channels).mean(axis=0)  # torch: running_mean_.view(b, c).mean(0)
         new_var = new_var.reshape(batch, channels).mean(axis=0)
-    return from_channels_last(y, channels_last), new_mean, new_var
+    return y, new_mean, new_var
 
 
 def instance_norm(

@@ -89,7 +89,11 @@ def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any 
     check_number("eps", eps, where=where)
     weight = check_affine("weight", weight, shape, where)
     bias = check_affine("bias", bias, shape, where)
-    x = x.astype(common_dtype(x, weight, bias))
+    return layer_norm_unchecked(x.astype(common_dtype(x, weight, bias)), axes, weight, bias, eps)
+
+
+def layer_norm_unchecked(x: jax.Array, axes: tuple[int, ...], weight: Any, bias: Any, eps: float) -> jax.Array:
+    """:func:`layer_norm` over ``axes`` of a checked ``x`` (the layers' entry: they check once)."""
     mean = jnp.mean(x, axis=axes, keepdims=True)
     centred = x - mean
     var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
@@ -117,6 +121,11 @@ def rms_norm(input: Any, normalized_shape: Any, weight: Any = None, eps: float |
     if eps is not None:
         check_number("eps", eps, where=where)
     weight = check_affine("weight", weight, shape, where)
+    return rms_norm_unchecked(x, axes, weight, eps)
+
+
+def rms_norm_unchecked(x: jax.Array, axes: tuple[int, ...], weight: Any, eps: float | None) -> jax.Array:
+    """:func:`rms_norm` over ``axes`` of a checked ``x`` (the layers' entry: they check once)."""
     out_dtype = common_dtype(x, weight)
     # torch upcasts float16 / bfloat16 to float32 (its opmath type) and casts the result back.
     compute = jnp.float64 if out_dtype == jnp.float64 else jnp.float32
@@ -160,13 +169,19 @@ def group_norm(
     weight = check_affine("weight", weight, (channels,), where)
     bias = check_affine("bias", bias, (channels,), where)
     x = to_channels_last(x, channels_last).astype(common_dtype(x, weight, bias))  # (N, *, C)
+    return from_channels_last(group_norm_unchecked(x, num_groups, weight, bias, eps), channels_last)
+
+
+def group_norm_unchecked(x: jax.Array, num_groups: int, weight: Any, bias: Any, eps: float) -> jax.Array:
+    """:func:`group_norm` of a checked channels-last ``(N, *, C)`` array (the layers' entry)."""
+    channels = x.shape[-1]
     grouped = x.reshape(x.shape[:-1] + (num_groups, channels // num_groups))  # (N, *, C) -> (N, *, G, C/G)
     axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)  # spatial axes and the within-group axis
     mean = jnp.mean(grouped, axis=axes, keepdims=True)
     centred = grouped - mean
     var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
     y = (centred * lax.rsqrt(var + jnp.asarray(eps, x.dtype))).reshape(x.shape)  # (N, *, G, C/G) -> (N, *, C)
-    return from_channels_last(apply_affine(y, weight, bias), channels_last)
+    return apply_affine(y, weight, bias)
 
 
 def local_response_norm(
@@ -193,10 +208,16 @@ def local_response_norm(
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
         check_number(name, value, where=where)
     channel_count(x, channels_last, where, min_ndim=3)
-    x = to_channels_last(x, channels_last)  # (N, *, C)
+    return from_channels_last(
+        local_response_norm_unchecked(to_channels_last(x, channels_last), size, alpha, beta, k), channels_last
+    )
+
+
+def local_response_norm_unchecked(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Array:
+    """:func:`local_response_norm` of a checked channels-last ``(N, *, C)`` array (the layers' entry)."""
     channels = x.shape[-1]
     squared = jnp.square(x)
     padded = jnp.pad(squared, [(0, 0)] * (x.ndim - 1) + [(size // 2, (size - 1) // 2)])
     window_sum = sum(padded[..., offset : offset + channels] for offset in range(size))
     div = (window_sum / size * alpha + k) ** beta
-    return from_channels_last(x / div, channels_last)
+    return x / div
