@@ -476,6 +476,11 @@ def softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, dtyp
     [[0.5 0.5]]
     """
     x, axis = _softmax_input(input, dim, dtype, "softmax")
+    return softmax_unchecked(x, axis)
+
+
+def softmax_unchecked(x: jax.Array, axis: int) -> jax.Array:
+    """:func:`softmax` of a floating ``x`` along a checked, wrapped ``axis`` (the layers' entry)."""
     if x.ndim == 0:  # torch accepts a 0-D input (dim 0 or -1): softmax of one value
         return jax.nn.softmax(x.reshape(1), axis=0).reshape(())
     return jax.nn.softmax(x, axis=axis)
@@ -492,6 +497,11 @@ def log_softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, 
     [[-0.6931 -0.6931]]
     """
     x, axis = _softmax_input(input, dim, dtype, "log_softmax")
+    return log_softmax_unchecked(x, axis)
+
+
+def log_softmax_unchecked(x: jax.Array, axis: int) -> jax.Array:
+    """:func:`log_softmax` of a floating ``x`` along a checked, wrapped ``axis`` (the layers' entry)."""
     if x.ndim == 0:
         return jax.nn.log_softmax(x.reshape(1), axis=0).reshape(())
     return jax.nn.log_softmax(x, axis=axis)
