@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from fnml.functional import dropping_param_writes, reverse_mode_only
+from fnml.functional.ad_mode import dropping_param_writes, reverse_mode_only
 
 # --------------------------------------------------------------------------------------------------
 # Calling the model and the two loss forms

@@ -18,6 +18,7 @@ from scipy import stats
 
 from fnml import functional as F
 from fnml import layers
+from fnml.functional._im2col import use_im2col
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # (dtype, channels_last): both layouts in float64 (exactness), torch's layout in float32 (working tolerance).
@@ -202,10 +203,10 @@ def test_functional_conv_transpose_matches_torch(case, channels_last, dtype):
 
 
 def test_functional_conv2d_takes_the_im2col_path_with_the_same_rule():
-    # The lowering rule lives in functional: depth in_channels * kh * kw >= 64, out_channels >= 32, groups 1, CPU.
-    assert F._use_im2col(8, 32, (3, 3), 1) is (jax.default_backend() == "cpu")
-    assert not F._use_im2col(7, 32, (3, 3), 1) and not F._use_im2col(8, 32, (3, 3), 2)
-    assert not F._use_im2col(8, 16, (3, 3), 1)
+    # The lowering rule (functional._im2col): in_channels * kh * kw >= 64, out_channels >= 32, groups 1, CPU.
+    assert use_im2col(8, 32, (3, 3), 1) is (jax.default_backend() == "cpu")
+    assert not use_im2col(7, 32, (3, 3), 1) and not use_im2col(8, 32, (3, 3), 2)
+    assert not use_im2col(8, 16, (3, 3), 1)
     assert layers.Conv1d(32, 32, 2, rngs=nnx.Rngs(0))._use_im2col() is (jax.default_backend() == "cpu")
 
 

@@ -20,6 +20,8 @@ from flax import nnx
 
 from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_int, check_number, check_positive_int
+from fnml.functional._shared import as_float_input
+from fnml.functional.activation import log_softmax_unchecked, softmax_unchecked
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, same_name_slots
 from fnml.layers.base import Module, _normalize_dim
 
@@ -661,7 +663,8 @@ class Softmax(_SoftmaxBase):
     _name = "Softmax"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.softmax(self._checked(x), self.dim)
+        x = as_float_input(self._checked(x), self._name)
+        return softmax_unchecked(x, self.dim % max(x.ndim, 1))
 
 
 class LogSoftmax(_SoftmaxBase):
@@ -687,4 +690,5 @@ class LogSoftmax(_SoftmaxBase):
     _name = "LogSoftmax"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.log_softmax(self._checked(x), self.dim)
+        x = as_float_input(self._checked(x), self._name)
+        return log_softmax_unchecked(x, self.dim % max(x.ndim, 1))

@@ -202,21 +202,6 @@ class Module(nnx.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _pair(name: str, value: Any, *, where: str, minimum: int = 1) -> tuple[int, int]:
-    """An int or a 2-tuple of ints, each >= ``minimum``, as a 2-tuple."""
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(items, (tuple, list))
-        or len(items) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in items)
-    ):
-        raise ValueError(f"{where}: {name} must be an int or a tuple of 2 ints, got {name}={value!r}")
-    if any(v < minimum for v in items):
-        bound = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{where}: {name} must be {bound}, got {name}={value!r}")
-    return int(items[0]), int(items[1])
-
-
 def _compute_dtype(dtype: Any, *arrays: Any) -> Any:
     """``dtype`` when given, else the promoted dtype of the input and the parameters (flax convention)."""
     return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
@@ -259,10 +244,6 @@ def torch_uniform(bound: float) -> nnx.Initializer:
 def _fan_in_bound(fan_in: int) -> float:
     # torch: bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0 (weight via kaiming_uniform_(a=sqrt(5))).
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-
-
-def _is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,8 +12,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_positive_int
+from fnml.functional._im2col import use_im2col
+from fnml.functional._shared import channels_last_batched, layout_name, ntuple, restore_layout
+from fnml.functional.conv import (
+    check_conv_input,
+    check_output_padding,
+    check_padded_size,
+    check_transposed_output_size,
+    conv_padding_pairs,
+    conv_transpose_unchecked,
+    conv_unchecked,
+)
+from fnml.functional.padding import pad
 from fnml.layers._facts import LayerCall, TorchFacts, weight_and_bias
 from fnml.layers.base import Module, _compute_dtype, _fan_in_bound, torch_uniform
 
@@ -75,9 +86,9 @@ class _ConvNd(Module):
     ):
         where, n = type(self).__name__, self._spatial
         _check_channels(where, in_channels, out_channels, groups)
-        self.kernel_size = F._ntuple("kernel_size", kernel_size, n, where=where)
-        self.stride = F._ntuple("stride", stride, n, where=where)
-        self.dilation = F._ntuple("dilation", dilation, n, where=where)
+        self.kernel_size = ntuple("kernel_size", kernel_size, n, where=where)
+        self.stride = ntuple("stride", stride, n, where=where)
+        self.dilation = ntuple("dilation", dilation, n, where=where)
         if isinstance(padding, str):
             check_choice("padding", padding, ("valid", "same"), where=where)
             if padding == "same" and self.stride != (1,) * n:
@@ -87,9 +98,13 @@ class _ConvNd(Module):
                 )
             self.padding = padding
         else:
-            self.padding = F._ntuple("padding", padding, n, minimum=0, where=where)
+            self.padding = ntuple("padding", padding, n, minimum=0, where=where)
         check_choice("padding_mode", padding_mode, _PADDING_MODES, where=where)
         check_bool("bias", bias, where=where)
+        # Explicit (before, after) padding per spatial axis (torch's rule for "same"), worked out once.
+        self._padding_pairs = conv_padding_pairs(
+            self.padding, self.kernel_size, self.stride, self.dilation, where=where
+        )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
         self.dtype, self.param_dtype = dtype, param_dtype
@@ -99,32 +114,22 @@ class _ConvNd(Module):
         self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
         self.bias = nnx.Param(init(rngs.params(), (out_channels,), param_dtype)) if bias else nnx.data(None)
 
-    def _padding_pairs(self) -> tuple[tuple[int, int], ...]:
-        """Explicit (before, after) padding per spatial axis, torch's rule for "same"."""
-        if self.padding == "valid":
-            return ((0, 0),) * self._spatial
-        if self.padding == "same":
-            return tuple(
-                (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(self.kernel_size, self.dilation)
-            )
-        return tuple((p, p) for p in self.padding)
-
     def __call__(self, x: jax.Array) -> jax.Array:
         n, where = self._spatial, type(self).__name__
-        batched, _ = F._channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
-        F._check_conv_input(batched, self.in_channels, n, True, where)
-        dtype = _compute_dtype(self.dtype, batched, self.kernel[...])
-        x, kernel = jnp.asarray(x, dtype), self.kernel[...].astype(dtype)
+        x, unbatched = channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
+        check_conv_input(x, self.in_channels, n, True, where)
+        dtype = _compute_dtype(self.dtype, x, self.kernel[...])
+        x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
         bias = None if self.bias is None else self.bias[...].astype(dtype)
-        padding = self.padding
+        pairs = self._padding_pairs
         if self.padding_mode != "zeros":
-            pairs = self._padding_pairs()
-            self._check_mode_padding(batched, pairs)
+            self._check_mode_padding(x, pairs)
             # As torch: pad with the mode first (F.pad's order: last spatial axis first), then convolve unpadded.
-            x = F.pad(x, tuple(p for pair in reversed(pairs) for p in pair), mode=self.padding_mode, channels_last=True)
-            padding = 0
-        conv = F.conv1d if n == 1 else F.conv2d
-        return conv(x, kernel, bias, self.stride, padding, self.dilation, self.groups, channels_last=True)
+            x = pad(x, tuple(p for pair in reversed(pairs) for p in pair), mode=self.padding_mode, channels_last=True)
+            pairs = ((0, 0),) * n
+        check_padded_size(x, pairs, self.kernel_size, self.dilation, layout_name(n, True), where)
+        y = conv_unchecked(x, kernel, bias, self.stride, pairs, self.dilation, self.groups)
+        return restore_layout(y, unbatched, True)
 
     def _check_mode_padding(self, x: jax.Array, pairs: tuple[tuple[int, int], ...]) -> None:
         """reflect: padding < size; circular: padding <= size (torch's limits), named in the layer's terms."""
@@ -142,7 +147,7 @@ class _ConvNd(Module):
     def _use_im2col(self) -> bool:
         """The lowering rule of ``functional.conv2d`` for this layer; decided at trace time, never per step."""
         kernel_hw = self.kernel_size if self._spatial == 2 else (1, self.kernel_size[0])
-        return F._use_im2col(self.in_channels, self.out_channels, kernel_hw, self.groups)
+        return use_im2col(self.in_channels, self.out_channels, kernel_hw, self.groups)
 
     def extra_repr(self) -> str:
         return _torch_repr(self, transposed=False)
@@ -337,11 +342,11 @@ class _ConvTransposeNd(Module):
     ):
         where, n = type(self).__name__, self._spatial
         _check_channels(where, in_channels, out_channels, groups)
-        self.kernel_size = F._ntuple("kernel_size", kernel_size, n, where=where)
-        self.stride = F._ntuple("stride", stride, n, where=where)
-        self.padding = F._ntuple("padding", padding, n, minimum=0, where=where)
-        self.output_padding = F._ntuple("output_padding", output_padding, n, minimum=0, where=where)
-        self.dilation = F._ntuple("dilation", dilation, n, where=where)
+        self.kernel_size = ntuple("kernel_size", kernel_size, n, where=where)
+        self.stride = ntuple("stride", stride, n, where=where)
+        self.padding = ntuple("padding", padding, n, minimum=0, where=where)
+        self.output_padding = ntuple("output_padding", output_padding, n, minimum=0, where=where)
+        self.dilation = ntuple("dilation", dilation, n, where=where)
         if padding_mode != "zeros":
             raise ValueError(f"{where}: only padding_mode='zeros' is supported (as torch), got {padding_mode!r}")
         check_bool("bias", bias, where=where)
@@ -383,17 +388,19 @@ class _ConvTransposeNd(Module):
 
     def __call__(self, x: jax.Array, output_size: Any = None) -> jax.Array:
         n, where = self._spatial, type(self).__name__
-        batched, _ = F._channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
-        F._check_conv_input(batched, self.in_channels, n, True, where)
-        x = jnp.asarray(x)
-        output_padding = self._output_padding(x, output_size)
+        output_padding = self._output_padding(jnp.asarray(x), output_size)
+        x, unbatched = channels_last_batched(x, n, True, where=where)  # (N, *S, C), the rank checked
+        check_conv_input(x, self.in_channels, n, True, where)
+        check_output_padding(output_padding, self.stride, self.dilation, where)
+        settings = (self.kernel_size, self.stride, self.padding, self.dilation, output_padding)
+        check_transposed_output_size(x, *settings, where)
         dtype = _compute_dtype(self.dtype, x, self.kernel[...])
         x, kernel = x.astype(dtype), self.kernel[...].astype(dtype)
         bias = None if self.bias is None else self.bias[...].astype(dtype)
-        conv = F.conv_transpose1d if n == 1 else F.conv_transpose2d
-        return conv(
-            x, kernel, bias, self.stride, self.padding, output_padding, self.groups, self.dilation, channels_last=True
+        y = conv_transpose_unchecked(
+            x, kernel, bias, self.stride, self.padding, output_padding, self.dilation, self.groups
         )
+        return restore_layout(y, unbatched, True)
 
     def extra_repr(self) -> str:
         return _torch_repr(self, transposed=True)

@@ -10,9 +10,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
-from fnml import functional as F
 from fnml._validation import check_positive_int
+from fnml.functional.linear import linear_unchecked
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, weight_and_bias
 from fnml.layers.base import (
     Module,
@@ -22,6 +23,31 @@ from fnml.layers.base import (
 )
 
 __all__ = ["Linear", "Identity", "NonDynamicallyQuantizableLinear"]
+
+
+# nnx.Linear's constructor options that fnml's Linear does not take: its matmul, dtype promotion and
+# initialisation are torch's (``precision`` is taken and honoured; ``bias`` is torch's ``use_bias``).
+_FLAX_ONLY_OPTIONS = {
+    "use_bias": "pass bias=True/False (torch's name)",
+    "kernel_init": "initialisation is torch's; re-initialise after construction (layer.kernel[...] = ...)",
+    "bias_init": "initialisation is torch's; re-initialise after construction (layer.bias[...] = ...)",
+    "dot_general": "the matmul is fnml.functional.linear's (torch's accumulation); set its precision with precision=",
+    "promote_dtype": "dtypes follow dtype= / param_dtype= (torch's promotion)",
+    "preferred_element_type": "half-precision inputs accumulate in float32, as torch's kernels",
+    "kernel_metadata": "set sharding or metadata on layer.kernel after construction",
+    "bias_metadata": "set sharding or metadata on layer.bias after construction",
+}
+
+
+def _refuse_flax_options(options: dict[str, Any], where: str) -> None:
+    """Raise for any keyword fnml's Linear does not take, naming it (flax's options with the reason)."""
+    for name, value in options.items():
+        if name in _FLAX_ONLY_OPTIONS:
+            raise TypeError(
+                f"{where}: {name}={value!r} is a flax.nnx.Linear option that fnml's Linear does not support "
+                f"({_FLAX_ONLY_OPTIONS[name]})"
+            )
+        raise TypeError(f"{where}: unexpected keyword argument {name}={value!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -40,7 +66,10 @@ class Linear(Module, nnx.Linear):
     contraction). Only the initialisation differs from flax's: weight AND bias ~ U(-1/sqrt(in_features),
     1/sqrt(in_features)) as in torch (flax: truncated lecun-normal kernel, zero bias). ``param_dtype``
     is the parameter dtype (float64 for exactness checks); ``dtype`` the computation dtype (None:
-    promote input and parameters).
+    promote input and parameters); ``precision`` the matmul's ``lax.Precision`` (None: JAX's default, as
+    ``jax.default_matmul_precision`` sets it). ``nnx.Linear``'s other options (``dot_general``,
+    ``promote_dtype``, ``preferred_element_type``, ``kernel_init``, ...) are refused with a ``TypeError``
+    naming the option: the matmul, promotion and initialisation here are torch's.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -69,9 +98,12 @@ class Linear(Module, nnx.Linear):
         *,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
+        precision: lax.PrecisionLike = None,
         rngs: nnx.Rngs,
+        **flax_options: Any,
     ):
         where = "Linear"
+        _refuse_flax_options(flax_options, where)
         check_positive_int("in_features", in_features, where=where)
         check_positive_int("out_features", out_features, where=where)
         if not isinstance(bias, bool):
@@ -83,6 +115,7 @@ class Linear(Module, nnx.Linear):
             use_bias=bias,
             dtype=dtype,
             param_dtype=param_dtype,
+            precision=precision,
             kernel_init=init,
             bias_init=init,
             rngs=rngs,
@@ -97,10 +130,13 @@ class Linear(Module, nnx.Linear):
                 f"Linear(in_features={self.in_features}) got an input with {x.shape[-1]} features "
                 f"(last axis of shape {x.shape}); expected {self.in_features}"
             )
+        kernel = self.kernel[...]
         bias = None if self.bias is None else self.bias[...]
-        dtype = _compute_dtype(self.dtype, x, self.kernel[...], *(() if bias is None else (bias,)))
-        weight = self.kernel[...].astype(dtype).T  # fnml kernel (in, out) -> torch weight (out, in)
-        return F.linear(x.astype(dtype), weight, None if bias is None else bias.astype(dtype))
+        dtype = _compute_dtype(self.dtype, x, kernel, *(() if bias is None else (bias,)))
+        weight = kernel.astype(dtype).T  # fnml kernel (in, out) -> torch weight (out, in)
+        bias = None if bias is None else bias.astype(dtype)
+        # Checked and cast once, here: the functional core runs without repeating either.
+        return linear_unchecked(x.astype(dtype), weight, bias, precision=self.precision)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import (
     check_bool,
     check_in_interval,
@@ -22,6 +21,15 @@ from fnml._validation import (
     check_number,
     check_positive,
     check_positive_int,
+)
+from fnml.functional._shared import as_float_array
+from fnml.functional.batch_norm import batch_norm_unchecked, instance_norm_unchecked
+from fnml.functional.normalization import (
+    as_normalized_shape,
+    group_norm_unchecked,
+    layer_norm_unchecked,
+    local_response_norm_unchecked,
+    rms_norm_unchecked,
 )
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, batch_norm_slots, same_name_slots
 from fnml.layers.base import (
@@ -124,7 +132,7 @@ class _BatchNorm(Module):
             self.num_batches_tracked[...] = tracked
             if self.momentum is None:  # cumulative moving average, as torch
                 momentum = 1.0 / tracked.astype(self.running_mean[...].dtype)
-        y, mean, var = F.batch_norm_with_stats(
+        y, mean, var = batch_norm_unchecked(
             x.astype(dtype),
             _params(self.running_mean),
             _params(self.running_var),
@@ -133,7 +141,7 @@ class _BatchNorm(Module):
             use_batch_stats,
             momentum,
             self.eps,
-            channels_last=True,
+            self._name,
         )
         if update:
             self.running_mean[...] = mean
@@ -286,7 +294,8 @@ class LayerNorm(Module):
             )
         weight, bias = _params(self.weight), _params(self.bias)
         dtype = _compute_dtype(self.dtype, x, *(p for p in (weight, bias) if p is not None))
-        return F.layer_norm(x.astype(dtype), self.normalized_shape, _cast(weight, dtype), _cast(bias, dtype), self.eps)
+        axes = tuple(range(x.ndim - k, x.ndim))  # the trailing normalized_shape axes
+        return layer_norm_unchecked(x.astype(dtype), axes, _cast(weight, dtype), _cast(bias, dtype), self.eps)
 
     def extra_repr(self) -> str:
         return (
@@ -363,8 +372,8 @@ class GroupNorm(Module):
             )
         weight, bias = _params(self.weight), _params(self.bias)
         dtype = _compute_dtype(self.dtype, x, *(p for p in (weight, bias) if p is not None))
-        return F.group_norm(
-            x.astype(dtype), self.num_groups, _cast(weight, dtype), _cast(bias, dtype), self.eps, channels_last=True
+        return group_norm_unchecked(
+            x.astype(dtype), self.num_groups, _cast(weight, dtype), _cast(bias, dtype), self.eps
         )
 
     def extra_repr(self) -> str:
@@ -427,7 +436,7 @@ class _InstanceNorm(_BatchNorm):
         use_input_stats = training or not self.track_running_stats
         weight, bias = _params(self.weight), _params(self.bias)
         dtype = _compute_dtype(self.dtype, x, *(v for v in (weight,) if v is not None))
-        y, mean, var = F.instance_norm_with_stats(
+        y, mean, var = instance_norm_unchecked(
             x.astype(dtype),
             _params(self.running_mean),
             _params(self.running_var),
@@ -436,7 +445,7 @@ class _InstanceNorm(_BatchNorm):
             use_input_stats,
             self.momentum if self.momentum is not None else 0.0,  # torch: momentum=None never moves the stats
             self.eps,
-            channels_last=True,
+            self._name,
         )
         if self.track_running_stats and use_input_stats:
             self.running_mean[...] = mean
@@ -547,7 +556,7 @@ class RMSNorm(Module):
         rngs: nnx.Rngs | None = None,
     ):
         where = "RMSNorm"
-        shape = F._normalized_shape(normalized_shape, where)
+        shape = as_normalized_shape(normalized_shape, where)
         if eps is not None:
             check_non_negative("eps", eps, where=where)
         check_bool("elementwise_affine", elementwise_affine, where=where)
@@ -568,7 +577,8 @@ class RMSNorm(Module):
             )
         weight = _params(self.weight)
         dtype = _compute_dtype(self.dtype, x, *(() if weight is None else (weight,)))
-        return F.rms_norm(x.astype(dtype), self.normalized_shape, _cast(weight, dtype), self.eps)
+        axes = tuple(range(x.ndim - k, x.ndim))  # the trailing normalized_shape axes
+        return rms_norm_unchecked(x.astype(dtype), axes, _cast(weight, dtype), self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -611,13 +621,13 @@ class LocalResponseNorm(Module):
         self.k = k
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+        x = as_float_array("input", x, "LocalResponseNorm")
         if x.ndim < 3:
             raise ValueError(
                 f"LocalResponseNorm: expected a channels-last input of at least 3 dimensions (N, *, C), got shape "
                 f"{x.shape}"
             )
-        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k, channels_last=True)
+        return local_response_norm_unchecked(x, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -9,8 +9,16 @@ from typing import Any
 
 import jax
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_positive_int
+from fnml.functional._shared import ntuple
+from fnml.functional.pooling import (
+    PoolArgs,
+    adaptive_avg_pool_with_size,
+    adaptive_max_pool_with_size,
+    adaptive_output,
+    avg_pool_with_args,
+    max_pool_with_args,
+)
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import Module
 
@@ -26,14 +34,6 @@ __all__ = [
 ]
 
 
-def _check_input(module: Module, x: Any, args: Any = None) -> None:
-    """The rank (and, for windowed pools, the output size) checked in the layer's own name."""
-    n = module._spatial
-    batched, _ = F._channels_last_batched(x, n, True, where=type(module).__name__)
-    if args is not None:
-        args.output_size(F._as_2d(batched, n), F._layout(n, True))
-
-
 class _MaxPoolNd(Module):
     """Shared body of MaxPool1d / MaxPool2d: torch's settings, checked once here, math in functional."""
 
@@ -42,33 +42,15 @@ class _MaxPoolNd(Module):
     def __init__(self, kernel_size, stride, padding, dilation, return_indices, ceil_mode):
         where = type(self).__name__
         check_bool("return_indices", return_indices, where=where)
-        # The same checks functional runs on every call, eagerly at construction (torch's stored values).
-        F._PoolArgs(kernel_size, stride, padding, dilation, ceil_mode, self._spatial, where)
+        # Checked once, here (torch's stored values are kept as given, for printing).
+        self._args = PoolArgs(kernel_size, stride, padding, dilation, ceil_mode, self._spatial, where)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def __call__(self, x: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
-        where = type(self).__name__
-        _check_input(
-            self,
-            x,
-            F._PoolArgs(
-                self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self._spatial, where
-            ),
-        )
-        pool = F.max_pool1d if self._spatial == 1 else F.max_pool2d
-        return pool(
-            x,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.ceil_mode,
-            self.return_indices,
-            channels_last=True,
-        )
+        return max_pool_with_args(x, self._args, self.return_indices, channels_last=True)
 
     def extra_repr(self) -> str:
         return (
@@ -173,7 +155,7 @@ class _AvgPoolNd(Module):
 
     def __init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         where = type(self).__name__
-        F._PoolArgs(kernel_size, stride, padding, 1, ceil_mode, self._spatial, where)
+        self._args = PoolArgs(kernel_size, stride, padding, 1, ceil_mode, self._spatial, where)
         check_bool("count_include_pad", count_include_pad, where=where)
         if divisor_override is not None:
             check_positive_int("divisor_override", divisor_override, where=where)
@@ -183,32 +165,8 @@ class _AvgPoolNd(Module):
         self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        where = type(self).__name__
-        _check_input(
-            self,
-            x,
-            F._PoolArgs(self.kernel_size, self.stride, self.padding, 1, self.ceil_mode, self._spatial, where),
-        )
-        if self._spatial == 1:
-            return F.avg_pool1d(
-                x,
-                self.kernel_size,
-                self.stride,
-                self.padding,
-                self.ceil_mode,
-                self.count_include_pad,
-                channels_last=True,
-            )
-        return F.avg_pool2d(
-            x,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
-            channels_last=True,
-        )
+        divisor_override = self.divisor_override
+        return avg_pool_with_args(x, self._args, self.count_include_pad, divisor_override, channels_last=True)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -254,9 +212,10 @@ class AvgPool1d(_AvgPoolNd):
     ):
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, None)
         # torch's AvgPool1d stores _single(...) tuples (and prints them).
-        self.kernel_size = F._ntuple("kernel_size", kernel_size, 1, where="AvgPool1d")
-        self.stride = F._ntuple("stride", self.stride, 1, where="AvgPool1d")
-        self.padding = F._ntuple("padding", padding, 1, where="AvgPool1d", minimum=0)
+        self.kernel_size = ntuple("kernel_size", kernel_size, 1, where="AvgPool1d")
+        self.stride = ntuple("stride", self.stride, 1, where="AvgPool1d")
+        self.padding = ntuple("padding", padding, 1, where="AvgPool1d", minimum=0)
+        self._args = PoolArgs(self.kernel_size, self.stride, self.padding, 1, ceil_mode, 1, "AvgPool1d")
 
 
 class AvgPool2d(_AvgPoolNd):
@@ -305,7 +264,7 @@ class _AdaptivePoolNd(Module):
 
     def __init__(self, output_size: Any, return_indices: bool = False):
         where = type(self).__name__
-        F._adaptive_output(output_size, self._spatial, where)
+        self._output_items = adaptive_output(output_size, self._spatial, where)
         check_bool("return_indices", return_indices, where=where)
         self.output_size = output_size
         self.return_indices = return_indices
@@ -343,8 +302,7 @@ class AdaptiveAvgPool1d(_AdaptivePoolNd):
         super().__init__(output_size)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_input(self, x)
-        return F.adaptive_avg_pool1d(x, self.output_size, channels_last=True)
+        return adaptive_avg_pool_with_size(x, self._output_items, channels_last=True, where=type(self).__name__)
 
 
 class AdaptiveAvgPool2d(_AdaptivePoolNd):
@@ -378,8 +336,7 @@ class AdaptiveAvgPool2d(_AdaptivePoolNd):
         super().__init__(output_size)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_input(self, x)
-        return F.adaptive_avg_pool2d(x, self.output_size, channels_last=True)
+        return adaptive_avg_pool_with_size(x, self._output_items, channels_last=True, where=type(self).__name__)
 
 
 class AdaptiveMaxPool1d(_AdaptivePoolNd):
@@ -412,8 +369,8 @@ class AdaptiveMaxPool1d(_AdaptivePoolNd):
         super().__init__(output_size, return_indices)
 
     def __call__(self, x: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
-        _check_input(self, x)
-        return F.adaptive_max_pool1d(x, self.output_size, self.return_indices, channels_last=True)
+        where = type(self).__name__
+        return adaptive_max_pool_with_size(x, self._output_items, self.return_indices, channels_last=True, where=where)
 
 
 class AdaptiveMaxPool2d(_AdaptivePoolNd):
@@ -447,5 +404,5 @@ class AdaptiveMaxPool2d(_AdaptivePoolNd):
         super().__init__(output_size, return_indices)
 
     def __call__(self, x: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
-        _check_input(self, x)
-        return F.adaptive_max_pool2d(x, self.output_size, self.return_indices, channels_last=True)
+        where = type(self).__name__
+        return adaptive_max_pool_with_size(x, self._output_items, self.return_indices, channels_last=True, where=where)

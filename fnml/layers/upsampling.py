@@ -9,6 +9,7 @@ import jax
 
 from fnml import functional as F
 from fnml._validation import check_choice, check_positive_int
+from fnml.functional.resample import INTERPOLATE_MODES
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, TorchFacts
 from fnml.layers.base import Module
 
@@ -53,7 +54,7 @@ class Upsample(Module):
         align_corners: bool | None = None,
         recompute_scale_factor: bool | None = None,
     ):
-        check_choice("mode", mode, F._INTERPOLATE_MODES, where="Upsample")
+        check_choice("mode", mode, INTERPOLATE_MODES, where="Upsample")
         self.size = size
         # torch: float(scale_factor), or a tuple of floats.
         if isinstance(scale_factor, (tuple, list)):
