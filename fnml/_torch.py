@@ -109,6 +109,10 @@ class PrecisionError(OverflowError):
     """An int64/float64 value does not fit in 32 bits and JAX's x64 mode is off."""
 
 
+# Public as fnml.tensors.PrecisionWarning / PrecisionError: shown (and pickled) under that name, as before.
+PrecisionWarning.__module__ = PrecisionError.__module__ = "fnml.tensors"
+
+
 def is_dtype_name(value: Any) -> bool:
     """True for a string naming a supported dtype (``"float32"``, ``"double"``, ``"torch.long"``...)."""
     return isinstance(value, str) and _name_of_string(value) in _NUMPY_DTYPES

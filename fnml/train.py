@@ -48,7 +48,7 @@ from fnml import _train_jit as _jit
 from fnml._fit import FitResult, NonFiniteLossError, Stop
 from fnml._train_jit import NonFiniteError
 from fnml._validation import check_bool, check_int, check_positive_int
-from fnml.checkpoint import restore_checkpoint, save_checkpoint
+from fnml.checkpoint import latest_step_or_none, restore_checkpoint, save_checkpoint  # noqa: F401 - importable here as before
 from fnml.layers.base import is_frozen, is_trainable
 
 __all__ = [
