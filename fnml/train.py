@@ -357,12 +357,11 @@ def make_eval_step(
         return _jit.jit_eval_step(
             loss_fn=loss_fn, has_aux=has_aux, autocast=autocast, mesh=mesh, shard_min_size=shard_min_size
         )
-    else:
-        if criterion is None and not metrics:
-            raise ValueError(f"{where}: give a criterion or at least one metric (or loss_fn=), got neither")
-        for name, fn in ([("criterion", criterion)] if criterion is not None else []) + list(metrics.items()):
-            if not callable(fn):
-                raise TypeError(f"{where}: {name} must be callable(output, target), got {fn!r}")
+    if criterion is None and not metrics:
+        raise ValueError(f"{where}: give a criterion or at least one metric (or loss_fn=), got neither")
+    for name, fn in ([("criterion", criterion)] if criterion is not None else []) + list(metrics.items()):
+        if not callable(fn):
+            raise TypeError(f"{where}: {name} must be callable(output, target), got {fn!r}")
     return _jit.jit_eval_step(
         criterion=criterion, metrics=metrics, autocast=autocast, mesh=mesh, shard_min_size=shard_min_size
     )
