@@ -439,3 +439,56 @@ def checkpoint_metadata(directory: Any, *, step: int | None = None) -> dict[str,
             lambda: manager.restore(chosen, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())), path, chosen
         )
     return dict(restored["metadata"] or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# fit's checkpoints: the state plus what an exact resume needs (epoch, data-order key, loss history)
+# ----------------------------------------------------------------------------------------------
+
+
+def key_data(key: Any) -> list[int] | None:
+    """A jax random key (typed or raw) as JSON-able ints; None stays None."""
+    if key is None:
+        return None
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return [int(v) for v in np.asarray(key).ravel()]
+
+
+def latest_step_or_none(directory: Any) -> int | None:
+    """Latest checkpoint step in ``directory``, None when it does not exist yet or holds none."""
+    try:
+        return latest_step(directory)
+    except FileNotFoundError:
+        return None
+
+
+def save_fit_checkpoint(
+    directory: Any, state: Any, *, epoch: int, key: Any, losses: Any, history: dict, keep: int | None
+) -> None:
+    """``fit``'s checkpoint of ``state`` after ``epoch`` epochs (skipped when that step is already saved)."""
+    metadata = {
+        "epoch": int(epoch),
+        "data_key": key_data(key),
+        "losses": [float(v) for v in losses],
+        "history": {k: [float(x) for x in v] for k, v in history.items()},
+    }
+    if latest_step_or_none(directory) == int(state.step):
+        return
+    save_checkpoint(directory, state, step=int(state.step), metadata=metadata, keep=keep)
+
+
+def resume_fit_checkpoint(directory: Any, *, template: Any) -> tuple[Any, dict[str, Any]]:
+    """The newest valid checkpoint of ``directory`` restored over ``template``, and its metadata.
+
+    Corrupt newer steps are skipped with a :class:`CorruptCheckpointWarning`; a missing directory raises
+    ``FileNotFoundError`` naming it (``fit(resume_from=...)``'s argument).
+    """
+    if not os.path.isdir(os.fspath(directory)):
+        raise FileNotFoundError(
+            f"fit: resume_from={os.fspath(directory)!r} does not exist (expected a "
+            f"checkpoint directory written by fit or save_checkpoint)"
+        )
+    chosen = latest_valid_step(directory)
+    state = restore_checkpoint(directory, template=template, step=chosen)
+    return state, checkpoint_metadata(directory, step=chosen)

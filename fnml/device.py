@@ -15,7 +15,7 @@ Sections of this file:
 2. placement              ``to``, ``default_device``
 3. multi-device           ``mesh``, ``batch_sharding``, ``replicated_sharding``, ``check_batch_size``,
                           ``shard_batch``, ``global_batch``, ``replicate``, ``param_shardings``,
-                          ``shard_params``, ``data_parallel``
+                          ``shard_params``, ``data_parallel``, ``mesh_jit``
 4. processes              ``init_distributed``, ``shutdown_distributed``, ``process_index``,
                           ``process_count``, ``is_main_process``, ``to_host``
 
@@ -35,6 +35,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from fnml import _torch
+
 __all__ = [
     "DATA_AXIS",
     "MODEL_AXIS",
@@ -53,6 +55,7 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "mesh",
+    "mesh_jit",
     "param_shardings",
     "process_count",
     "process_index",
@@ -160,7 +163,7 @@ def device(spec: Any = None) -> jax.Device:
         return _default()
     if isinstance(spec, jax.Device):
         return spec
-    if type(spec).__module__.startswith("torch"):  # torch.device, without importing torch
+    if _torch.is_device(spec):
         spec = str(spec)
     if not isinstance(spec, str):
         raise TypeError(f"device: expected {_ACCEPTED}; got {type(spec).__name__} {spec!r}")
@@ -239,8 +242,8 @@ def to(tree: Any, dev: Any) -> Any:
     again) and leaves the input untouched, so write ``model = to(model, dev)``. Arrays already on
     ``dev`` are not copied. numpy arrays and Python numbers become jax arrays on ``dev``.
 
-    torch tensors (alone or inside a pytree) are converted with ``fnml.tensors.from_torch(t, copy=True)``
-    (values only, detached; a copy, so later in-place changes to the tensor do not show) and then placed:
+    torch tensors (alone or inside a pytree) are converted as ``fnml.tensors.from_torch(t, copy=True)`` does
+    (values only, detached, bfloat16 kept; a copy, so later in-place changes to the tensor do not show) and then placed:
     ``to(torch.randn(3), dev)`` is a jax array on ``dev``. A ``torch.nn.Module`` is refused: port it with
     ``fnml.interop.from_torch`` first.
 
@@ -261,22 +264,15 @@ def to(tree: Any, dev: Any) -> Any:
     return jax.device_put(jax.tree.map(_from_torch_leaf, tree), target)
 
 
-def _is_torch(value: Any, kind: str) -> bool:
-    """An instance of ``torch.<kind>`` (checked by class, without importing torch)."""
-    return any(cls.__module__.startswith("torch") and cls.__name__ == kind for cls in type(value).__mro__)
-
-
 def _from_torch_leaf(leaf: Any) -> Any:
-    """A torch tensor -> jax array (``tensors.from_torch``); any other leaf unchanged."""
-    if _is_torch(leaf, "Module"):
+    """A torch tensor -> jax array (as ``tensors.from_torch(leaf, copy=True)``); any other leaf unchanged."""
+    if _torch.is_module(leaf):
         raise TypeError(
             f"to: got a torch.nn.Module ({type(leaf).__name__}); port it first with "
             f"fnml.interop.from_torch(module) (or interop.load_state_dict into an fnml model), then move that"
         )
-    if _is_torch(leaf, "Tensor"):
-        from fnml import tensors  # tensors imports this module: imported on use
-
-        return tensors.from_torch(leaf, copy=True)
+    if _torch.is_tensor(leaf):
+        return _torch.to_jax(leaf, copy=True, what="to")
     return leaf
 
 
@@ -596,25 +592,55 @@ def data_parallel(
     _check_mesh(mesh, where="data_parallel")
     if not callable(step):
         raise TypeError(f"data_parallel: step must be callable(state, *batch), got {step!r}")
-    rep, batch = replicated_sharding(mesh), batch_sharding(mesh)
+    return mesh_jit(step, mesh, donate=donate, shard_min_size=shard_min_size)
+
+
+def mesh_jit(
+    fn: Callable[..., Any],
+    mesh: jax.sharding.Mesh,
+    *,
+    split_args: bool = True,
+    returns_state: bool = True,
+    donate: bool = False,
+    shard_min_size: int | None = None,
+) -> Callable[..., Any]:
+    """Jit ``fn(state, *args)`` over ``mesh``, compiled once per state structure and argument count.
+
+    PyTorch equivalent: none (what ``DistributedDataParallel`` / ``fully_shard`` do around a step).
+
+    The state is replicated, or with ``shard_min_size`` placed by :func:`param_shardings`; the other
+    arguments are split along "data" on their leading axis (:func:`shard_batch`, ``split_args=True``) or
+    replicated. ``fn`` returns ``(state, aux)`` (``returns_state=True``: the state keeps its placement,
+    ``aux`` replicated) or values that come back replicated. The returned function places its inputs
+    first (a no-op once placed) and has ``_cache_size()`` (the compilations so far) and ``mesh``.
+    ``donate``: donate the state's buffers. :func:`data_parallel` is this with the defaults.
+
+    >>> import jax.numpy as jnp
+    >>> mean = mesh_jit(lambda w, x: jnp.mean(x @ w), mesh(), returns_state=False)
+    >>> float(mean(np.ones((2, 1), np.float32), np.ones((8, 2), np.float32)))
+    2.0
+    """
+    _check_mesh(mesh, where="mesh_jit")
+    replicated = replicated_sharding(mesh)
+    arg_sharding = batch_sharding(mesh) if split_args else replicated
     compiled: dict[Any, tuple[Any, Callable]] = {}
 
-    def run(state: Any, *batch_args: Any) -> Any:
-        structure = (jax.tree.structure(state), len(batch_args))
+    def run(state: Any, *args: Any) -> Any:
+        structure = (jax.tree.structure(state), len(args))
         if structure not in compiled:
-            shardings = rep if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
-            fn = jax.jit(
-                step,
-                in_shardings=(shardings,) + (batch,) * len(batch_args),
-                out_shardings=(shardings, rep),
+            shardings = replicated if shard_min_size is None else param_shardings(state, mesh, min_size=shard_min_size)
+            jitted = jax.jit(
+                fn,
+                in_shardings=(shardings,) + (arg_sharding,) * len(args),
+                out_shardings=(shardings, replicated) if returns_state else replicated,
                 donate_argnums=(0,) if donate else (),
             )
-            compiled[structure] = (shardings, fn)
-        shardings, fn = compiled[structure]
-        state = jax.device_put(state, shardings)
-        return fn(state, *shard_batch(batch_args, mesh))
+            compiled[structure] = (shardings, jitted)
+        shardings, jitted = compiled[structure]
+        placed = shard_batch(args, mesh) if split_args else jax.device_put(args, replicated)
+        return jitted(jax.device_put(state, shardings), *placed)
 
-    run._cache_size = lambda: sum(fn._cache_size() for _, fn in compiled.values())  # recompile guard
+    run._cache_size = lambda: sum(jitted._cache_size() for _, jitted in compiled.values())  # recompile guard
     run.mesh = mesh
     return run
 

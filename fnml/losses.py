@@ -103,7 +103,7 @@ def _real_array(name: str, value: Any, where: str) -> jax.Array:
     # Look at the dtype before jnp.asarray, which fails on strings and objects with an unrelated message.
     array = value if isinstance(value, jax.Array) else np.asarray(value)
     if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+        jnp.issubdtype(array.dtype, jnp.floating) or np.issubdtype(array.dtype, np.integer)
     ):
         raise TypeError(f"{where}: {name} must have a real numeric dtype, got dtype {array.dtype}")
     return jnp.asarray(array)

@@ -52,7 +52,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from fnml import interop
+from fnml import _torch, interop
 from fnml.interop import capture
 from fnml.interop.state_dicts import _named_modules
 
@@ -77,15 +77,8 @@ _TINY = 1e-300
 # ----------------------------------------------------------------------------------------------------
 
 
-def _is_tensor(value: Any) -> bool:
-    return hasattr(value, "detach") and hasattr(value, "cpu")
-
-
-def _numpy(value: Any) -> np.ndarray:
-    """torch tensor / jax array / number -> numpy array."""
-    if _is_tensor(value):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+_is_tensor = _torch.is_tensor
+_numpy = _torch.as_numpy  # torch tensor (bfloat16 kept) / jax array / number -> numpy array
 
 
 def _leaves(value: Any, prefix: str = "") -> list[tuple[str, np.ndarray]]:
@@ -136,10 +129,9 @@ def _is_plain_value(value: Any) -> bool:
 
 def _torch_inputs(inputs: Any) -> Any:
     """Inputs for the torch model, any structure: tensors as given, numpy / jax arrays as tensors."""
-    import torch
 
     def leaf(v: Any) -> Any:
-        return v if _is_tensor(v) or _is_plain_value(v) else torch.from_numpy(np.array(_numpy(v)))
+        return v if _is_tensor(v) or _is_plain_value(v) else _torch.to_torch(v)
 
     return _map_structure(leaf, inputs)
 
@@ -653,7 +645,7 @@ def compare_gradients(
     torch_loss = torch_criterion(torch_out, _torch_inputs((targets,))[0])
     torch_loss.backward()
     torch_grads = OrderedDict(
-        (name, p.grad.detach().cpu().numpy()) for name, p in torch_model.named_parameters() if p.grad is not None
+        (name, _numpy(p.grad)) for name, p in torch_model.named_parameters() if p.grad is not None
     )
 
     graphdef, params, rest = nnx.split(fnml_model, nnx.Param, ...)
@@ -811,7 +803,7 @@ def compare_training(
             torch_sd = torch_model.state_dict()
             worst = 0.0
             for name in param_names:
-                t = torch_sd[name].detach().cpu().numpy()
+                t = _numpy(torch_sd[name])
                 abs_diff, _ = _diff(fnml_sd[name], t)
                 worst = max(worst, abs_diff)
                 if first_param_name is None and _exceeds(abs_diff, float(np.max(np.abs(t), initial=0.0)), atol, rtol):
@@ -961,7 +953,7 @@ def first_divergence(
         fnml_model(*_fnml_inputs(_as_tuple(fnml_inputs) if fnml_inputs is not None else inputs), **_fnml_inputs(kwargs))
 
     first_param = next(iter(torch_model.parameters()), None)
-    dtype = np.float32 if first_param is None else first_param.detach().cpu().numpy().dtype
+    dtype = np.float32 if first_param is None else _numpy(first_param.detach()[:0]).dtype
     default_atol, default_rtol = _default_tolerance(dtype)
     atol = default_atol if atol is None else float(atol)
     rtol = default_rtol if rtol is None else float(rtol)

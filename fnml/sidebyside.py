@@ -44,6 +44,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from fnml import _torch
 from fnml._validation import check_non_negative, check_number
 
 # The tour's parent process reads lines that start with this marker.
@@ -136,9 +137,7 @@ def to_numpy_tree(value: Any) -> Any:
         return {k: to_numpy_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(to_numpy_tree(v) for v in value)
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+    return _torch.as_numpy(value)  # a torch tensor (bfloat16 kept), jax array or number
 
 
 def max_abs_diff(expected: Any, actual: Any) -> float:

@@ -27,11 +27,11 @@ float32 (``torch.get_default_dtype()``), integers become int64 with x64 on and i
 no warning) with x64 off, booleans become bool.
 
 torch is imported lazily, inside the functions that need it: ``import fnml.tensors`` never imports it.
+The conversions and the dtype table are those of the one torch bridge (``fnml._torch``).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnml import _torch
 from fnml import device as _device
+from fnml._torch import SUPPORTED_DTYPES, PrecisionError, PrecisionWarning
 from fnml._validation import check_bool, check_int, check_key, check_ndim
 
 __all__ = [
@@ -67,64 +69,13 @@ __all__ = [
     "zeros",
 ]
 
-_X64_FIX = "jax.config.update('jax_enable_x64', True) (or set JAX_ENABLE_X64=1 before importing jax)"
-
-# Names of the dtypes fnml maps both ways; the torch attribute has the same name (torch.bfloat16, ...).
-SUPPORTED_DTYPES: tuple[str, ...] = (
-    "bool",
-    "int8",
-    "uint8",
-    "int16",
-    "int32",
-    "int64",
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-)
-_NUMPY_DTYPES: dict[str, np.dtype] = {name: np.dtype(jnp.dtype(name)) for name in SUPPORTED_DTYPES}
 # torch's default floating dtype (torch.get_default_dtype()); JAX can always hold it.
 _DEFAULT_FLOAT = np.dtype("float32")
-
-
-class PrecisionWarning(UserWarning):
-    """An int64/float64 value became int32/float32 because JAX's x64 mode is off (values fit)."""
-
-
-class PrecisionError(OverflowError):
-    """An int64/float64 value does not fit in 32 bits and JAX's x64 mode is off."""
 
 
 # ----------------------------------------------------------------------------------------------
 # dtypes
 # ----------------------------------------------------------------------------------------------
-
-
-def _dtype_name(dtype: Any) -> str:
-    """Name ('float32', ...) of a torch/numpy/jax dtype, a scalar type, or a dtype string."""
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.").removeprefix("jnp.").removeprefix("np.")
-    elif type(dtype).__module__.startswith("torch"):  # torch.dtype, without importing torch
-        name = str(dtype).removeprefix("torch.")
-    else:
-        try:
-            name = np.dtype(dtype).name
-        except TypeError:
-            raise TypeError(
-                f"dtype={dtype!r} is not a dtype; expected one of {', '.join(SUPPORTED_DTYPES)} "
-                "(as a string, a numpy/jax dtype or a torch dtype)"
-            ) from None
-    # numpy spells bool 'bool'; torch aliases: float -> float32, double -> float64, long -> int64...
-    aliases = {
-        "float": "float32",
-        "double": "float64",
-        "half": "float16",
-        "long": "int64",
-        "int": "int32",
-        "short": "int16",
-        "bool_": "bool",
-    }
-    return aliases.get(name, name)
 
 
 def jax_dtype(dtype: Any) -> np.dtype:
@@ -140,12 +91,7 @@ def jax_dtype(dtype: Any) -> np.dtype:
     >>> print(jax_dtype(torch.bfloat16), jax_dtype("double"), jax_dtype(torch.long))
     bfloat16 float64 int64
     """
-    name = _dtype_name(dtype)
-    if name not in _NUMPY_DTYPES:
-        raise TypeError(
-            f"unsupported dtype {dtype!r}; fnml maps these dtypes between torch and jax: {', '.join(SUPPORTED_DTYPES)}"
-        )
-    return _NUMPY_DTYPES[name]
+    return _torch.jax_dtype(dtype)
 
 
 def torch_dtype(dtype: Any):
@@ -156,9 +102,7 @@ def torch_dtype(dtype: Any):
     >>> torch_dtype(jnp.int32), torch_dtype("bfloat16")
     (torch.int32, torch.bfloat16)
     """
-    import torch
-
-    return getattr(torch, jax_dtype(dtype).name)
+    return _torch.torch_dtype(dtype)
 
 
 def canonical_dtype(dtype: Any) -> np.dtype:
@@ -171,45 +115,7 @@ def canonical_dtype(dtype: Any) -> np.dtype:
     >>> canonical_dtype("int64")  # dtype('int32') when x64 is off
     dtype('int...')
     """
-    return np.dtype(jax.dtypes.canonicalize_dtype(jax_dtype(dtype)))
-
-
-def _warn_precision(message: str) -> None:
-    """Issue a PrecisionWarning attributed to the first caller outside this module."""
-    import sys
-
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is our caller
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, PrecisionWarning, stacklevel=level)
-
-
-def _check_fits(values: np.ndarray, source: np.dtype, target: np.dtype, *, what: str) -> None:
-    """Raise PrecisionError if ``values`` (dtype ``source``) do not fit ``target``; else warn."""
-    if values.size:
-        if source.kind in "iu":
-            info = np.iinfo(target)
-            low, high = int(values.min()), int(values.max())
-            if low < info.min or high > info.max:
-                raise PrecisionError(
-                    f"{what}: {source.name} values in [{low}, {high}] do not fit in {target.name} "
-                    f"([{info.min}, {info.max}]), and JAX's x64 mode is off so {source.name} is not "
-                    f"available; enable it with {_X64_FIX}"
-                )
-        else:
-            finite = values[np.isfinite(values)]
-            largest = float(np.max(np.abs(finite))) if finite.size else 0.0
-            if largest > float(np.finfo(target).max):
-                raise PrecisionError(
-                    f"{what}: {source.name} values up to {largest:g} overflow {target.name} "
-                    f"(max {float(np.finfo(target).max):g}), and JAX's x64 mode is off so {source.name} "
-                    f"is not available; enable it with {_X64_FIX}"
-                )
-    _warn_precision(
-        f"{what}: {source.name} became {target.name} because JAX's x64 mode is off"
-        + (" (values rounded to float32 precision)" if source.kind == "f" else " (all values fit)")
-        + f"; to keep {source.name} use {_X64_FIX}"
-    )
+    return _torch.canonical_dtype(dtype)
 
 
 def _to_jax_numpy(values: np.ndarray, dtype: Any | None, *, what: str) -> np.ndarray:
@@ -219,7 +125,7 @@ def _to_jax_numpy(values: np.ndarray, dtype: Any | None, *, what: str) -> np.nda
     held = canonical_dtype(wanted)
     if held != wanted:
         # Check the values in the dtype they will be converted from, then shrink them.
-        _check_fits(values.astype(wanted, copy=False), wanted, held, what=what)
+        _torch.check_fits(values.astype(wanted, copy=False), wanted, held, what=what)
     return values.astype(held, copy=False)
 
 
@@ -245,9 +151,9 @@ def _creation_dtype(dtype: Any | None, *, what: str) -> np.dtype:
     wanted = _DEFAULT_FLOAT if dtype is None else jax_dtype(dtype)
     held = canonical_dtype(wanted)
     if held != wanted:
-        _warn_precision(
+        _torch.warn_precision(
             f"{what}: dtype={wanted.name} became {held.name} because JAX's x64 mode is off; "
-            f"to keep {wanted.name} use {_X64_FIX}"
+            f"to keep {wanted.name} use {_torch.X64_FIX}"
         )
     return held
 
@@ -380,7 +286,7 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None) -> jax.Array:
     >>> tensor([True, False]).dtype
     dtype('bool')
     """
-    if type(data).__module__.startswith("torch"):
+    if _torch.is_tensor(data):
         out = from_torch(data, copy=True)
         return _place(out if dtype is None else to(out, dtype=dtype), device)
     if isinstance(data, (jax.Array, np.ndarray, np.generic)):
@@ -431,10 +337,7 @@ def to_numpy(array: Any, *, copy: bool = False) -> np.ndarray:
     check_bool("copy", copy, where="to_numpy")
     if isinstance(array, jax.core.Tracer):
         raise TypeError("to_numpy: got a traced value; it cannot leave jit/grad. Call it outside the transform")
-    if type(array).__module__.startswith("torch"):
-        values = _torch_to_numpy(array)
-    else:
-        values = np.asarray(array)
+    values = _torch.as_numpy(array)
     return values.copy() if copy else values
 
 
@@ -466,31 +369,10 @@ def from_torch(tensor: Any, *, copy: bool = False, device: Any = None) -> jax.Ar
     [[1. 1. 1.]
      [1. 1. 1.]] float32
     """
-    import torch
-
-    if not isinstance(tensor, torch.Tensor):
+    if not _torch.is_tensor(tensor):
         raise TypeError(f"from_torch: tensor must be a torch.Tensor, got {type(tensor).__name__}")
     check_bool("copy", copy, where="from_torch")
-    if tensor.layout != torch.strided:
-        raise TypeError(f"from_torch: layout {tensor.layout} is not supported; call tensor.to_dense() first")
-    jax_dtype(tensor.dtype)  # unsupported dtypes fail here with the list of supported ones
-    source = tensor.detach().resolve_conj().resolve_neg()
-    wanted = jax_dtype(source.dtype)
-    held = canonical_dtype(wanted)
-    if held != wanted:
-        # JAX's DLPack import would wrap int64 silently: check values in torch, then shrink there.
-        _check_fits(_torch_to_numpy(source), wanted, held, what="from_torch")
-        source = source.to(torch_dtype(held))
-    if not source.is_contiguous():
-        source = source.contiguous()  # (copy) logical order, so every importer reads it right
-    if copy:
-        source = source.clone()
-    try:
-        out = jax.dlpack.from_dlpack(source)
-    except (RuntimeError, TypeError, ValueError, BufferError):
-        # e.g. a CUDA tensor with a CPU-only jax: go through host memory instead.
-        out = jnp.asarray(_torch_to_numpy(source))
-    return _place(out, device)
+    return _place(_torch.to_jax(tensor, copy=copy, what="from_torch"), device)
 
 
 def to_torch(array: Any, *, copy: bool = False, requires_grad: bool = False):
@@ -524,28 +406,10 @@ def to_torch(array: Any, *, copy: bool = False, requires_grad: bool = False):
     try:
         out = torch.from_dlpack(array)
     except (RuntimeError, TypeError, ValueError, BufferError):
-        out = torch.from_numpy(np.array(array)) if array.dtype != jnp.bfloat16 else _bf16_to_torch(array)
+        out = _torch.to_torch(array)  # through host memory (bfloat16 via its bits)
     if copy or requires_grad:
         out = out.clone()
     return out.requires_grad_(True) if requires_grad else out
-
-
-def _torch_to_numpy(tensor: Any) -> np.ndarray:
-    """Host numpy copy of a torch tensor (bfloat16 via its bits, as ml_dtypes.bfloat16)."""
-    import torch
-
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(jnp.bfloat16)
-    return tensor.numpy()
-
-
-def _bf16_to_torch(array: jax.Array):
-    """bfloat16 jax array -> torch tensor via its 16-bit pattern (numpy has no bfloat16 for torch)."""
-    import torch
-
-    bits = np.array(array).view(np.int16)
-    return torch.from_numpy(bits).view(torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -602,7 +466,7 @@ def to(array: Any, *args: Any, dtype: Any = None, device: Any = None) -> Any:
     float16 cpu:0
     """
     for arg in args:
-        if isinstance(arg, (str, jax.Device)) and not (isinstance(arg, str) and arg in _NUMPY_DTYPES):
+        if isinstance(arg, (str, jax.Device)) and not _torch.is_dtype_name(arg):
             if device is not None:
                 raise TypeError(f"to: device given twice ({device!r} and {arg!r})")
             device = arg
@@ -670,7 +534,7 @@ def _astype(leaf: Any, dtype: Any) -> jax.Array:
         if isinstance(leaf, jax.core.Tracer):
             _creation_dtype(dtype, what="to")  # values are unknown under a transform: warn only
         else:
-            _check_fits(np.asarray(leaf).astype(wanted), wanted, held, what="to")
+            _torch.check_fits(np.asarray(leaf).astype(wanted), wanted, held, what="to")
     return jnp.asarray(leaf).astype(held)
 
 
@@ -693,7 +557,7 @@ def _python_to_numpy(data: Any, *, what: str) -> np.ndarray:
             if values.size and (values.min() < info.min or values.max() > info.max):
                 raise PrecisionError(
                     f"{what}: integers in [{values.min()}, {values.max()}] do not fit in int32 and JAX's "
-                    f"x64 mode is off; enable it with {_X64_FIX}"
+                    f"x64 mode is off; enable it with {_torch.X64_FIX}"
                 )
         return values.astype(held)
     if values.dtype.kind == "f":

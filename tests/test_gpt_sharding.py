@@ -31,6 +31,7 @@ import pytest
 from flax import nnx
 from helpers import ROOT, child_env, max_abs_diff, run_python, tolerance
 
+from fnml import _fit as fit_pipeline
 from fnml import device, interop, layers, losses, optim, train
 
 # One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
@@ -52,6 +53,7 @@ WORKER = textwrap.dedent(
     root, out_path, steps, min_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     sys.path.insert(0, os.path.join(root, "benchmarks"))
     import workloads as W
+    from fnml import _fit as fit_pipeline
     from fnml import device, interop, optim, train
 
     SHAPE = dict(vocab=32, block=8, n_layer=2, n_head=2, n_embd=16)
@@ -98,8 +100,8 @@ WORKER = textwrap.dedent(
 
     # fit: count the fused builds, to know which runs really fused
     builds = []
-    real_build = train._make_fused_epochs
-    train._make_fused_epochs = lambda fn, **o: builds.append(o.get("mesh") is not None) or real_build(fn, **o)
+    real_build = fit_pipeline._make_fused_epochs  # fit's pipeline builds its fused epochs there
+    fit_pipeline._make_fused_epochs = lambda fn, **o: builds.append(o.get("mesh") is not None) or real_build(fn, **o)
 
     class Spy(train.Callback):
         specs = []
@@ -315,8 +317,8 @@ def test_fused_epochs_on_a_mesh_need_one_process(monkeypatch):
     mesh = device.mesh()
     reference = _fit(model, X, Y, mesh=mesh)
     builds = []
-    real_build = train._make_fused_epochs
-    monkeypatch.setattr(train, "_make_fused_epochs", lambda fn, **o: builds.append(o) or real_build(fn, **o))
+    real_build = fit_pipeline._make_fused_epochs
+    monkeypatch.setattr(fit_pipeline, "_make_fused_epochs", lambda fn, **o: builds.append(o) or real_build(fn, **o))
     monkeypatch.setattr(device, "process_count", lambda: 2)
     with pytest.raises(
         ValueError,

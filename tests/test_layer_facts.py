@@ -15,7 +15,7 @@ import pytest
 import torch
 from flax import nnx
 
-from fnml import interop, layers, losses, optim, parity, train
+from fnml import _fit, interop, layers, losses, optim, parity, train
 from fnml.interop import lowering
 from fnml.interop.state_dicts import _slots
 from fnml.layers._facts import CHILDREN, LAYOUTS, LayerCall, TorchFacts
@@ -287,9 +287,9 @@ def test_multihead_attention_follows_torch_autocast():
 
 def test_has_conv_reads_the_declarations():
     mlp = layers.Sequential(layers.Linear(2, 3, rngs=nnx.Rngs(0)), layers.ReLU())
-    assert not train._has_conv(mlp)
-    assert train._has_conv(layers.Sequential(layers.ConvTranspose1d(2, 3, 3, rngs=nnx.Rngs(0))))
-    assert train._has_conv(layers.Sequential(nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0))))
+    assert not _fit._has_conv(mlp)
+    assert _fit._has_conv(layers.Sequential(layers.ConvTranspose1d(2, 3, 3, rngs=nnx.Rngs(0))))
+    assert _fit._has_conv(layers.Sequential(nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0))))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ PUBLIC_NAMES: dict[str, tuple[str, ...]] = {
         "init_distributed",
         "is_main_process",
         "mesh",
+        "mesh_jit",
         "param_shardings",
         "process_count",
         "process_index",

@@ -13,6 +13,7 @@ import torch
 from flax import nnx
 from helpers import cache_size, max_abs_diff, tolerance
 
+from fnml import _fit as fit_pipeline
 from fnml import data, layers, losses, optim, train
 
 # One criterion object for the whole module: fit memoises its jitted steps per criterion, so tests
@@ -263,11 +264,11 @@ def test_fused_auto_rule():
         def __init__(self, rngs):
             self.conv = layers.Conv2d(1, 2, 3, rngs=rngs)
 
-    assert train._choose_fused("auto", layers.SimpleNN(rngs=nnx.Rngs(0)), 10)
-    assert not train._choose_fused("auto", layers.SimpleNN(rngs=nnx.Rngs(0)), 1)
+    assert fit_pipeline._choose_fused("auto", layers.SimpleNN(rngs=nnx.Rngs(0)), 10)
+    assert not fit_pipeline._choose_fused("auto", layers.SimpleNN(rngs=nnx.Rngs(0)), 1)
     conv = ConvNet(nnx.Rngs(0))
-    assert train._choose_fused("auto", conv, 10) == (jax.default_backend() != "cpu")
-    assert train._choose_fused(True, conv, 10)
+    assert fit_pipeline._choose_fused("auto", conv, 10) == (jax.default_backend() != "cpu")
+    assert fit_pipeline._choose_fused(True, conv, 10)
 
 
 # ---- resume == uninterrupted (bitwise) -----------------------------------------------------------
@@ -523,4 +524,5 @@ def test_log_line_puts_the_validation_loss_before_metrics():
     # jax.device_get returns the metrics dict with sorted keys ("accuracy" < "loss"); the line keeps
     # the loss first, as a hand-written torch loop prints it.
     logs = {"loss": 0.5, "mean_loss": 0.6, "val_accuracy": 0.9, "val_loss": 0.25}
-    assert train._format_line(3, 10, logs) == "Epoch [3/10], Loss: 0.5000, Val Loss: 0.2500, Val accuracy: 0.9000"
+    line = fit_pipeline._format_line(3, 10, logs)
+    assert line == "Epoch [3/10], Loss: 0.5000, Val Loss: 0.2500, Val accuracy: 0.9000"

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fnml import layers
+from fnml import _torch, layers
+from fnml._torch import canonical_dtype
 from fnml.interop import lowering
-from fnml.interop.lowering import UnsupportedTorchOpError, jax_dtype
+from fnml.interop.lowering import UnsupportedTorchOpError
 from fnml.interop.state_dicts import (
     _PERSISTENT,
     _declared_layers,
@@ -110,8 +111,8 @@ class _Const(NamedTuple):
 
     @classmethod
     def of(cls, value: Any) -> _Const:
-        array = np.ascontiguousarray(value.detach().cpu().numpy())
-        return cls(array.tobytes(), array.dtype.str, array.shape)
+        array = np.ascontiguousarray(_torch.to_numpy(value))
+        return cls(array.tobytes(), array.dtype.name, array.shape)  # the name: bfloat16's .str is a void "<V2"
 
     def array(self) -> jax.Array:
         return jnp.asarray(np.frombuffer(self.data, np.dtype(self.dtype)).reshape(self.shape))
@@ -345,7 +346,7 @@ def _join(path: str, name: str) -> str:
 
 
 def _jax_value(tensor: Any) -> jax.Array:
-    return jnp.asarray(tensor.detach().cpu().numpy())
+    return _torch.as_jax(tensor)
 
 
 def _aliases(torch_module: Any) -> list[list[str]]:
@@ -577,7 +578,7 @@ def _convert(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_convert(v) for v in value)
     if isinstance(value, torch.dtype):
-        return jax_dtype(value)
+        return canonical_dtype(value)
     if isinstance(value, (torch.device, torch.layout, torch.memory_format)):
         return None
     if isinstance(value, dict):
@@ -750,8 +751,8 @@ def _spec(text: str) -> Any:
 
 def _as_array(value: Any) -> Any:
     """Inputs: torch tensors / numpy -> jax arrays; other values (None, ints) unchanged."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        return jnp.asarray(value.detach().cpu().numpy())
+    if _torch.is_tensor(value):
+        return _torch.as_jax(value)
     if isinstance(value, np.ndarray):
         return jnp.asarray(value)
     return value
@@ -1137,7 +1138,7 @@ def _root_checks(torch_module: Any) -> Any:
         )
     params = list(torch_module.parameters())
     dtype = params[0].dtype if params else torch.get_default_dtype()
-    return jax.dtypes.canonicalize_dtype(jax_dtype(dtype))
+    return canonical_dtype(dtype)
 
 
 def _build_twin(torch_module: Any, dtype: Any, programs: Any, source: str, *, captured: bool, rngs: Any) -> Any:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnml import functional as F
+from fnml._torch import canonical_dtype
 
 __all__ = ["ELEMENTWISE", "OPS", "VIEWS", "Lowering", "UnsupportedTorchOpError", "lookup"]
 
@@ -62,14 +63,8 @@ class Lowering(NamedTuple):
 
 
 def jax_dtype(dtype: Any) -> Any:
-    """A torch dtype (or numpy dtype) -> the canonical jax dtype of the same name (float64 needs x64)."""
-    if dtype is None:
-        return None
-    name = str(dtype).replace("torch.", "")
-    name = {"bool": "bool_", "half": "float16", "float": "float32", "double": "float64", "long": "int64"}.get(
-        name, name
-    )
-    return jax.dtypes.canonicalize_dtype(np.dtype(getattr(np, name, name)))
+    """A torch dtype (or name) -> the dtype JAX holds for it (the torch bridge's map; float64 needs x64)."""
+    return None if dtype is None else canonical_dtype(dtype)
 
 
 def _dims(dims: tuple) -> tuple:

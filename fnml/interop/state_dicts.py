@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fnml import layers
+from fnml import _torch, layers
+from fnml.interop._readers import load_safetensors, load_torch_file
 from fnml.layers._facts import TorchFacts
 
 # Variable metadata marking a torch buffer registered with persistent=False (kept out of state_dict).
@@ -297,14 +298,9 @@ def state_dict(model: nnx.Module, *, flatten_nhwc: Mapping[str, Sequence[int]] |
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
-    """A torch tensor / jax array / numpy array -> numpy array (bfloat16 tensors widen to float32)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
-        tensor = value.detach().cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            tensor = tensor.float()
-        return tensor.numpy()
-    if isinstance(value, (np.ndarray, jax.Array, np.generic, int, float)):
-        return np.asarray(value)
+    """A torch tensor / jax array / numpy array -> numpy array (the torch bridge: bfloat16 stays bfloat16)."""
+    if _torch.is_tensor(value) or isinstance(value, (np.ndarray, jax.Array, np.generic, int, float)):
+        return _torch.as_numpy(value)
     raise TypeError(
         f"state_dict[{name!r}] must be a torch tensor, numpy array or jax array, got {type(value).__name__}"
     )
@@ -313,13 +309,11 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
 def _read_source(source: Any) -> Mapping[str, Any]:
     """A state dict mapping, or a path to a .safetensors / .pt / .pth file, as a mapping."""
     if isinstance(source, (str, os.PathLike)):
-        from fnml.interop.files import _load_torch_file, load_safetensors  # files imports this module
-
         path = os.fspath(source)
         if path.endswith(".safetensors"):
             return load_safetensors(path)
         if path.endswith((".pt", ".pth", ".bin")):
-            return _load_torch_file(path)
+            return load_torch_file(path)
         raise ValueError(f"state_dict path {path!r} has an unknown extension; expected .safetensors, .pt, .pth or .bin")
     if isinstance(source, nnx.Module):
         return state_dict(source)
