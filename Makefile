@@ -8,11 +8,12 @@ PIP := $(PY) -m pip
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
-# Two workers: the suite is CPU-bound and CI machines have 2 cores; loadgroup keeps each module marked
-# xdist_group (the multi-process ones) on one worker, so their subprocess fixtures start once.
+# Two workers: the suite is CPU-bound and CI machines have 2 cores. loadfile sends each test module to one
+# worker, so every module-scoped fixture (compiled steps, ported models, subprocess workers) is built once;
+# tests/conftest.py puts the longest modules first so the two workers end together.
 # `make test` leaves out the tests marked slow (the digits examples at full length, the long fuzz profile);
 # `make test-full` runs everything.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-full lint bench venv clean
 

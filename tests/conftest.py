@@ -21,6 +21,11 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+# The suite compiles thousands of small programs and runs most of them once: LLVM's optimisation passes cost
+# more than they save (a quarter of the fuzz and porting-corpus time). Level 0 enables no fast-math (neither
+# level does) and every parity test holds at both levels; the examples and other child processes that run
+# as a user runs them get XLA's default level back (helpers.child_env).
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -61,6 +66,30 @@ def _seed_torch():
     # Deterministic torch draws in every test; fnml draws come from explicit jax keys.
     torch.manual_seed(0)
     yield
+
+
+# --------------------------------------------------------------------------------------------------
+# Scheduling: the longest modules start first, so the two xdist workers (make test: --dist loadfile, one
+# module per worker) finish together instead of one waiting on a long module picked up last.
+# --------------------------------------------------------------------------------------------------
+
+LONGEST_FIRST = (
+    "test_gpt_sharding.py",
+    "test_distributed.py",
+    "test_examples.py",
+    "test_crash_safety.py",
+    "test_porting_corpus.py",
+    "test_transformer.py",
+    "test_doctests.py",
+    "test_fuzz_layers.py",
+    "test_fuzz_losses.py",
+    "test_fuzz_norm_attention.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
 
 
 # --------------------------------------------------------------------------------------------------

@@ -242,15 +242,20 @@ def deadline(seconds: float) -> float:
     return seconds * float(os.environ.get("FNML_TEST_TIMEOUT_SCALE", "1"))
 
 
-def child_env(*, x64: bool = False, **overrides: str) -> dict[str, str]:
+def child_env(*, x64: bool = False, fast_compile: bool = False, **overrides: str) -> dict[str, str]:
     """The environment of a Python child: this repository first on the path, CPU, jax's defaults unless ``x64``.
 
     The child writes bytecode (the sandbox may set ``PYTHONDONTWRITEBYTECODE``: every child would then
     recompile fnml's sources) and shares the suite's JAX compilation cache (``JAX_COMPILATION_CACHE_DIR``,
-    set by conftest.py), so a program compiled by one child is loaded by the next.
+    set by conftest.py), so a program compiled by one child is loaded by the next. It compiles at XLA's
+    default optimisation level, as a user's program does, unless ``fast_compile`` keeps the suite's level 0
+    (test workers that compile much and compute little).
     """
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if not fast_compile:
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
+        env["XLA_FLAGS"] = " ".join(flags)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if x64:
         env["JAX_ENABLE_X64"] = "1"

@@ -12,7 +12,8 @@
 
 Children signal readiness by printing a line (``READY``, ``PAUSED 3``); deadlines only bound a hang and scale
 with ``$FNML_TEST_TIMEOUT_SCALE`` (``helpers.deadline``); every child is ended and its pipe closed in ``finally``
-(``helpers.finish``). The module's tests share one uninterrupted reference run, so they stay on one xdist worker.
+(``helpers.finish``). The module's tests share one uninterrupted reference run (``make test`` sends a whole
+module to one xdist worker).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from flax import nnx
 from helpers import deadline, finish, spawn_python, wait_for_line
 
 from fnml import checkpoint, interop, layers, losses, optim, train
-
-pytestmark = pytest.mark.xdist_group("crash_safety")
 
 # The training run of the subprocess tests (also importable in this process for templates).
 TRAINER = textwrap.dedent(

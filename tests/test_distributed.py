@@ -31,9 +31,6 @@ from helpers import ROOT, child_env, finish, max_abs_diff, spawn_python, toleran
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml import device as fdevice
 
-# One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
-# subprocess workers start once, not once per xdist worker.
-pytestmark = pytest.mark.xdist_group("distributed")
 SUBPROCESS_TIMEOUT = 300  # seconds (scaled by helpers.deadline), per worker process; only bounds a hang
 DTYPES = ("float64", "float32")
 MODELS = ("mlp", "cnn")
@@ -284,7 +281,7 @@ def _torch_trajectory(name: str, dtype: str, bn_per_shard: int | None) -> dict[s
 
 
 def _env() -> dict[str, str]:
-    env = child_env(x64=True, FNML_ROOT=str(ROOT))
+    env = child_env(x64=True, fast_compile=True, FNML_ROOT=str(ROOT))
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return env
 

@@ -34,9 +34,6 @@ from helpers import ROOT, child_env, max_abs_diff, run_python, tolerance
 from fnml import _fit as fit_pipeline
 from fnml import device, interop, layers, losses, optim, train
 
-# One pytest-xdist worker runs the whole module (make test: --dist loadgroup), so its module-scoped
-# subprocess workers start once, not once per xdist worker.
-pytestmark = pytest.mark.xdist_group("gpt_sharding")
 SUBPROCESS_TIMEOUT = 300  # seconds (scaled by helpers.deadline); only bounds a hang
 STEPS = 20  # 5 epochs of 4 batches of 8 sequences
 MIN_SIZE = 256  # arrays of >= 256 elements are split along "model" (every matrix of the tiny GPT)
@@ -160,7 +157,7 @@ def results(tmp_path_factory) -> dict[str, np.ndarray]:
     path = tmp_path_factory.mktemp("gpt_sharding")
     script, out = path / "worker.py", path / "results.npz"
     script.write_text(WORKER)
-    env = child_env(x64=True)
+    env = child_env(x64=True, fast_compile=True)
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     try:
         completed = run_python(

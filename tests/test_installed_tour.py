@@ -82,7 +82,6 @@ def _modules(root: Path) -> set[str]:
     }
 
 
-@pytest.mark.slow
 def test_installed_package_ships_every_module_and_the_examples(installed):
     assert _modules(installed) == _modules(REPO), "the wheel misses (or adds) modules of the checkout"
     shipped = installed / "fnml" / "_examples"
@@ -91,7 +90,6 @@ def test_installed_package_ships_every_module_and_the_examples(installed):
     assert {p.name for p in shipped.glob("*.py")} == expected
 
 
-@pytest.mark.slow
 def test_tour_runs_from_the_installed_package_in_any_directory(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
