@@ -10,10 +10,11 @@ STAMP_TEST := $(VENV)/.stamp-test
 STAMP_BENCH := $(VENV)/.stamp-bench
 # Two workers: the suite is CPU-bound and CI machines have 2 cores. loadfile sends each test module to one
 # worker, so every module-scoped fixture (compiled steps, ported models, subprocess workers) is built once;
-# tests/conftest.py puts the longest modules first so the two workers end together.
+# --no-loadscope-reorder keeps the collection order, where tests/conftest.py puts the longest modules first
+# (xdist would otherwise start the modules with the most tests first), so the two workers end together.
 # `make test` leaves out the tests marked slow (the digits examples at full length, the long fuzz profile);
 # `make test-full` runs everything.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test test-full lint bench venv clean
 
