@@ -27,25 +27,11 @@ import torch
 import torch.nn as nn
 from flax import nnx
 
-from fnml import data, layers, losses, optim, train
+from fnml import data, interop, layers, losses, optim, train
 from fnml.sidebyside import SideBySide, quick_mode
 
 tour = SideBySide("12 training loops", "Several inputs, truncated BPTT, accumulation, freezing, bfloat16 autocast")
 torch.manual_seed(0)
-
-
-def load(fnml_model, torch_model):
-    """Copy torch's weights into the fnml twin (Linear/LSTM kernels are torch's weights transposed)."""
-    for name, tensor in torch_model.state_dict().items():
-        *path, leaf = name.split(".")
-        module = fnml_model
-        for part in path:
-            module = getattr(module, part)
-        value = tensor.detach().numpy().copy()
-        if leaf.startswith("weight") and value.ndim == 2 and not isinstance(module, layers.Embedding):
-            leaf, value = leaf.replace("weight", "kernel"), value.T  # torch (out, in) -> fnml (in, out)
-        getattr(module, leaf)[...] = jnp.asarray(value)
-    return fnml_model
 
 
 # ---- 1. two inputs ------------------------------------------------------------------------------------
@@ -102,7 +88,7 @@ def torch_two_inputs():
 
 
 def fnml_two_inputs():
-    model = load(Tabular(rngs=nnx.Rngs(0)), TABULAR)
+    model = interop.load_state_dict(Tabular(rngs=nnx.Rngs(0)), TABULAR_INIT)
     X = (X_NUM.numpy(), X_CAT.numpy())  # model(*x)
     result = train.fit(model, optim.adam(lr=0.01), losses.MSELoss(), X, Y_TAB.numpy(), epochs=5, batch_size=8,
                        shuffle=True, key=KEY, verbose=False)  # fmt: skip
@@ -184,7 +170,7 @@ def lm_loss(model, x, y, hidden):
 
 
 def fnml_bptt():
-    model = load(CharLM(rngs=nnx.Rngs(0)), CHAR_LM)
+    model = interop.load_state_dict(CharLM(rngs=nnx.Rngs(0)), CHAR_LM_INIT)
     state = train.TrainState.create(model, optax.chain(optim.clip_grad_norm(0.25), optim.sgd(lr=1.0)))
     step = train.make_train_step(loss_fn=lm_loss, has_aux=True)
     hidden = (jnp.zeros((1, BATCH, HIDDEN)), jnp.zeros((1, BATCH, HIDDEN)))
@@ -260,7 +246,7 @@ def torch_accumulation():
 
 
 def fnml_accumulation():
-    model = load(BNNet(rngs=nnx.Rngs(0)), BN_NET)
+    model = interop.load_state_dict(BNNet(rngs=nnx.Rngs(0)), BN_INIT)
     tx = optim.adamw(lr=optim.step_lr(lr=0.01, step_size=2, gamma=0.5))
     result = train.fit(model, tx, losses.MSELoss(), X_ACC.numpy(), Y_ACC.numpy(), epochs=3, batch_size=6,
                        shuffle=True, key=KEY, accumulate_steps=4, verbose=False)  # fmt: skip
@@ -300,7 +286,7 @@ def torch_frozen():
 
 
 def fnml_frozen():
-    model = load(Tabular(rngs=nnx.Rngs(0)), TABULAR)
+    model = interop.load_state_dict(Tabular(rngs=nnx.Rngs(0)), TABULAR_INIT)
     layers.freeze(model.emb)
     layers.freeze(model.fc1)
     tx = optim.adamw(lr=0.01, weight_decay=0.1)
@@ -346,9 +332,7 @@ def fnml_autocast():
     model = layers.Sequential(
         layers.Linear(4, 32, rngs=nnx.Rngs(0)), layers.ReLU(), layers.Linear(32, 1, rngs=nnx.Rngs(1))
     )
-    for i in (0, 2):  # torch (out, in) -> fnml (in, out)
-        model[i].kernel[...] = jnp.asarray(AC_INIT[f"{i}.weight"].numpy().T)
-        model[i].bias[...] = jnp.asarray(AC_INIT[f"{i}.bias"].numpy())
+    interop.load_state_dict(model, AC_INIT)
     tx = optim.adam(lr=0.01)
     result = train.fit(model, tx, losses.MSELoss(), X_AC.numpy(), Y_AC.numpy(), epochs=20, autocast="bfloat16",
                        verbose=False)  # fmt: skip

@@ -560,9 +560,10 @@ def fit(
       ``val_<name>`` for each of ``metrics``, e.g. ``{"accuracy": train.accuracy}``), printed after the loss.
     - ``fused``: run many steps inside one ``jax.lax.scan`` (whole epochs per chunk). Same losses as the
       unfused loop (float32 <= 1e-6), same batches. ``"auto"`` fuses when a chunk has at least 2 steps,
-      except for models containing a convolution (any submodule whose class name contains ``Conv``) on
-      the CPU backend, where a conv net inside ``lax.scan`` runs slower than one jitted step per
-      iteration (measurements: ``benchmarks/README.md``).
+      except for models containing a convolution (a layer declaring one in its ``torch_facts``, flax's
+      ``nnx.Conv`` / ``nnx.ConvTranspose``, or a twin's torch convolution) on the CPU backend, where a
+      conv net inside ``lax.scan`` runs slower than one jitted step per iteration (measurements:
+      ``benchmarks/README.md``).
     - ``donate``: donate state buffers to each step (faster for MLPs, slower for LSTMs).
     - ``callbacks``: :class:`Callback` objects, e.g. :class:`EarlyStopping`. ``on_train_begin()`` runs once
       before the first epoch; ``on_epoch_end(epoch, logs, state)`` after every epoch's records (and before

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size
+from helpers import cache_size, copy_torch_weights
 
 from fnml import layers, losses, optim, train
 
@@ -63,20 +63,6 @@ class CNN(nnx.Module):
         return self.fc(jax.nn.relu(self.c2(self.pool(jax.nn.relu(self.c1(x))))).reshape(x.shape[0], -1))
 
 
-def _load(model, torch_model):
-    for name, tensor in torch_model.state_dict().items():
-        layer, leaf = name.split(".")
-        module = getattr(model, layer)
-        value = tensor.detach().numpy().copy()
-        if leaf == "weight":
-            # torch Linear (out, in) -> (in, out); Conv2d OIHW -> HWIO
-            value = value.T if value.ndim == 2 else value.transpose(2, 3, 1, 0)
-            module.kernel[...] = jnp.asarray(value)
-        else:
-            module.bias[...] = jnp.asarray(value)
-    return model
-
-
 CASES = {
     "mlp": (TorchMLP, MLP, lambda: torch.randn(16, 8), 4),
     "cnn": (TorchCNN, CNN, lambda: torch.randn(8, 1, 8, 8), 3),
@@ -108,7 +94,9 @@ def test_bfloat16_autocast_tracks_torch_autocast_over_50_steps(case):
     runs = {}
     for autocast in ("bfloat16", None):
         torch_model.load_state_dict(initial)
-        state = train.TrainState.create(_load(fnml_cls(rngs=nnx.Rngs(0)), torch_model), optim.adam(lr=1e-2))
+        model = fnml_cls(rngs=nnx.Rngs(0))
+        copy_torch_weights(model, torch_model)
+        state = train.TrainState.create(model, optim.adam(lr=1e-2))
         step = train.make_train_step(losses.CrossEntropyLoss(), autocast=autocast)
         step_losses = []
         for _ in range(STEPS):
@@ -128,7 +116,8 @@ def test_bfloat16_autocast_tracks_torch_autocast_over_50_steps(case):
 
 def test_autocast_forward_casts_matmul_layers_only_and_keeps_the_module_unchanged():
     torch_model = TorchMLP()
-    model = _load(MLP(rngs=nnx.Rngs(0)), torch_model)
+    model = MLP(rngs=nnx.Rngs(0))
+    copy_torch_weights(model, torch_model)
     state = train.TrainState.create(model, optim.sgd(lr=0.1))
     X, Y = torch.randn(16, 8), torch.randint(0, 4, (16,))
     evaluate = train.make_eval_step(losses.CrossEntropyLoss(), autocast="bfloat16")

@@ -13,14 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
-from helpers import assert_trees_close, max_abs_diff
+from helpers import assert_trees_close, max_abs_diff, torch_dtype
 from scipy import stats
 
 from fnml import functional as F
 from fnml import layers
 from fnml.functional._im2col import use_im2col
 
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # (dtype, channels_last): both layouts in float64 (exactness), torch's layout in float32 (working tolerance).
 VARIANTS = pytest.mark.parametrize(
     "dtype, channels_last",
@@ -285,6 +284,7 @@ CONV_LAYER_CASES = {
 }
 
 
+# Not helpers.copy_torch_weights: it has no ConvTranspose layout, and layer_parity maps the gradients with these.
 def _torch_weight_to_fnml(layer_name: str):
     """The documented conversions (numpy): Conv weight (O, I/g, *k) -> reversed axes; ConvTranspose (I, O/g, *k)."""
     if layer_name.startswith("Conv1d"):
@@ -298,7 +298,7 @@ def _torch_weight_to_fnml(layer_name: str):
 
 def _layer_pair(case, dtype):
     cls, torch_cls, args, kwargs, shape = CONV_LAYER_CASES[case]
-    torch_layer = torch_cls(*args, **kwargs).to(TORCH_DTYPES[dtype])
+    torch_layer = torch_cls(*args, **kwargs).to(torch_dtype(dtype))
     fnml_layer = cls(*args, **kwargs, param_dtype=dtype, rngs=nnx.Rngs(0))
     convert = _torch_weight_to_fnml(case)
     fnml_layer.kernel[...] = jnp.asarray(convert(torch_layer.weight.detach().numpy()))
@@ -320,7 +320,7 @@ def test_conv_layers_match_torch(case, dtype):
 def test_conv_transpose_output_size_matches_torch(output_size):
     dtype = "float64"
     fnml_layer = layers.ConvTranspose2d(3, 4, 3, stride=2, padding=1, param_dtype=dtype, rngs=nnx.Rngs(0))
-    torch_layer = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1).to(TORCH_DTYPES[dtype])
+    torch_layer = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1).to(torch_dtype(dtype))
     fnml_layer.kernel[...] = jnp.asarray(torch_layer.weight.detach().numpy().transpose(2, 3, 0, 1))
     fnml_layer.bias[...] = jnp.asarray(torch_layer.bias.detach().numpy())
     torch_size = list(output_size[1:3]) if len(output_size) == 4 else list(output_size)

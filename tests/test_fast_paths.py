@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import max_abs_diff, tolerance
+from helpers import copy_torch_weights, max_abs_diff, tolerance, torch_dtype
 
 from fnml import layers, losses, optim, train
 
@@ -38,14 +38,10 @@ IM2COL_CASES = {
 def _conv_pair(case: str, dtype: str):
     """An fnml Conv2d and a torch Conv2d with the same weights, plus an input (NHWC numpy)."""
     cin, cout, k, kwargs, shape = IM2COL_CASES[case]
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
     torch.manual_seed(0)
-    torch_layer = torch.nn.Conv2d(cin, cout, k, **kwargs).to(torch_dtype)
+    torch_layer = torch.nn.Conv2d(cin, cout, k, **kwargs).to(torch_dtype(dtype))
     fnml_layer = layers.Conv2d(cin, cout, k, **kwargs, param_dtype=dtype, rngs=nnx.Rngs(0))
-    # torch OIHW -> HWIO (2, 3, 1, 0)
-    fnml_layer.kernel[...] = jnp.asarray(torch_layer.weight.detach().numpy().transpose(2, 3, 1, 0))
-    if torch_layer.bias is not None:
-        fnml_layer.bias[...] = jnp.asarray(torch_layer.bias.detach().numpy())
+    copy_torch_weights(fnml_layer, torch_layer)  # torch OIHW -> HWIO (2, 3, 1, 0)
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     return fnml_layer, torch_layer, x
 

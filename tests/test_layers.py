@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import assert_trees_close, max_abs_diff
+from helpers import assert_trees_close, max_abs_diff, torch_dtype
 
 from fnml import layers
-
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 # fnml attribute -> (torch parameter name, torch layout -> fnml layout)
 _LINEAR_MAP = {"kernel": ("weight", lambda w: w.T), "bias": ("bias", lambda b: b)}
@@ -37,6 +35,8 @@ def _param_map(module: nnx.Module) -> dict:
     return _PLAIN_MAP
 
 
+# Not helpers.copy_torch_weights: its arrays share the torch tensors' memory, and torch's BatchNorm updates its
+# statistics in place; the maps above also convert the gradients.
 def _copy_params(fnml_module: nnx.Module, torch_module: torch.nn.Module) -> None:
     """Copy torch's parameters (and BatchNorm buffers) into the fnml layer, converting layouts."""
     for attr, (name, convert) in _param_map(fnml_module).items():
@@ -134,7 +134,7 @@ LINEAR_CASES = {
 @pytest.mark.parametrize("case", list(LINEAR_CASES), ids=list(LINEAR_CASES))
 def test_linear_parity(case, dtype):
     spec = LINEAR_CASES[case]
-    torch_layer = torch.nn.Linear(*spec["features"], bias=spec["bias"]).to(TORCH_DTYPES[dtype])
+    torch_layer = torch.nn.Linear(*spec["features"], bias=spec["bias"]).to(torch_dtype(dtype))
     fnml_layer = layers.Linear(*spec["features"], bias=spec["bias"], param_dtype=dtype, rngs=nnx.Rngs(0))
     _copy_params(fnml_layer, torch_layer)
     _parity(fnml_layer, torch_layer, _data(spec["shape"], dtype), dtype, label=f"Linear[{case}]")
@@ -173,7 +173,7 @@ CONV_CASES = {
 def test_conv2d_parity(case, dtype):
     spec = CONV_CASES[case]
     kwargs = spec.get("kwargs", {})
-    torch_layer = torch.nn.Conv2d(*spec["args"], **kwargs).to(TORCH_DTYPES[dtype])
+    torch_layer = torch.nn.Conv2d(*spec["args"], **kwargs).to(torch_dtype(dtype))
     fnml_layer = layers.Conv2d(*spec["args"], **kwargs, param_dtype=dtype, rngs=nnx.Rngs(0))
     _copy_params(fnml_layer, torch_layer)
     shape = spec.get("shape", (2, 7, 6, spec["args"][0]))  # NHWC
@@ -199,7 +199,7 @@ BN_CASES = {
 def _bn_pair(case, dtype):
     spec = BN_CASES[case]
     kwargs = spec.get("kwargs", {})
-    torch_layer = getattr(torch.nn, spec["cls"])(3, **kwargs).to(TORCH_DTYPES[dtype])
+    torch_layer = getattr(torch.nn, spec["cls"])(3, **kwargs).to(torch_dtype(dtype))
     fnml_layer = getattr(layers, spec["cls"])(3, **kwargs, param_dtype=dtype)
     if torch_layer.weight is not None:  # non-trivial affine parameters
         with torch.no_grad():
@@ -285,7 +285,7 @@ LN_CASES = {
 def test_layernorm_parity(case, dtype):
     spec = LN_CASES[case]
     kwargs = spec.get("kwargs", {})
-    torch_layer = torch.nn.LayerNorm(*spec["args"], **kwargs).to(TORCH_DTYPES[dtype])
+    torch_layer = torch.nn.LayerNorm(*spec["args"], **kwargs).to(torch_dtype(dtype))
     fnml_layer = layers.LayerNorm(*spec["args"], **kwargs, param_dtype=dtype)
     with torch.no_grad():
         for param in torch_layer.parameters():
@@ -309,7 +309,7 @@ def test_layernorm_large_mean_float32_is_accurate():
 
 @pytest.mark.parametrize("padding_idx", [None, 0, -1], ids=["no_padding", "padding0", "padding-1"])
 def test_embedding_parity_and_padding_gradient(padding_idx, dtype):
-    torch_layer = torch.nn.Embedding(6, 3, padding_idx=padding_idx).to(TORCH_DTYPES[dtype])
+    torch_layer = torch.nn.Embedding(6, 3, padding_idx=padding_idx).to(torch_dtype(dtype))
     fnml_layer = layers.Embedding(6, 3, padding_idx=padding_idx, param_dtype=dtype, rngs=nnx.Rngs(0))
     assert fnml_layer.padding_idx == torch_layer.padding_idx
     with torch.no_grad():  # a non-zero padding row: its output is that row, its gradient still zero
@@ -573,7 +573,7 @@ def _torch_simplenn() -> torch.nn.Module:
 
 
 def test_simplenn_parity_and_print(dtype):
-    torch_model = _torch_simplenn().to(TORCH_DTYPES[dtype])
+    torch_model = _torch_simplenn().to(torch_dtype(dtype))
     model = layers.SimpleNN(param_dtype=dtype, rngs=nnx.Rngs(0))
     assert str(model) == str(torch_model) == repr(model)
     _copy_params(model.fc1, torch_model.fc1)
@@ -623,7 +623,7 @@ def _fnml_sequential(dtype):
 
 
 def test_sequential_cnn_forward_parity(dtype):
-    torch_model, model = _torch_sequential().to(TORCH_DTYPES[dtype]), _fnml_sequential(dtype)
+    torch_model, model = _torch_sequential().to(torch_dtype(dtype)), _fnml_sequential(dtype)
     for fnml_layer, torch_layer in zip(model, torch_model):
         if isinstance(fnml_layer, layers.Linear) and fnml_layer.in_features == 36:
             # torch flattens (C, H, W), NHWC flattens (H, W, C): permute the weight's input axis.

@@ -17,12 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
-from helpers import assert_trees_close, max_abs_diff
+from helpers import assert_trees_close, max_abs_diff, torch_dtype
 
 from fnml import functional as F
 from fnml import interop, layers
-
-TORCH = {"float64": torch.float64, "float32": torch.float32}
 
 
 def _data(shape, dtype, seed=0, *, scale=1.0, offset=0.0):
@@ -153,7 +151,7 @@ def test_linear_layer_is_functional_linear_on_the_transposed_kernel(dtype):
     fc = layers.Linear(3, 4, param_dtype=dtype, rngs=nnx.Rngs(0))
     x = jnp.asarray(_data((5, 3), dtype))
     np.testing.assert_array_equal(fc(x), F.linear(x, fc.kernel[...].T, fc.bias[...]))
-    module_parity(torch.nn.Linear(3, 4).to(TORCH[dtype]), fc, [_data((2, 5, 3), dtype)], dtype)
+    module_parity(torch.nn.Linear(3, 4).to(torch_dtype(dtype)), fc, [_data((2, 5, 3), dtype)], dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +357,7 @@ GROUP_LAYER_CASES = {
 @pytest.mark.parametrize("case", list(GROUP_LAYER_CASES), ids=list(GROUP_LAYER_CASES))
 def test_group_norm_layer_matches_torch(case, dtype):
     groups, shape = GROUP_LAYER_CASES[case]
-    torch_layer = torch.nn.GroupNorm(groups, 4).to(TORCH[dtype])
+    torch_layer = torch.nn.GroupNorm(groups, 4).to(torch_dtype(dtype))
     with torch.no_grad():  # non-trivial affine parameters
         torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
         torch_layer.bias.copy_(torch.tensor(_data((4,), dtype, 8)))
@@ -382,7 +380,8 @@ INSTANCE_LAYER_CASES = {
 def test_instance_norm_layers_train_and_eval_match_torch(case, kind, dtype):
     affine, track = INSTANCE_LAYER_CASES[case]
     shape = (3, 4, 5) if kind == "InstanceNorm1d" else (3, 4, 3, 3)
-    torch_layer = getattr(torch.nn, kind)(4, affine=affine, track_running_stats=track, momentum=0.2).to(TORCH[dtype])
+    torch_cls = getattr(torch.nn, kind)
+    torch_layer = torch_cls(4, affine=affine, track_running_stats=track, momentum=0.2).to(torch_dtype(dtype))
     if affine:
         with torch.no_grad():
             torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
@@ -413,7 +412,7 @@ def test_instance_norm_layers_train_and_eval_match_torch(case, kind, dtype):
 @pytest.mark.parametrize("kind", ["InstanceNorm1d", "InstanceNorm2d"])
 def test_instance_norm_unbatched_input_matches_torch(kind, dtype):
     shape = (4, 5) if kind == "InstanceNorm1d" else (4, 3, 3)
-    torch_layer = getattr(torch.nn, kind)(4, affine=True).to(TORCH[dtype])
+    torch_layer = getattr(torch.nn, kind)(4, affine=True).to(torch_dtype(dtype))
     fnml_layer = getattr(layers, kind)(4, affine=True, param_dtype=dtype)
     module_parity(
         torch_layer,
@@ -436,7 +435,7 @@ RMS_LAYER_CASES = {
 @pytest.mark.parametrize("case", list(RMS_LAYER_CASES), ids=list(RMS_LAYER_CASES))
 def test_rms_norm_layer_matches_torch(case, dtype):
     normalized, eps, affine = RMS_LAYER_CASES[case]
-    torch_layer = torch.nn.RMSNorm(normalized, eps=eps, elementwise_affine=affine).to(TORCH[dtype])
+    torch_layer = torch.nn.RMSNorm(normalized, eps=eps, elementwise_affine=affine).to(torch_dtype(dtype))
     if affine:
         with torch.no_grad():
             torch_layer.weight.copy_(torch.tensor(_data(torch_layer.weight.shape, dtype, 7)))
@@ -445,13 +444,13 @@ def test_rms_norm_layer_matches_torch(case, dtype):
 
 
 def test_layer_norm_and_batch_norm_layers_still_match_torch(dtype):
-    ln_torch = torch.nn.LayerNorm((3, 5)).to(TORCH[dtype])
+    ln_torch = torch.nn.LayerNorm((3, 5)).to(torch_dtype(dtype))
     with torch.no_grad():
         ln_torch.weight.copy_(torch.tensor(_data((3, 5), dtype, 7)))
     module_parity(
         ln_torch, layers.LayerNorm((3, 5), param_dtype=dtype), [_data((2, 3, 5), dtype, 1, offset=30.0)], dtype
     )
-    bn_torch = torch.nn.BatchNorm1d(4, momentum=None).to(TORCH[dtype])
+    bn_torch = torch.nn.BatchNorm1d(4, momentum=None).to(torch_dtype(dtype))
     bn = layers.BatchNorm1d(4, momentum=None, param_dtype=dtype)
     interop.load_state_dict(bn, bn_torch.state_dict())
     for seed in (1, 2, 3):

@@ -18,7 +18,7 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size
+from helpers import cache_size, torch_dtype
 
 from fnml import optim
 
@@ -68,14 +68,14 @@ def torch_run(make_optimizer, dtype: str, *, scheduler=None, clip=None, steps: i
     ``make_optimizer(named_params: dict) -> torch optimizer``; ``scheduler(optimizer)`` is stepped after
     every optimizer step; ``clip(params_list)`` runs between backward and step.
     """
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    torch_type = torch_dtype(dtype)
     previous = torch.get_default_dtype()
     # torch keeps scalar state (step, NAdam's mu_product) in the default dtype: the params' here.
-    torch.set_default_dtype(torch_dtype)
+    torch.set_default_dtype(torch_type)
     try:
         init, x, y = problem()
-        params = {n: torch.tensor(init[n], dtype=torch_dtype, requires_grad=True) for n in NAMES}
-        xs, ys = torch.tensor(x, dtype=torch_dtype), torch.tensor(y, dtype=torch_dtype)
+        params = {n: torch.tensor(init[n], dtype=torch_type, requires_grad=True) for n in NAMES}
+        xs, ys = torch.tensor(x, dtype=torch_type), torch.tensor(y, dtype=torch_type)
         optimizer = make_optimizer(params)
         sched = scheduler(optimizer) if scheduler else None
         trajectory = {n: [] for n in NAMES}

@@ -16,26 +16,13 @@ import pytest
 import scipy.stats
 import torch
 from flax import nnx
-from helpers import assert_trees_close
+from helpers import assert_trees_close, copy_torch_weights, jax_dtype, torch_dtype
 
 from fnml.layers.recurrent import GRU, LSTM, RNN
 
 CLASSES = {"RNN": (RNN, torch.nn.RNN), "LSTM": (LSTM, torch.nn.LSTM), "GRU": (GRU, torch.nn.GRU)}
-JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # Small sizes keep the suite fast: time steps, batch, input features, hidden features.
 T, N, IN, H = 5, 3, 4, 6
-
-
-def copy_torch_weights(model, torch_model) -> None:
-    """Write torch's parameters into the fnml twin following the attribute contract (kernel = weight.T)."""
-    for name, tensor in torch_model.named_parameters():
-        value = tensor.detach().cpu().numpy()
-        if name.startswith("weight_"):
-            # torch weight_{ih,hh}_l{k}{s} (G*H, in) -> fnml kernel_{ih,hh}_l{k}{s} (in, G*H)
-            getattr(model, "kernel_" + name[len("weight_") :])[...] = jnp.asarray(value.T)
-        else:
-            getattr(model, name)[...] = jnp.asarray(value)
 
 
 def fnml_grads_in_torch_names(param_grads, torch_model) -> dict[str, np.ndarray]:
@@ -52,8 +39,8 @@ def fnml_grads_in_torch_names(param_grads, torch_model) -> dict[str, np.ndarray]
 def make_pair(kind: str, dtype: str, **kwargs):
     """A torch layer and its fnml twin with torch's weights copied in."""
     fnml_cls, torch_cls = CLASSES[kind]
-    torch_model = torch_cls(IN, H, **kwargs).to(TORCH_DTYPES[dtype])
-    model = fnml_cls(IN, H, **kwargs, param_dtype=JAX_DTYPES[dtype], rngs=nnx.Rngs(0))
+    torch_model = torch_cls(IN, H, **kwargs).to(torch_dtype(dtype))
+    model = fnml_cls(IN, H, **kwargs, param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0))
     copy_torch_weights(model, torch_model)
     return model, torch_model
 
@@ -61,10 +48,10 @@ def make_pair(kind: str, dtype: str, **kwargs):
 def run_both(model, torch_model, x_np, hx_np, dtype):
     """Forward + backward on both sides with the same random cotangents; returns (fnml, torch) trees."""
     is_lstm = isinstance(torch_model, torch.nn.LSTM)
-    torch_x = torch.tensor(x_np, dtype=TORCH_DTYPES[dtype], requires_grad=True)
+    torch_x = torch.tensor(x_np, dtype=torch_dtype(dtype), requires_grad=True)
     torch_hx = None
     if hx_np is not None:
-        torch_hx = tuple(torch.tensor(h, dtype=TORCH_DTYPES[dtype], requires_grad=True) for h in hx_np)
+        torch_hx = tuple(torch.tensor(h, dtype=torch_dtype(dtype), requires_grad=True) for h in hx_np)
     torch_out, torch_state = torch_model(torch_x, (torch_hx if is_lstm else torch_hx[0]) if torch_hx else None)
     torch_states = torch_state if is_lstm else (torch_state,)
     rng = np.random.default_rng(1)
@@ -81,8 +68,8 @@ def run_both(model, torch_model, x_np, hx_np, dtype):
         torch_tree["grad_hx"] = [h.grad for h in torch_hx]
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    x = jnp.asarray(x_np, JAX_DTYPES[dtype])
-    hx = None if hx_np is None else tuple(jnp.asarray(h, JAX_DTYPES[dtype]) for h in hx_np)
+    x = jnp.asarray(x_np, jax_dtype(dtype))
+    hx = None if hx_np is None else tuple(jnp.asarray(h, jax_dtype(dtype)) for h in hx_np)
 
     def forward(params, x, hx):
         layer = nnx.merge(graphdef, params, rest)
@@ -280,8 +267,8 @@ def test_dropout_one_in_train_mode_matches_torch(kind, dtype):
     model, torch_model = make_pair(kind, dtype, num_layers=2, dropout=1.0)
     torch_model.train()
     x = np.random.default_rng(0).standard_normal((T, N, IN))
-    torch_out, torch_state = torch_model(torch.tensor(x, dtype=TORCH_DTYPES[dtype]))
-    out, state = model(jnp.asarray(x, JAX_DTYPES[dtype]))
+    torch_out, torch_state = torch_model(torch.tensor(x, dtype=torch_dtype(dtype)))
+    out, state = model(jnp.asarray(x, jax_dtype(dtype)))
     assert_trees_close([out, state], [torch_out, torch_state], dtype=dtype)
 
 

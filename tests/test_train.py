@@ -11,7 +11,7 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size, max_abs_diff, tolerance
+from helpers import cache_size, jax_dtype, max_abs_diff, tolerance
 
 from fnml import _fit as fit_pipeline
 from fnml import data, layers, losses, optim, train
@@ -21,7 +21,6 @@ from fnml import data, layers, losses, optim, train
 MSE = losses.MSELoss()
 ADAM = optim.adam(lr=1e-2)  # likewise: the optimizer is static in the TrainState (same object, same compile)
 SGD = optim.sgd(lr=0.1)
-JNP = {"float64": jnp.float64, "float32": jnp.float32}
 LINE = re.compile(r"^Epoch \[(\d+)/(\d+)\], Loss: (\d+\.\d{4})$")
 
 
@@ -68,6 +67,7 @@ def _variable(model, name):
     return getattr(module, "kernel" if transpose else leaf), transpose
 
 
+# Not helpers.copy_torch_weights: its arrays share the torch tensors' memory, and torch trains in place here.
 def _load(model, state_dict):
     """Copy torch tensors into the fnml model: Linear kernel = weight.T (torch (out, in) -> (in, out))."""
     for name, tensor in state_dict.items():
@@ -101,7 +101,7 @@ def _params_sd(model, names=_SIMPLE_NAMES):
 
 
 def _fnml_simple(initial, dtype):
-    model = layers.SimpleNN(param_dtype=JNP[dtype], rngs=nnx.Rngs(0))
+    model = layers.SimpleNN(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0))
     return _load(model, initial)
 
 
@@ -189,7 +189,7 @@ class BNNet(nnx.Module):
 def test_minibatch_shuffle_batchnorm_matches_torch(dtype, torch_dtype, fused):
     n, batch_size, epochs, key = 22, 6, 3, jax.random.key(11)  # 4 batches per epoch, the last of 4
     torch_model = TorchBNNet().to(torch_dtype)
-    model = _load(BNNet(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model.state_dict())
+    model = _load(BNNet(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model.state_dict())
     X = torch.randn(n, 3, dtype=torch_dtype)
     Y = torch.randn(n, 1, dtype=torch_dtype)
     X_val, Y_val = torch.randn(5, 3, dtype=torch_dtype), torch.randn(5, 1, dtype=torch_dtype)

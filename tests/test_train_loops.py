@@ -14,11 +14,10 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size, max_abs_diff, tolerance
+from helpers import cache_size, jax_dtype, max_abs_diff, tolerance
 
 from fnml import data, layers, losses, optim, parity, train
 
-JNP = {"float64": jnp.float64, "float32": jnp.float32}
 MSE = losses.MSELoss()
 
 
@@ -63,6 +62,7 @@ def _to_torch(value, layout):
     return value.transpose(3, 2, 0, 1) if layout == "conv" else value  # HWIO -> OIHW
 
 
+# Not helpers.copy_torch_weights: its arrays share the torch tensors' memory, and torch trains in place here.
 def _load(model, torch_model):
     for name, tensor in torch_model.state_dict().items():
         variable, layout = _fnml_slot(model, name)
@@ -120,7 +120,7 @@ def _two_input_data(torch_dtype, n=14):
 def test_fit_with_several_inputs_matches_torch(dtype, torch_dtype, form, shuffle):
     n, batch_size, epochs, key = 14, 4, 2, jax.random.key(3)  # 4 batches per epoch, the last of 2
     torch_model = TorchTwoInputs().to(torch_dtype)
-    model = _load(TwoInputs(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(TwoInputs(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     x_num, x_cat, y = _two_input_data(torch_dtype, n)
 
     optimizer = torch.optim.Adam(torch_model.parameters(), lr=0.01)
@@ -205,7 +205,7 @@ def lm_loss(model, x, y, hidden):
 
 def test_truncated_bptt_carries_the_hidden_state_like_torch(dtype, torch_dtype):
     torch_model = TorchLM().to(torch_dtype)
-    model = _load(LM(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(LM(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     stream = torch.randint(0, V, (5 * T + 1, B))  # 5 batches of T steps
 
     # torch's word_language_model loop: repackage (detach) the hidden state every batch, clip, SGD.
@@ -225,7 +225,7 @@ def test_truncated_bptt_carries_the_hidden_state_like_torch(dtype, torch_dtype):
 
     step = train.make_train_step(loss_fn=lm_loss, has_aux=True)
     state = train.TrainState.create(model, optax.chain(optim.clip_grad_norm(0.25), optim.sgd(lr=0.5)))
-    hidden = (jnp.zeros((1, B, H), JNP[dtype]), jnp.zeros((1, B, H), JNP[dtype]))
+    hidden = (jnp.zeros((1, B, H), jax_dtype(dtype)), jnp.zeros((1, B, H), jax_dtype(dtype)))
     tokens = stream.numpy()
     fnml_losses = []
     for i in range(0, 5 * T, T):
@@ -239,7 +239,7 @@ def test_truncated_bptt_carries_the_hidden_state_like_torch(dtype, torch_dtype):
 
 def test_loss_with_an_l1_penalty_over_the_parameters(dtype, torch_dtype):
     torch_model = TorchTwoInputs().to(torch_dtype)
-    model = _load(TwoInputs(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(TwoInputs(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     x_num, x_cat, y = _two_input_data(torch_dtype, 8)
     lam = 1e-3
     optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.05, momentum=0.9)
@@ -296,7 +296,7 @@ class BN(nnx.Module):
 def test_accumulate_steps_matches_torchs_accumulation_loop(dtype, torch_dtype, fused):
     n, micro, accumulate, epochs, key = 24, 3, 4, 2, jax.random.key(7)  # 8 micro-batches = 2 optimizer steps
     torch_model = TorchBN().to(torch_dtype)
-    model = _load(BN(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(BN(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     X, Y = torch.randn(n, 3, dtype=torch_dtype), torch.randn(n, 1, dtype=torch_dtype)
 
     optimizer = torch.optim.AdamW(torch_model.parameters(), lr=0.02, weight_decay=0.1)
@@ -367,7 +367,7 @@ def test_accumulate_steps_errors():
 
 def test_frozen_layers_under_adamw_weight_decay_match_torch(dtype, torch_dtype):
     torch_model = TorchBN().to(torch_dtype)
-    model = _load(BN(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(BN(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     X, Y = torch.randn(8, 3, dtype=torch_dtype), torch.randn(8, 1, dtype=torch_dtype)
     torch_model.fc1.requires_grad_(False)
     frozen_before = _torch_sd(torch_model)
@@ -396,7 +396,7 @@ def test_frozen_layers_under_adamw_weight_decay_match_torch(dtype, torch_dtype):
 
 def test_unfreezing_mid_training_is_a_new_optimizer_like_torch(dtype, torch_dtype):
     torch_model = TorchBN().to(torch_dtype)
-    model = _load(BN(param_dtype=JNP[dtype], rngs=nnx.Rngs(0)), torch_model)
+    model = _load(BN(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0)), torch_model)
     X, Y = torch.randn(8, 3, dtype=torch_dtype), torch.randn(8, 1, dtype=torch_dtype)
     torch_model.fc1.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in torch_model.parameters() if p.requires_grad], lr=0.05)
@@ -482,7 +482,7 @@ class Tied(nnx.Module):
 
 def test_tied_parameters_are_one_leaf_with_the_summed_gradient(dtype, torch_dtype):
     torch_model = TorchTied().to(torch_dtype)
-    model = Tied(param_dtype=JNP[dtype], rngs=nnx.Rngs(0))
+    model = Tied(param_dtype=jax_dtype(dtype), rngs=nnx.Rngs(0))
     model.encoder.weight[...] = jnp.asarray(torch_model.encoder.weight.detach().numpy().copy())
     model.decoder.bias[...] = jnp.asarray(torch_model.decoder.bias.detach().numpy().copy())
     x, y = torch.randint(0, V, (9,)), torch.randint(0, V, (9,))

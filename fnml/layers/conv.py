@@ -252,10 +252,10 @@ class Conv2d(_ConvNd):
     ``fan_in = in_channels / groups * kh * kw`` as torch.
 
     Calls ``functional.conv2d(..., channels_last=True)``, whose lowering rule applies (im2col + one 2-D
-    matmul on the CPU backend with ``groups == 1`` and ``in_channels * kh * kw >= 64``, else
-    ``lax.conv_general_dilated``; same numbers either way). Written on ``lax`` rather than ``nnx.Conv``:
-    nnx.Conv defaults to "SAME" padding (torch: 0), has no reflect/replicate modes and names its settings
-    differently.
+    matmul on the CPU backend with ``groups == 1``, ``in_channels * kh * kw >= 64`` and
+    ``out_channels >= 32``, else ``lax.conv_general_dilated``; same numbers either way). Written on
+    ``lax`` rather than ``nnx.Conv``: nnx.Conv defaults to "SAME" padding (torch: 0), has no
+    reflect/replicate modes and names its settings differently.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
