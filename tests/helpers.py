@@ -3,8 +3,7 @@ torch-reference helpers and the one way to run a Python child process (scaled de
 
 Import them by name (``from helpers import tolerance, assert_trees_close``): pytest puts ``tests/`` on
 ``sys.path`` (``rootdir/tests`` holds no ``__init__.py``), so no ``try/except ImportError`` is needed.
-``tests/conftest.py`` sets JAX's x64 mode and the matmul precision before this module imports jax, and
-re-exports these names for files that still import them from ``conftest``.
+``tests/conftest.py`` sets JAX's x64 mode and the matmul precision before this module imports jax.
 """
 
 from __future__ import annotations
@@ -221,7 +220,9 @@ def copy_torch_weights(fnml_module: Any, torch_module: torch.nn.Module) -> None:
             if leaf == "num_batches_tracked":
                 continue
             raise AttributeError(f"{torch_name}: the fnml module has no attribute {fnml_leaf!r}")
-        value = _to_fnml_layout(torch_name, tensor.detach().cpu().numpy(), fnml_leaf)
+        # .copy(): jnp.asarray may share the numpy buffer, which shares torch's memory: an in-place torch update
+        # (a BatchNorm running statistic in a train-mode forward) would otherwise change the fnml model too.
+        value = _to_fnml_layout(torch_name, tensor.detach().cpu().numpy().copy(), fnml_leaf)
         target = getattr(owner, fnml_leaf)
         assert tuple(target[...].shape) == value.shape, (torch_name, tuple(target[...].shape), value.shape)
         target[...] = jnp.asarray(value, dtype=target[...].dtype)
