@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from fnml._validation import (
     check_bool,
@@ -581,5 +582,26 @@ def log_softmax_unchecked(x: jax.Array, axis: int) -> jax.Array:
     """:func:`log_softmax` of a floating ``x`` along a checked, wrapped ``axis`` (the layers' entry)."""
     if x.ndim == 0:
         return log_softmax_unchecked(x.reshape(1), 0).reshape(())
-    # bfloat16 / float16: computed in float32 and rounded once, as torch's CPU kernel (float32 accumulation).
-    return jax.nn.log_softmax(x.astype(accumulation_dtype(x.dtype)), axis=axis).astype(x.dtype)
+    accumulate = accumulation_dtype(x.dtype)
+    if accumulate == x.dtype:
+        return jax.nn.log_softmax(x, axis=axis)
+    # bfloat16 / float16 as torch's CPU kernels: ``x - max - log(sum(exp(x - max)))`` in float32, rounded once;
+    # along the last axis torch's kernel also stores the sum and its log in the input's dtype.
+    shifted = x.astype(accumulate) - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True).astype(accumulate))
+    total = jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)
+    if axis == x.ndim - 1:
+        total = _stored_as(total, x.dtype)
+        log_total = _stored_as(jnp.log(total), x.dtype)
+    else:
+        log_total = jnp.log(total)
+    return (shifted - log_total).astype(x.dtype)
+
+
+def _stored_as(value: jax.Array, dtype: Any) -> jax.Array:
+    """``value`` rounded to ``dtype``'s precision, kept in its own dtype: a rounding jit cannot drop.
+
+    ``astype(dtype).astype(value.dtype)`` may be folded away by XLA (it allows excess precision);
+    ``lax.reduce_precision`` is always applied.
+    """
+    info = jnp.finfo(dtype)
+    return lax.reduce_precision(value, exponent_bits=info.nexp, mantissa_bits=info.nmant)

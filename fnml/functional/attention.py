@@ -186,9 +186,27 @@ def scaled_dot_product_attention_unchecked(
     scores = scores * jnp.asarray(scale_factor, accumulate)
     if bias is not None:
         scores = scores + bias
+    if accumulate != dtype and dropout_p == 0.0:
+        return _flash_attention_half(scores, v)
     probabilities = _safe_softmax(scores.astype(dtype))
     weights = _attention_dropout(probabilities, dropout_p, dropout_key, "scaled_dot_product_attention")
     return _matmul(weights, v)  # (*, L, S) @ (*, S, Ev) -> (*, L, Ev)
+
+
+def _flash_attention_half(scores: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(scores) @ v for half-precision ``v`` as torch's CPU flash-attention kernel computes it.
+
+    ``scores`` (float32, scaled and masked) -> ``exp(scores - max)`` and its row sum in float32; the
+    exponentials rounded to ``v``'s dtype for the product with ``v`` (float32 sums), divided by the row sum,
+    rounded once. A fully masked row gives zeros, as torch.
+    """
+    row_max = lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    fully_masked = row_max == -jnp.inf
+    unnormalised = jnp.exp(scores - jnp.where(fully_masked, 0.0, row_max))  # (*, L, S)
+    total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # (*, L, 1)
+    # (*, L, S) @ (*, S, Ev) -> (*, L, Ev), the float32 sums divided by the row sum, then rounded once.
+    summed = jnp.matmul(unnormalised.astype(v.dtype), v, preferred_element_type=scores.dtype)
+    return (summed / jnp.where(fully_masked, 1.0, total)).astype(v.dtype)
 
 
 def _check_mha_shapes(query, key, value, key_padding_mask, attn_mask, num_heads, where) -> bool:
