@@ -283,7 +283,7 @@ def test_multihead_attention_follows_torch_autocast():
     assert attention.dtype == torch.bfloat16 and seen == [jnp.bfloat16]  # float32 before: not lowered
     # The softmax of the bfloat16 scores runs in float32 and rounds once, as torch's CPU kernel: the lowered layer
     # gives torch's autocast output bit for bit (measured: 0 of 640 elements differ, eager and under jit;
-    # 354 differed by one bfloat16 step when jax rounded each intermediate), and the loss to float32 rounding.
+    # 397 differed by a bfloat16 step when jax rounded each intermediate), and the loss to float32 rounding.
     lowered = nnx.clone(model)
     _step.apply_autocast(lowered, jnp.bfloat16)
     x = jnp.asarray(X.numpy())
