@@ -42,18 +42,12 @@ def _additive_mask(mask: jax.Array | None, dtype: Any, *, masked_when: bool) -> 
 
 
 def _safe_softmax(scores: jax.Array) -> jax.Array:
-    """Softmax over the last axis that gives 0 (not NaN) for a row masked entirely with -inf, as torch's SDPA.
-
-    bfloat16 / float16 scores are computed in float32 and rounded once (torch's CPU softmax accumulates in
-    float32); float32 / float64 in their own dtype.
-    """
-    dtype = scores.dtype
-    scores = scores.astype(accumulation_dtype(dtype))
+    """Softmax over the last axis that gives 0 (not NaN) for a row masked entirely with -inf, as torch's SDPA."""
     row_max = lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
     fully_masked = row_max == -jnp.inf
     unnormalised = jnp.exp(scores - jnp.where(fully_masked, 0.0, row_max))
     total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    return (unnormalised / jnp.where(fully_masked, 1.0, total)).astype(dtype)
+    return unnormalised / jnp.where(fully_masked, 1.0, total)
 
 
 def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -99,7 +93,9 @@ def scaled_dot_product_attention(
     Dropout on the attention probabilities (``dropout_p > 0``) draws its mask from ``dropout_key`` (a
     keyword-only ``jax.random`` key: the argument ``key`` is the attention keys, as in torch); torch
     applies it whenever ``dropout_p > 0`` (training or not), and so does this. ``dropout_p=0`` is exact.
-    Masks cannot match torch's random stream.
+    Masks cannot match torch's random stream. bfloat16 / float16 inputs are computed as torch's CPU
+    kernels compute them (float32 sums and softmax): its flash-attention kernel's roundings without
+    dropout, everything in float32 and one rounding with it.
 
     >>> import jax.numpy as jnp
     >>> from fnml import functional as F
@@ -171,7 +167,8 @@ def scaled_dot_product_attention_unchecked(
 
     ``attn_mask`` is None, a bool mask (True = attend) or a float mask, checked to broadcast to the scores;
     ``is_causal`` builds torch's top-left causal mask when ``attn_mask`` is None. Half-precision operands
-    are multiplied with float32 sums and the softmax runs in float32; each result is rounded once.
+    follow torch's CPU kernels: its flash-attention kernel without dropout (:func:`_flash_attention_half`),
+    its math kernel (everything in float32, rounded once) with dropout.
     """
     dtype = q.dtype
     accumulate = accumulation_dtype(dtype)
@@ -188,9 +185,10 @@ def scaled_dot_product_attention_unchecked(
         scores = scores + bias
     if accumulate != dtype and dropout_p == 0.0:
         return _flash_attention_half(scores, v)
-    probabilities = _safe_softmax(scores.astype(dtype))
-    weights = _attention_dropout(probabilities, dropout_p, dropout_key, "scaled_dot_product_attention")
-    return _matmul(weights, v)  # (*, L, S) @ (*, S, Ev) -> (*, L, Ev)
+    # torch's math kernel (half precision on CPU: all in float32): softmax, dropout, then (*, L, S) @ (*, S, Ev)
+    # -> (*, L, Ev), rounded once.
+    weights = _attention_dropout(_safe_softmax(scores), dropout_p, dropout_key, "scaled_dot_product_attention")
+    return jnp.matmul(weights, v.astype(accumulate)).astype(dtype)
 
 
 def _flash_attention_half(scores: jax.Array, v: jax.Array) -> jax.Array:
