@@ -75,7 +75,8 @@ def apply_autocast(model: nnx.Module, dtype: Any) -> None:
     for _, module in nnx.iter_modules(model):
         if _is_lower_precision_layer(module):
             module.dtype = dtype
-            if isinstance(module, _LOWER_PRECISION_NNX) and hasattr(module, "preferred_element_type"):
+            is_flax_own = getattr(type(module), "torch_facts", None) is None  # fnml's accumulate in float32 already
+            if is_flax_own and isinstance(module, _LOWER_PRECISION_NNX) and hasattr(module, "preferred_element_type"):
                 module.preferred_element_type = jnp.float32
 
 

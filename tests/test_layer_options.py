@@ -74,6 +74,40 @@ def test_non_dynamically_quantizable_linear_refuses_them_too():
         layers.NonDynamicallyQuantizableLinear(3, 2, dot_general=lax.dot_general, rngs=R)
 
 
+# Set after construction, the flax options the call would ignore are refused too (not silently kept).
+IGNORED_ATTRIBUTES = {
+    "dot_general": lambda *args, **kwargs: lax.dot_general(*args, **kwargs) * 0,
+    "promote_dtype": lambda arrays, dtype=None: arrays,
+    "preferred_element_type": jnp.float64,
+}
+
+
+@pytest.mark.parametrize("name", sorted(IGNORED_ATTRIBUTES))
+@pytest.mark.parametrize("cls", [layers.Linear, layers.NonDynamicallyQuantizableLinear], ids=lambda c: c.__name__)
+def test_linear_refuses_assigning_the_flax_options_it_ignores(cls, name):
+    layer = cls(3, 2, rngs=nnx.Rngs(0))
+    before = getattr(layer, name)
+    with pytest.raises(
+        AttributeError, match=rf"{cls.__name__}: {name} cannot be set; it is a flax\.nnx\.Linear option"
+    ):
+        setattr(layer, name, IGNORED_ATTRIBUTES[name])
+    assert getattr(layer, name) is before
+
+
+def test_linear_guard_leaves_nnx_transforms_and_other_attributes_alone():
+    layer = layers.Linear(3, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 3))
+    expected = np.asarray(layer(x))
+    layer.precision = "highest"  # an option fnml honours stays assignable
+    graphdef, state = nnx.split(layer)
+    for copy in (nnx.merge(graphdef, state), nnx.clone(layer)):
+        np.testing.assert_array_equal(np.asarray(copy(x)), expected)
+        assert copy.precision == "highest"
+    nnx.update(layer, nnx.state(layer))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda m, v: m(v))(layer, x)), expected)
+    np.testing.assert_array_equal(np.asarray(nnx.jit(lambda m, v: m(v))(layer, x)), expected)
+
+
 # The other layers are not flax layers: a flax option given to them is refused, named, by Python itself.
 FLAX_OPTIONS_ON_OTHER_LAYERS = {
     "Conv1d-precision": (lambda **kw: layers.Conv1d(3, 4, 3, rngs=R, **kw), "precision", "highest"),

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from fnml._validation import (
     check_bool,
@@ -18,7 +19,7 @@ from fnml._validation import (
     check_int,
     check_number,
 )
-from fnml.functional._shared import as_float_input
+from fnml.functional._shared import accumulation_dtype, as_float_input
 
 __all__ = [
     "celu",
@@ -65,7 +66,11 @@ def relu(input: jax.Array, inplace: bool = False) -> jax.Array:
     [0. 0. 2.]
     """
     _check_inplace(inplace, "relu")
-    x = as_float_input(input, "relu")
+    return relu_unchecked(as_float_input(input, "relu"))
+
+
+def relu_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`relu` of a floating ``x`` (the layers' entry: settings checked once, at construction)."""
     # torch's backward passes the gradient where NOT (result <= 0): a NaN passes, as here.
     return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
@@ -81,7 +86,11 @@ def threshold(input: jax.Array, threshold: float, value: float, inplace: bool = 
     check_number("threshold", threshold, where="threshold")
     check_number("value", value, where="threshold")
     _check_inplace(inplace, "threshold")
-    x = as_float_input(input, "threshold")
+    return threshold_unchecked(as_float_input(input, "threshold"), threshold, value)
+
+
+def threshold_unchecked(x: jax.Array, threshold: float, value: float) -> jax.Array:
+    """:func:`threshold` of a floating ``x`` with checked settings (the layers' entry)."""
     # torch: x <= threshold ? value : x (a NaN input is not <= anything, so it passes through).
     return jnp.where(x <= threshold, jnp.asarray(value, x.dtype), x)
 
@@ -102,7 +111,11 @@ def hardtanh(input: jax.Array, min_val: float = -1.0, max_val: float = 1.0, inpl
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={min_val}, max_val={max_val}")
     _check_inplace(inplace, "hardtanh")
-    x = as_float_input(input, "hardtanh")
+    return hardtanh_unchecked(as_float_input(input, "hardtanh"), min_val, max_val)
+
+
+def hardtanh_unchecked(x: jax.Array, min_val: float, max_val: float) -> jax.Array:
+    """:func:`hardtanh` of a floating ``x`` with checked bounds (the layers' entry)."""
     low, high = jnp.asarray(min_val, x.dtype), jnp.asarray(max_val, x.dtype)
     # Constants at and beyond the bounds: gradient 0 there, 1 inside (and for NaN, as torch's kernel).
     return jnp.where(x <= low, low, jnp.where(x >= high, high, x))
@@ -117,7 +130,12 @@ def relu6(input: jax.Array, inplace: bool = False) -> jax.Array:
     [0. 3. 6.]
     """
     _check_inplace(inplace, "relu6")
-    return hardtanh(as_float_input(input, "relu6"), 0.0, 6.0)
+    return relu6_unchecked(as_float_input(input, "relu6"))
+
+
+def relu6_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`relu6` of a floating ``x`` (the layers' entry)."""
+    return hardtanh_unchecked(x, 0.0, 6.0)
 
 
 def leaky_relu(input: jax.Array, negative_slope: float = 0.01, inplace: bool = False) -> jax.Array:
@@ -132,7 +150,11 @@ def leaky_relu(input: jax.Array, negative_slope: float = 0.01, inplace: bool = F
     """
     check_number("negative_slope", negative_slope, where="leaky_relu")
     _check_inplace(inplace, "leaky_relu")
-    x = as_float_input(input, "leaky_relu")
+    return leaky_relu_unchecked(as_float_input(input, "leaky_relu"), negative_slope)
+
+
+def leaky_relu_unchecked(x: jax.Array, negative_slope: float) -> jax.Array:
+    """:func:`leaky_relu` of a floating ``x`` with a checked slope (the layers' entry)."""
     return jnp.where(x > 0, x, x * jnp.asarray(negative_slope, x.dtype))
 
 
@@ -158,7 +180,12 @@ def elu(input: jax.Array, alpha: float = 1.0, inplace: bool = False) -> jax.Arra
     """
     check_number("alpha", alpha, where="elu")
     _check_inplace(inplace, "elu")
-    return _elu(as_float_input(input, "elu"), alpha, 1.0, 1.0)
+    return elu_unchecked(as_float_input(input, "elu"), alpha)
+
+
+def elu_unchecked(x: jax.Array, alpha: float) -> jax.Array:
+    """:func:`elu` of a floating ``x`` with a checked ``alpha`` (the layers' entry)."""
+    return _elu(x, alpha, 1.0, 1.0)
 
 
 # torch's SELU constants (aten/src/ATen/native/Activation.cpp).
@@ -177,7 +204,12 @@ def selu(input: jax.Array, inplace: bool = False) -> jax.Array:
     [1.0507]
     """
     _check_inplace(inplace, "selu")
-    return _elu(as_float_input(input, "selu"), _SELU_ALPHA, _SELU_SCALE, 1.0)
+    return selu_unchecked(as_float_input(input, "selu"))
+
+
+def selu_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`selu` of a floating ``x`` (the layers' entry)."""
+    return _elu(x, _SELU_ALPHA, _SELU_SCALE, 1.0)
 
 
 def celu(input: jax.Array, alpha: float = 1.0, inplace: bool = False) -> jax.Array:
@@ -195,7 +227,12 @@ def celu(input: jax.Array, alpha: float = 1.0, inplace: bool = False) -> jax.Arr
     if alpha == 0:
         raise ValueError("celu: alpha must not be 0 (celu divides by alpha), got alpha=0")
     _check_inplace(inplace, "celu")
-    return _celu(as_float_input(input, "celu"), float(alpha))
+    return celu_unchecked(as_float_input(input, "celu"), alpha)
+
+
+def celu_unchecked(x: jax.Array, alpha: float) -> jax.Array:
+    """:func:`celu` of a floating ``x`` with a checked, non-zero ``alpha`` (the layers' entry)."""
+    return _celu(x, float(alpha))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -227,7 +264,12 @@ def gelu(input: jax.Array, approximate: str = "none") -> jax.Array:
     [0.8413]
     """
     check_choice("approximate", approximate, ("none", "tanh"), where="gelu")
-    return jax.nn.gelu(as_float_input(input, "gelu"), approximate=approximate == "tanh")
+    return gelu_unchecked(as_float_input(input, "gelu"), approximate)
+
+
+def gelu_unchecked(x: jax.Array, approximate: str = "none") -> jax.Array:
+    """:func:`gelu` of a floating ``x`` with a checked ``approximate`` (the layers' entry)."""
+    return jax.nn.gelu(x, approximate=approximate == "tanh")
 
 
 def silu(input: jax.Array, inplace: bool = False) -> jax.Array:
@@ -239,7 +281,12 @@ def silu(input: jax.Array, inplace: bool = False) -> jax.Array:
     [0.7311]
     """
     _check_inplace(inplace, "silu")
-    return jax.nn.silu(as_float_input(input, "silu"))
+    return silu_unchecked(as_float_input(input, "silu"))
+
+
+def silu_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`silu` of a floating ``x`` (the layers' entry)."""
+    return jax.nn.silu(x)
 
 
 def mish(input: jax.Array, inplace: bool = False) -> jax.Array:
@@ -254,7 +301,11 @@ def mish(input: jax.Array, inplace: bool = False) -> jax.Array:
     [0.8651]
     """
     _check_inplace(inplace, "mish")
-    x = as_float_input(input, "mish")
+    return mish_unchecked(as_float_input(input, "mish"))
+
+
+def mish_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`mish` of a floating ``x`` (the layers' entry)."""
     return x * jnp.tanh(jnp.logaddexp(x, 0))
 
 
@@ -281,7 +332,12 @@ def hardswish(input: jax.Array, inplace: bool = False) -> jax.Array:
     [-0.      0.6667  4.    ]
     """
     _check_inplace(inplace, "hardswish")
-    return _hardswish(as_float_input(input, "hardswish"))
+    return hardswish_unchecked(as_float_input(input, "hardswish"))
+
+
+def hardswish_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`hardswish` of a floating ``x`` (the layers' entry)."""
+    return _hardswish(x)
 
 
 @jax.custom_jvp
@@ -312,7 +368,12 @@ def hardsigmoid(input: jax.Array, inplace: bool = False) -> jax.Array:
     [0.  0.5 1. ]
     """
     _check_inplace(inplace, "hardsigmoid")
-    return _hardsigmoid(as_float_input(input, "hardsigmoid"))
+    return hardsigmoid_unchecked(as_float_input(input, "hardsigmoid"))
+
+
+def hardsigmoid_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`hardsigmoid` of a floating ``x`` (the layers' entry)."""
+    return _hardsigmoid(x)
 
 
 def softplus(input: jax.Array, beta: float = 1.0, threshold: float = 20.0) -> jax.Array:
@@ -329,7 +390,11 @@ def softplus(input: jax.Array, beta: float = 1.0, threshold: float = 20.0) -> ja
     """
     check_number("beta", beta, where="softplus")
     check_number("threshold", threshold, where="softplus")
-    x = as_float_input(input, "softplus")
+    return softplus_unchecked(as_float_input(input, "softplus"), beta, threshold)
+
+
+def softplus_unchecked(x: jax.Array, beta: float, threshold: float) -> jax.Array:
+    """:func:`softplus` of a floating ``x`` with checked settings (the layers' entry)."""
     scaled = x * jnp.asarray(beta, x.dtype)
     linear = scaled > threshold
     safe = jnp.where(linear, jnp.zeros_like(scaled), scaled)
@@ -344,7 +409,11 @@ def softsign(input: jax.Array) -> jax.Array:
     >>> print(softsign(jnp.array([-1.0, 3.0])).round(4))
     [-0.5   0.75]
     """
-    x = as_float_input(input, "softsign")
+    return softsign_unchecked(as_float_input(input, "softsign"))
+
+
+def softsign_unchecked(x: jax.Array) -> jax.Array:
+    """:func:`softsign` of a floating ``x`` (the layers' entry)."""
     return x / (jnp.abs(x) + 1)
 
 
@@ -400,8 +469,11 @@ def prelu(input: jax.Array, weight: jax.Array, *, channels_last: bool = False) -
      [-0.5  -2.  ]]
     """
     check_bool("channels_last", channels_last, where="prelu")
-    x = as_float_input(input, "prelu")
-    w = jnp.asarray(weight)
+    return prelu_unchecked(as_float_input(input, "prelu"), jnp.asarray(weight), channels_last=channels_last)
+
+
+def prelu_unchecked(x: jax.Array, w: jax.Array, *, channels_last: bool) -> jax.Array:
+    """:func:`prelu` of a floating ``x`` (the layers' entry); checks ``w`` against the input's channels."""
     if w.ndim > 1:
         raise ValueError(f"prelu: weight must be a scalar or 1-D array, got shape {w.shape}")
     if w.size != 1:
@@ -432,7 +504,11 @@ def glu(input: jax.Array, dim: int = -1) -> jax.Array:
     [[0.5 1. ]]
     """
     check_int("dim", dim, where="glu")
-    x = as_float_input(input, "glu")
+    return glu_unchecked(as_float_input(input, "glu"), dim)
+
+
+def glu_unchecked(x: jax.Array, dim: int) -> jax.Array:
+    """:func:`glu` of a floating ``x`` with a checked int ``dim`` (the layers' entry); checks the halved axis."""
     if x.ndim == 0:
         raise ValueError("glu: does not support scalars because halving size must be even")
     axis = _wrap_dim(dim, x.ndim, "glu")
@@ -470,7 +546,8 @@ def softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, dtyp
     PyTorch equivalent: ``torch.nn.functional.softmax(input, dim=None, _stacklevel=3, dtype=None)``.
 
     Difference: ``dim`` is required (``TypeError`` when omitted); torch picks one implicitly with a
-    deprecation warning. ``_stacklevel`` is accepted and ignored.
+    deprecation warning. ``_stacklevel`` is accepted and ignored. A bfloat16 / float16 input is computed in
+    float32 and rounded once, as torch's CPU kernel.
 
     >>> print(softmax(jnp.array([[0.0, 0.0]]), dim=-1).round(4))
     [[0.5 0.5]]
@@ -482,8 +559,9 @@ def softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, dtyp
 def softmax_unchecked(x: jax.Array, axis: int) -> jax.Array:
     """:func:`softmax` of a floating ``x`` along a checked, wrapped ``axis`` (the layers' entry)."""
     if x.ndim == 0:  # torch accepts a 0-D input (dim 0 or -1): softmax of one value
-        return jax.nn.softmax(x.reshape(1), axis=0).reshape(())
-    return jax.nn.softmax(x, axis=axis)
+        return softmax_unchecked(x.reshape(1), 0).reshape(())
+    # bfloat16 / float16: computed in float32 and rounded once, as torch's CPU kernel (float32 accumulation).
+    return jax.nn.softmax(x.astype(accumulation_dtype(x.dtype)), axis=axis).astype(x.dtype)
 
 
 def log_softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> jax.Array:
@@ -503,5 +581,27 @@ def log_softmax(input: jax.Array, dim: int | None = None, _stacklevel: int = 3, 
 def log_softmax_unchecked(x: jax.Array, axis: int) -> jax.Array:
     """:func:`log_softmax` of a floating ``x`` along a checked, wrapped ``axis`` (the layers' entry)."""
     if x.ndim == 0:
-        return jax.nn.log_softmax(x.reshape(1), axis=0).reshape(())
-    return jax.nn.log_softmax(x, axis=axis)
+        return log_softmax_unchecked(x.reshape(1), 0).reshape(())
+    accumulate = accumulation_dtype(x.dtype)
+    if accumulate == x.dtype:
+        return jax.nn.log_softmax(x, axis=axis)
+    # bfloat16 / float16 as torch's CPU kernels: ``x - max - log(sum(exp(x - max)))`` in float32, rounded once;
+    # along the last axis torch's kernel also stores the sum and its log in the input's dtype.
+    shifted = x.astype(accumulate) - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True).astype(accumulate))
+    total = jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)
+    if axis == x.ndim - 1:
+        total = _stored_as(total, x.dtype)
+        log_total = _stored_as(jnp.log(total), x.dtype)
+    else:
+        log_total = jnp.log(total)
+    return (shifted - log_total).astype(x.dtype)
+
+
+def _stored_as(value: jax.Array, dtype: Any) -> jax.Array:
+    """``value`` rounded to ``dtype``'s precision, kept in its own dtype: a rounding jit cannot drop.
+
+    ``astype(dtype).astype(value.dtype)`` may be folded away by XLA (it allows excess precision);
+    ``lax.reduce_precision`` is always applied.
+    """
+    info = jnp.finfo(dtype)
+    return lax.reduce_precision(value, exponent_bits=info.nexp, mantissa_bits=info.nmant)

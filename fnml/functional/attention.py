@@ -18,9 +18,10 @@ from fnml._validation import (
     check_number,
     check_positive_int,
 )
-from fnml.functional._shared import as_float_array
-from fnml.functional.dropout import dropout
-from fnml.functional.linear import linear
+from fnml.functional._shared import accumulation_dtype, as_float_array
+from fnml.functional.activation import softmax_unchecked
+from fnml.functional.dropout import dropout_unchecked
+from fnml.functional.linear import linear_unchecked
 
 __all__ = ["scaled_dot_product_attention", "multi_head_attention_forward"]
 
@@ -49,14 +50,18 @@ def _safe_softmax(scores: jax.Array) -> jax.Array:
     return unnormalised / jnp.where(fully_masked, 1.0, total)
 
 
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` summed in float32 for half-precision operands and rounded once, as torch's CPU bmm."""
+    return jnp.matmul(a, b, preferred_element_type=accumulation_dtype(a.dtype)).astype(a.dtype)
+
+
 def _attention_dropout(weights: jax.Array, p: float, key: Any, where: str) -> jax.Array:
-    """torch's ``dropout(weights, p)`` on attention probabilities: the one :func:`dropout`, keyed by ``dropout_key``."""
+    """torch's ``dropout(weights, p)`` on attention probabilities: the one dropout core, keyed by ``dropout_key``."""
     if p == 0.0:
         return weights
     if key is None:
         raise ValueError(f"{where}: dropout_p={p} > 0 needs dropout_key=jax.random.key(seed) (a JAX PRNG key)")
-    check_key("dropout_key", key, where=where)
-    return dropout(weights, p, key=key)
+    return dropout_unchecked(weights, p, True, key)
 
 
 def scaled_dot_product_attention(
@@ -88,7 +93,9 @@ def scaled_dot_product_attention(
     Dropout on the attention probabilities (``dropout_p > 0``) draws its mask from ``dropout_key`` (a
     keyword-only ``jax.random`` key: the argument ``key`` is the attention keys, as in torch); torch
     applies it whenever ``dropout_p > 0`` (training or not), and so does this. ``dropout_p=0`` is exact.
-    Masks cannot match torch's random stream.
+    Masks cannot match torch's random stream. bfloat16 / float16 inputs are computed as torch's CPU
+    kernels compute them (float32 sums and softmax): its flash-attention kernel's roundings without
+    dropout, everything in float32 and one rounding with it.
 
     >>> import jax.numpy as jnp
     >>> from fnml import functional as F
@@ -107,6 +114,10 @@ def scaled_dot_product_attention(
     check_number("dropout_p", dropout_p, where=where)
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"{where}: dropout_p must be in [0, 1], got dropout_p={dropout_p!r}")
+    if dropout_p > 0 and dropout_key is not None:
+        check_key("dropout_key", dropout_key, where=where)
+    if scale is not None:
+        check_number("scale", scale, where=where)
     for name, array in (("query", q), ("key", k), ("value", v)):
         if array.ndim < 2:
             raise ValueError(f"{where}: {name} must be at least 2-D (*, T, E), got shape {array.shape}")
@@ -123,30 +134,77 @@ def scaled_dot_product_attention(
         repeats = q.shape[-3] // k.shape[-3]
         k = jnp.repeat(k, repeats, axis=-3)  # (*, Hkv, S, E) -> (*, Hq, S, E), torch's repeat_interleave
         v = jnp.repeat(v, repeats, axis=-3)
-    length_q, length_k = q.shape[-2], k.shape[-2]
     dtype = jnp.result_type(q, k, v)
-    q, k, v = q.astype(dtype), k.astype(dtype), v.astype(dtype)
     mask = None
     if attn_mask is not None:
         if is_causal:
             raise ValueError(f"{where}: an explicit attn_mask must not be given with is_causal=True (torch refuses it)")
         mask = _check_mask_dtype("attn_mask", attn_mask, where)
+        scores_shape = q.shape[:-2] + (q.shape[-2], k.shape[-2])
         try:
-            jnp.broadcast_shapes(mask.shape, q.shape[:-2] + (length_q, length_k))
+            jnp.broadcast_shapes(mask.shape, scores_shape)
         except ValueError:
             raise ValueError(
                 f"{where}: attn_mask of shape {mask.shape} does not broadcast to the scores' shape "
-                f"{q.shape[:-2] + (length_q, length_k)} (*, L, S)"
+                f"{scores_shape} (*, L, S)"
             ) from None
-    elif is_causal:
+    return scaled_dot_product_attention_unchecked(
+        q.astype(dtype), k.astype(dtype), v.astype(dtype), mask, float(dropout_p), is_causal, scale, dropout_key
+    )
+
+
+def scaled_dot_product_attention_unchecked(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    attn_mask: jax.Array | None,
+    dropout_p: float,
+    is_causal: bool,
+    scale: float | None,
+    dropout_key: Any,
+) -> jax.Array:
+    """:func:`scaled_dot_product_attention` of checked arrays of one dtype (the layers' entry).
+
+    ``attn_mask`` is None, a bool mask (True = attend) or a float mask, checked to broadcast to the scores;
+    ``is_causal`` builds torch's top-left causal mask when ``attn_mask`` is None. Half-precision operands
+    follow torch's CPU kernels: its flash-attention kernel without dropout (:func:`_flash_attention_half`),
+    its math kernel (everything in float32, rounded once) with dropout.
+    """
+    dtype = q.dtype
+    accumulate = accumulation_dtype(dtype)
+    length_q, length_k = q.shape[-2], k.shape[-2]
+    mask = attn_mask
+    if mask is None and is_causal:
         mask = jnp.tril(jnp.ones((length_q, length_k), bool))  # top-left aligned, True = attend
-    bias = _additive_mask(mask, dtype, masked_when=False)
-    scale_factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_number("scale", scale, where=where)
-    scores = jnp.matmul(q, jnp.swapaxes(k, -2, -1)) * jnp.asarray(scale_factor, dtype)  # (*, L, S)
+    bias = _additive_mask(mask, accumulate, masked_when=False)
+    scale_factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    # (*, L, E) @ (*, E, S) -> (*, L, S), scaled and masked in the accumulation dtype, rounded once.
+    scores = jnp.matmul(q, jnp.swapaxes(k, -2, -1), preferred_element_type=accumulate)
+    scores = scores * jnp.asarray(scale_factor, accumulate)
     if bias is not None:
         scores = scores + bias
-    weights = _attention_dropout(_safe_softmax(scores), float(dropout_p), dropout_key, where)
-    return jnp.matmul(weights, v)  # (*, L, S) @ (*, S, Ev) -> (*, L, Ev)
+    if accumulate != dtype and dropout_p == 0.0:
+        return _flash_attention_half(scores, v)
+    # torch's math kernel (half precision on CPU: all in float32): softmax, dropout, then (*, L, S) @ (*, S, Ev)
+    # -> (*, L, Ev), rounded once.
+    weights = _attention_dropout(_safe_softmax(scores), dropout_p, dropout_key, "scaled_dot_product_attention")
+    return jnp.matmul(weights, v.astype(accumulate)).astype(dtype)
+
+
+def _flash_attention_half(scores: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(scores) @ v for half-precision ``v`` as torch's CPU flash-attention kernel computes it.
+
+    ``scores`` (float32, scaled and masked) -> ``exp(scores - max)`` and its row sum in float32; the
+    exponentials rounded to ``v``'s dtype for the product with ``v`` (float32 sums), divided by the row sum,
+    rounded once. A fully masked row gives zeros, as torch.
+    """
+    row_max = lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    fully_masked = row_max == -jnp.inf
+    unnormalised = jnp.exp(scores - jnp.where(fully_masked, 0.0, row_max))  # (*, L, S)
+    total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # (*, L, 1)
+    # (*, L, S) @ (*, S, Ev) -> (*, L, Ev), the float32 sums divided by the row sum, then rounded once.
+    summed = jnp.matmul(unnormalised.astype(v.dtype), v, preferred_element_type=scores.dtype)
+    return (summed / jnp.where(fully_masked, 1.0, total)).astype(v.dtype)
 
 
 def _check_mha_shapes(query, key, value, key_padding_mask, attn_mask, num_heads, where) -> bool:
@@ -254,21 +312,135 @@ def multi_head_attention_forward(
     for name, flag in (
         ("add_zero_attn", add_zero_attn),
         ("training", training),
-        ("need_weights", need_weights),
         ("use_separate_proj_weight", use_separate_proj_weight),
+    ):
+        check_bool(name, flag, where=where)
+    if training:
+        check_number("dropout_p", dropout_p, where=where)
+        if not 0.0 <= dropout_p <= 1.0:
+            raise ValueError(f"{where}: dropout_p must be in [0, 1], got dropout_p={dropout_p!r}")
+        if dropout_p > 0 and dropout_key is not None:
+            check_key("dropout_key", dropout_key, where=where)
+    if q_in.ndim not in (2, 3):
+        _check_mha_shapes(q_in, k_in, v_in, None, None, num_heads, where)  # torch's error for the query's rank
+    embed_dim = q_in.shape[-1]
+    if embed_dim != embed_dim_to_check:
+        raise ValueError(f"{where}: expected embedding dimension {embed_dim_to_check}, got query of shape {q_in.shape}")
+    if embed_dim % num_heads:
+        raise ValueError(f"{where}: embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+    if use_separate_proj_weight:
+        if q_proj_weight is None or k_proj_weight is None or v_proj_weight is None:
+            raise ValueError(
+                f"{where}: use_separate_proj_weight=True needs q_proj_weight, k_proj_weight and v_proj_weight"
+            )
+        projections = tuple(
+            _projection_weight(name, weight, (embed_dim, array.shape[-1] if array.ndim else 0), where)
+            for name, weight, array in (
+                ("q_proj_weight", q_proj_weight, q_in),
+                ("k_proj_weight", k_proj_weight, k_in),
+                ("v_proj_weight", v_proj_weight, v_in),
+            )
+        )
+    else:
+        if in_proj_weight is None:
+            raise ValueError(f"{where}: use_separate_proj_weight=False needs in_proj_weight")
+        w = _projection_weight("in_proj_weight", in_proj_weight, (3 * embed_dim, embed_dim), where)
+        projections = (w[:embed_dim], w[embed_dim : 2 * embed_dim], w[2 * embed_dim :])  # (3E, E) -> 3 x (E, E)
+    biases = (None, None, None)
+    if in_proj_bias is not None:
+        b = _projection_weight("in_proj_bias", in_proj_bias, (3 * embed_dim,), where)
+        biases = (b[:embed_dim], b[embed_dim : 2 * embed_dim], b[2 * embed_dim :])
+    out_weight = _projection_weight("out_proj_weight", out_proj_weight, (embed_dim, embed_dim), where)
+    out_bias = out_proj_bias
+    if out_bias is not None:
+        out_bias = _projection_weight("out_proj_bias", out_proj_bias, (embed_dim,), where)
+    if (bias_k is None) != (bias_v is None):
+        raise ValueError(f"{where}: bias_k and bias_v must both be given or both be None")
+    extras = [jnp.asarray(a) for a in (bias_k, bias_v, static_k, static_v) if a is not None]
+    weights = [a for a in (*projections, *biases, out_weight, out_bias) if a is not None]
+    dtype = jnp.result_type(q_in, k_in, v_in, *weights, *extras)
+
+    def cast(array: Any) -> jax.Array | None:
+        return None if array is None else jnp.asarray(array).astype(dtype)
+
+    return multi_head_attention_unchecked(
+        cast(q_in),
+        cast(k_in),
+        cast(v_in),
+        num_heads,
+        tuple(cast(w) for w in projections),
+        tuple(cast(b) for b in biases),
+        cast(bias_k),
+        cast(bias_v),
+        add_zero_attn,
+        float(dropout_p) if training else 0.0,
+        cast(out_weight),
+        cast(out_bias),
+        key_padding_mask=key_padding_mask,
+        need_weights=need_weights,
+        attn_mask=attn_mask,
+        average_attn_weights=average_attn_weights,
+        is_causal=is_causal,
+        separate_projections=use_separate_proj_weight,
+        static_k=cast(static_k),
+        static_v=cast(static_v),
+        dropout_key=dropout_key,
+    )
+
+
+def _projection_weight(name: str, weight: Any, shape: tuple[int, ...], where: str) -> jax.Array:
+    """A floating-point projection parameter of the expected ``shape``."""
+    array = as_float_array(name, weight, where)
+    if array.shape != shape:
+        raise ValueError(f"{where}: {name} must have shape {shape}, got {array.shape}")
+    return array
+
+
+def multi_head_attention_unchecked(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    num_heads: int,
+    projections: tuple[jax.Array, jax.Array, jax.Array],
+    biases: tuple[jax.Array | None, jax.Array | None, jax.Array | None],
+    bias_k: jax.Array | None,
+    bias_v: jax.Array | None,
+    add_zero_attn: bool,
+    dropout_p: float,
+    out_proj_weight: jax.Array,
+    out_proj_bias: jax.Array | None,
+    *,
+    key_padding_mask: Any,
+    need_weights: bool,
+    attn_mask: Any,
+    average_attn_weights: bool,
+    is_causal: bool,
+    separate_projections: bool,
+    static_k: jax.Array | None = None,
+    static_v: jax.Array | None = None,
+    dropout_key: Any = None,
+) -> tuple[jax.Array, jax.Array | None]:
+    """:func:`multi_head_attention_forward` with its settings checked and every array of one dtype (the
+    layers' entry). ``projections`` are the q / k / v weights in torch's ``(E, in)`` layout, ``biases`` their
+    biases; ``dropout_p`` is 0 unless training. Checks what each call brings: the call's flags, the masks'
+    dtypes and shapes, the inputs' agreement."""
+    where = "multi_head_attention_forward"
+    for name, flag in (
+        ("need_weights", need_weights),
         ("average_attn_weights", average_attn_weights),
         ("is_causal", is_causal),
     ):
         check_bool(name, flag, where=where)
+    dtype = query.dtype
+    accumulate = accumulation_dtype(dtype)
     kpm = None if key_padding_mask is None else _check_mask_dtype("key_padding_mask", key_padding_mask, where)
     mask = None if attn_mask is None else _check_mask_dtype("attn_mask", attn_mask, where)
-    is_batched = _check_mha_shapes(q_in, k_in, v_in, kpm, mask, num_heads, where)
+    is_batched = _check_mha_shapes(query, key, value, kpm, mask, num_heads, where)
     if not is_batched:  # (L, E) -> (L, 1, E); (S,) -> (1, S)
-        q_in, k_in, v_in = q_in[:, None], k_in[:, None], v_in[:, None]
+        query, key, value = query[:, None], key[:, None], value[:, None]
         kpm = None if kpm is None else kpm[None]
-    tgt_len, bsz, embed_dim = q_in.shape
-    src_len = k_in.shape[0]
-    dtype = jnp.result_type(q_in, k_in, v_in)
+    tgt_len, bsz, embed_dim = query.shape
+    src_len = key.shape[0]
     kpm = _additive_mask(kpm, dtype, masked_when=True)  # True = ignored, as torch's module
     if is_causal and mask is None:
         raise ValueError(
@@ -280,37 +452,17 @@ def multi_head_attention_forward(
         mask = None  # torch drops the mask and lets SDPA apply its own causal one
     else:
         mask = _additive_mask(mask, dtype, masked_when=True)
-    if embed_dim != embed_dim_to_check:
-        raise ValueError(f"{where}: expected embedding dimension {embed_dim_to_check}, got query of shape {q_in.shape}")
     head_dim = embed_dim // num_heads
-    if head_dim * num_heads != embed_dim:
-        raise ValueError(f"{where}: embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-    if use_separate_proj_weight:
-        if k_in.shape[:2] != v_in.shape[:2]:
+    if separate_projections:
+        if key.shape[:2] != value.shape[:2]:
             raise ValueError(
-                f"{where}: key's sequence and batch axes {k_in.shape[:2]} must match value's {v_in.shape[:2]}"
+                f"{where}: key's sequence and batch axes {key.shape[:2]} must match value's {value.shape[:2]}"
             )
-        if q_proj_weight is None or k_proj_weight is None or v_proj_weight is None:
-            raise ValueError(
-                f"{where}: use_separate_proj_weight=True needs q_proj_weight, k_proj_weight and v_proj_weight"
-            )
-        weights = (q_proj_weight, k_proj_weight, v_proj_weight)
-    else:
-        if k_in.shape != v_in.shape:
-            raise ValueError(f"{where}: key shape {k_in.shape} does not match value shape {v_in.shape}")
-        if in_proj_weight is None:
-            raise ValueError(f"{where}: use_separate_proj_weight=False needs in_proj_weight")
-        w = as_float_array("in_proj_weight", in_proj_weight, where)
-        if w.shape != (3 * embed_dim, embed_dim):
-            raise ValueError(f"{where}: in_proj_weight must have shape {(3 * embed_dim, embed_dim)}, got {w.shape}")
-        weights = (w[:embed_dim], w[embed_dim : 2 * embed_dim], w[2 * embed_dim :])  # (3E, E) -> 3 x (E, E)
-    biases = (None, None, None)
-    if in_proj_bias is not None:
-        b = as_float_array("in_proj_bias", in_proj_bias, where)
-        biases = (b[:embed_dim], b[embed_dim : 2 * embed_dim], b[2 * embed_dim :])
-    q = linear(q_in, weights[0], biases[0])  # (L, N, E)
-    k = linear(k_in, weights[1], biases[1])  # (S, N, E)
-    v = linear(v_in, weights[2], biases[2])  # (S, N, E)
+    elif key.shape != value.shape:
+        raise ValueError(f"{where}: key shape {key.shape} does not match value shape {value.shape}")
+    q = linear_unchecked(query, projections[0], biases[0])  # (L, N, E)
+    k = linear_unchecked(key, projections[1], biases[1])  # (S, N, E)
+    v = linear_unchecked(value, projections[2], biases[2])  # (S, N, E)
 
     if mask is not None:
         if mask.ndim == 2:
@@ -324,23 +476,21 @@ def multi_head_attention_forward(
     if bias_k is not None and bias_v is not None:
         if static_k is not None or static_v is not None:
             raise ValueError(f"{where}: bias_k / bias_v cannot be added to static_k / static_v")
-        k = jnp.concatenate([k, jnp.broadcast_to(jnp.asarray(bias_k, dtype), (1, bsz, embed_dim))])  # (S+1, N, E)
-        v = jnp.concatenate([v, jnp.broadcast_to(jnp.asarray(bias_v, dtype), (1, bsz, embed_dim))])
+        k = jnp.concatenate([k, jnp.broadcast_to(bias_k, (1, bsz, embed_dim))])  # (S+1, N, E)
+        v = jnp.concatenate([v, jnp.broadcast_to(bias_v, (1, bsz, embed_dim))])
         mask, kpm = _pad_last(mask), _pad_last(kpm)
-    elif (bias_k is None) != (bias_v is None):
-        raise ValueError(f"{where}: bias_k and bias_v must both be given or both be None")
 
     q = jnp.swapaxes(q.reshape(tgt_len, bsz * num_heads, head_dim), 0, 1)  # (L, N, E) -> (N*H, L, hd)
     if static_k is None:
         k = jnp.swapaxes(k.reshape(k.shape[0], bsz * num_heads, head_dim), 0, 1)  # (S, N, E) -> (N*H, S, hd)
     else:
-        k = jnp.asarray(static_k, dtype)
+        k = static_k
         if k.shape[0] != bsz * num_heads or k.shape[2] != head_dim:
             raise ValueError(f"{where}: static_k must have shape ({bsz * num_heads}, S, {head_dim}), got {k.shape}")
     if static_v is None:
         v = jnp.swapaxes(v.reshape(v.shape[0], bsz * num_heads, head_dim), 0, 1)  # (S, N, E) -> (N*H, S, hd)
     else:
-        v = jnp.asarray(static_v, dtype)
+        v = static_v
         if v.shape[0] != bsz * num_heads or v.shape[2] != head_dim:
             raise ValueError(f"{where}: static_v must have shape ({bsz * num_heads}, S, {head_dim}), got {v.shape}")
     if add_zero_attn:
@@ -356,19 +506,19 @@ def multi_head_attention_forward(
         # (N, S) -> (N, 1, 1, S) -> (N, H, 1, S) -> (N*H, 1, S)
         kpm = jnp.broadcast_to(kpm[:, None, None, :], (bsz, num_heads, 1, src_len)).reshape(bsz * num_heads, 1, src_len)
         mask = kpm if mask is None else mask + kpm
-    if not training:
-        dropout_p = 0.0
-    check_number("dropout_p", dropout_p, where=where)
 
     if need_weights:
         q_scaled = q * jnp.asarray(math.sqrt(1.0 / float(head_dim)), dtype)
-        scores = jnp.matmul(q_scaled, jnp.swapaxes(k, -2, -1))  # (N*H, L, S)
+        # torch.baddbmm(mask, q_scaled, k^T): (N*H, L, hd) @ (N*H, hd, S) -> (N*H, L, S), the mask added to the
+        # sums before the one rounding.
+        scores = jnp.matmul(q_scaled, jnp.swapaxes(k, -2, -1), preferred_element_type=accumulate)
         if mask is not None:
-            scores = mask + scores  # torch.baddbmm(mask, q_scaled, k^T)
-        probabilities = _attention_dropout(jax.nn.softmax(scores, axis=-1), float(dropout_p), dropout_key, where)
-        output = jnp.matmul(probabilities, v)  # (N*H, L, hd)
+            scores = mask.astype(accumulate) + scores
+        probabilities = softmax_unchecked(scores.astype(dtype), scores.ndim - 1)
+        probabilities = _attention_dropout(probabilities, dropout_p, dropout_key, where)
+        output = _matmul(probabilities, v)  # (N*H, L, hd)
         output = jnp.swapaxes(output, 0, 1).reshape(tgt_len * bsz, embed_dim)  # -> (L, N*H, hd) -> (L*N, E)
-        output = linear(output, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, -1)  # (L, N, E)
+        output = linear_unchecked(output, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, -1)  # (L, N, E)
         attention = probabilities.reshape(bsz, num_heads, tgt_len, src_len)  # (N*H, L, S) -> (N, H, L, S)
         if average_attn_weights:
             attention = attention.mean(axis=1)  # (N, L, S)
@@ -381,11 +531,11 @@ def multi_head_attention_forward(
     q = q.reshape(bsz, num_heads, tgt_len, head_dim)  # (N*H, L, hd) -> (N, H, L, hd)
     k = k.reshape(bsz, num_heads, src_len, head_dim)
     v = v.reshape(bsz, num_heads, src_len, head_dim)
-    output = scaled_dot_product_attention(
-        q, k, v, mask, float(dropout_p), use_causal_kernel, dropout_key=dropout_key
+    output = scaled_dot_product_attention_unchecked(
+        q, k, v, mask, dropout_p, use_causal_kernel, None, dropout_key
     )  # (N, H, L, hd)
     output = jnp.transpose(output, (2, 0, 1, 3)).reshape(bsz * tgt_len, embed_dim)  # (L, N, H, hd) -> (L*N, E)
-    output = linear(output, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, -1)  # (L, N, E)
+    output = linear_unchecked(output, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, -1)  # (L, N, E)
     if not is_batched:
         output = output[:, 0]
     return output, None

@@ -22,9 +22,10 @@ from fnml.functional._shared import as_float_input
 __all__ = ["alpha_dropout", "dropout", "dropout1d", "dropout2d"]
 
 
-# One dropout: the layers (Dropout, Dropout1d/2d, AlphaDropout, the recurrent layers' inter-layer dropout) draw
-# a key and call these. Masks come from ``jax.random.bernoulli(key, 1 - p, noise_shape)``: same key, same mask.
-# They cannot equal torch's masks (different generators); everything else does.
+# One dropout: the layers (Dropout, Dropout1d/2d, AlphaDropout, the recurrent layers' inter-layer dropout) check
+# their settings once, draw a key and call the ``*_unchecked`` cores below; the public ops check, then call the
+# same cores. Masks come from ``jax.random.bernoulli(key, 1 - p, noise_shape)``: same key, same mask. They cannot
+# equal torch's masks (different generators); everything else does.
 
 
 def _dropout_args(input: Any, p: Any, training: Any, inplace: Any, key: Any, where: str) -> jax.Array:
@@ -75,6 +76,11 @@ def dropout(
     True
     """
     x = _dropout_args(input, p, training, inplace, key, "dropout")
+    return dropout_unchecked(x, p, training, key)
+
+
+def dropout_unchecked(x: jax.Array, p: float, training: bool, key: Any) -> jax.Array:
+    """:func:`dropout` of a floating ``x`` with ``p`` / ``training`` already checked (the layers' entry)."""
     if not training or p == 0.0 or x.size == 0:
         return x
     if p == 1.0:
@@ -117,6 +123,12 @@ def dropout1d(
     where = "dropout1d"
     x = _dropout_args(input, p, training, inplace, key, where)
     check_bool("channels_last", channels_last, where=where)
+    return dropout1d_unchecked(x, p, training, key, channels_last=channels_last)
+
+
+def dropout1d_unchecked(x: jax.Array, p: float, training: bool, key: Any, *, channels_last: bool) -> jax.Array:
+    """:func:`dropout1d` of a floating ``x``, settings already checked; checks the input's rank (the layers' entry)."""
+    where = "dropout1d"
     if x.ndim not in (2, 3):
         layout = "(N, L, C) or (L, C)" if channels_last else "(N, C, L) or (C, L)"
         raise ValueError(
@@ -153,6 +165,14 @@ def dropout2d(
     where = "dropout2d"
     x = _dropout_args(input, p, training, inplace, key, where)
     check_bool("channels_last", channels_last, where=where)
+    return dropout2d_unchecked(x, p, training, key, channels_last=channels_last, stacklevel=3)
+
+
+def dropout2d_unchecked(
+    x: jax.Array, p: float, training: bool, key: Any, *, channels_last: bool, stacklevel: int = 2
+) -> jax.Array:
+    """:func:`dropout2d` of a floating ``x``, settings already checked; checks the input's rank (the layers' entry)."""
+    where = "dropout2d"
     if x.ndim not in (3, 4):
         layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
         raise ValueError(
@@ -165,7 +185,7 @@ def dropout2d(
             "desired - input is interpreted as shape (N, C, L) ((N, L, C) with channels_last=True), as torch "
             "does. To maintain the 1D channel-wise dropout behavior, please switch to using dropout1d instead.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     return _feature_dropout(x, p, training, key, x.ndim - 1 if channels_last else 1, where)
 
@@ -192,14 +212,18 @@ def alpha_dropout(
     >>> sorted({round(v, 4) for v in y.tolist()})
     [-0.7792, 0.7792]
     """
-    where = "alpha_dropout"
-    x = _dropout_args(input, p, training, inplace, key, where)
+    x = _dropout_args(input, p, training, inplace, key, "alpha_dropout")
+    return alpha_dropout_unchecked(x, p, training, key)
+
+
+def alpha_dropout_unchecked(x: jax.Array, p: float, training: bool, key: Any) -> jax.Array:
+    """:func:`alpha_dropout` of a floating ``x`` with ``p`` / ``training`` already checked (the layers' entry)."""
     if not training or p == 0.0 or x.size == 0:
         return x
     if p == 1.0:
         return x * jnp.zeros_like(x)
     p = float(p)
-    keep = jax.random.bernoulli(_needs_key(key, where), 1.0 - p, x.shape).astype(x.dtype)
+    keep = jax.random.bernoulli(_needs_key(key, "alpha_dropout"), 1.0 - p, x.shape).astype(x.dtype)
     alpha = _ALPHA_DROPOUT_ALPHA
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
     b = (keep - 1) * jnp.asarray(alpha * a, x.dtype) + jnp.asarray(alpha * a * p, x.dtype)

@@ -77,11 +77,18 @@ def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_
     """
     where = "embedding_renorm"
     _check_renorm_args(max_norm, norm_type, where)
-    w = lax.stop_gradient(jnp.asarray(weight))
+    w = jnp.asarray(weight)
     check_ndim("weight", w.shape, (2,), where=where)
-    indices = jnp.asarray(input).reshape(-1)  # (*) -> (M,)
+    indices = jnp.asarray(input)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"{where}: indices must be an integer array, got dtype {indices.dtype}")
+    return embedding_renorm_unchecked(w, indices, max_norm, norm_type)
+
+
+def embedding_renorm_unchecked(weight: jax.Array, indices: jax.Array, max_norm: float, norm_type: float) -> jax.Array:
+    """:func:`embedding_renorm` of a 2-D ``weight`` and integer ``indices``, settings already checked."""
+    w = lax.stop_gradient(weight)
+    indices = indices.reshape(-1)  # (*) -> (M,)
     rows = jnp.take(w, indices, axis=0, mode="clip")  # (M,) -> (M, D)
     norms = _row_norms(rows, float(norm_type))  # (M,)
     wide = jax.dtypes.canonicalize_dtype(jnp.float64)
@@ -156,6 +163,27 @@ def embedding(
                 "(e.g. emb.weight, or use layers.Embedding(max_norm=...)), or call "
                 "w = functional.embedding_renorm(w, input, max_norm, norm_type) and keep w"
             )
+    table = w if variable is None else variable
+    return embedding_unchecked(indices, table, padding_idx, max_norm, norm_type, scale_grad_by_freq)
+
+
+def embedding_unchecked(
+    indices: jax.Array,
+    weight: Any,
+    padding_idx: int | None,
+    max_norm: float | None,
+    norm_type: float,
+    scale_grad_by_freq: bool,
+) -> jax.Array:
+    """:func:`embedding` of checked integer ``indices`` into a 2-D ``weight`` (an ``nnx.Param`` for
+    ``max_norm``), settings checked and ``padding_idx`` non-negative (the layers' entry: they check once)."""
+    where = "embedding"
+    from flax import nnx
+
+    variable = weight if isinstance(weight, nnx.Variable) else None
+    w = variable[...] if variable is not None else weight
+    num_embeddings = w.shape[0]
+    if max_norm is not None:
         if param_writes_dropped():
             raise NotImplementedError(
                 f"{where}: max_norm inside fnml's evaluation step (train.make_eval_step / fit's validation) would "
@@ -163,7 +191,7 @@ def embedding(
                 "step returns no parameters to keep the write. Evaluate with model(x) outside the step (nnx.jit "
                 "keeps the write), or use max_norm=None"
             )
-        renormed = embedding_renorm(w, indices, max_norm, norm_type)
+        renormed = embedding_renorm_unchecked(w, indices, max_norm, norm_type)
         # Value: exactly the renormalised weight. Gradient: straight to ``weight``, as torch's no_grad renorm.
         w = renormed + (w - lax.stop_gradient(w))
         variable[...] = w

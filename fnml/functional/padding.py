@@ -25,15 +25,20 @@ __all__ = ["pad"]
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def _pad_widths(pad_arg: Any, ndim: int, channels_last: bool, mode: str) -> list[tuple[int, int]]:
-    """torch's flat pad tuple (last dim first) as (before, after) per axis of the input."""
-    where = "pad"
+def _pad_tuple(pad_arg: Any, where: str) -> tuple[int, ...]:
+    """torch's flat pad tuple (last dim first), checked: ints, an even count."""
     if not isinstance(pad_arg, (tuple, list)) or not all(
         isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad_arg
     ):
         raise TypeError(f"{where}: pad must be a tuple of ints (last dimension first), got pad={pad_arg!r}")
     if len(pad_arg) % 2:
         raise ValueError(f"{where}: the pad length must be divisible by 2, got pad={tuple(pad_arg)}")
+    return tuple(int(p) for p in pad_arg)
+
+
+def _pad_widths(pad_arg: tuple[int, ...], ndim: int, channels_last: bool, mode: str) -> list[tuple[int, int]]:
+    """A checked pad tuple as (before, after) per axis of an ``ndim``-D input (checks it fits the input)."""
+    where = "pad"
     pairs = len(pad_arg) // 2
     padded_axes = ndim - 1 if channels_last else ndim
     if pairs > padded_axes:
@@ -79,14 +84,25 @@ def pad(
     where = "pad"
     check_choice("mode", mode, tuple(_PAD_MODES), where=where)
     check_bool("channels_last", channels_last, where=where)
-    x = jnp.asarray(input)
-    widths = _pad_widths(pad, x.ndim, channels_last, mode)
+    pad_arg = _pad_tuple(pad, where)
     if mode == "constant":
         fill = 0.0 if value is None else check_number("value", value, where=where)
-        # lax.pad takes negative widths (crops) directly.
-        return lax.pad(x, jnp.asarray(fill, x.dtype), [(before, after, 0) for before, after in widths])
-    if value is not None and value != 0:
+    elif value is not None and value != 0:
         raise ValueError(f"pad: mode={mode!r} does not take a value argument, got value={value!r}")
+    else:
+        fill = 0.0
+    return pad_unchecked(jnp.asarray(input), pad_arg, mode, fill, channels_last=channels_last)
+
+
+def pad_unchecked(x: jax.Array, pad: tuple[int, ...], mode: str, value: float, *, channels_last: bool) -> jax.Array:
+    """:func:`pad` with its settings already checked (the layers' entry); checks only that ``pad`` fits ``x``.
+
+    ``pad`` is a tuple of an even number of ints, ``mode`` one of torch's, ``value`` the fill (constant mode).
+    """
+    widths = _pad_widths(pad, x.ndim, channels_last, mode)
+    if mode == "constant":
+        # lax.pad takes negative widths (crops) directly.
+        return lax.pad(x, jnp.asarray(value, x.dtype), [(before, after, 0) for before, after in widths])
     for axis, (before, after) in enumerate(widths):
         size = x.shape[axis]
         if mode == "reflect" and max(before, after) >= size:

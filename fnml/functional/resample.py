@@ -19,7 +19,7 @@ from fnml._validation import (
     check_positive,
     check_positive_int,
 )
-from fnml.functional.pooling import adaptive_avg_pool1d, adaptive_avg_pool2d
+from fnml.functional.pooling import adaptive_avg_pool_with_size
 
 __all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
@@ -118,10 +118,35 @@ def _interpolate_axis(x: jax.Array, axis: int, taps: list[np.ndarray], weights: 
 INTERPOLATE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "area")
 
 
-def _interpolate_sizes(spatial_shape, size, scale_factor, recompute_scale_factor):
-    """torch's rule: exactly one of size / scale_factor; output = floor(in * scale); which scales reach the kernel."""
-    where = "interpolate"
-    spatial = len(spatial_shape)
+def check_interpolate_settings(
+    size: Any,
+    scale_factor: Any,
+    mode: Any,
+    align_corners: Any,
+    recompute_scale_factor: Any,
+    antialias: Any,
+    *,
+    where: str,
+) -> tuple[Any, Any, bool]:
+    """torch's interpolate settings, checked: ``(size, scale_factor, align_corners)`` normalised.
+
+    ``size``: an int or a tuple of ints, each >= 1 (or None); ``scale_factor``: a float or a tuple of floats,
+    each > 0 (or None); exactly one of them. ``align_corners``: False when unset for the interpolating modes,
+    None for the others. What depends on the input (one entry per spatial axis, a non-empty output) is
+    checked per call by :func:`interpolate_unchecked`.
+    """
+    check_choice("mode", mode, INTERPOLATE_MODES, where=where)
+    check_bool("antialias", antialias, where=where)
+    if mode in ("nearest", "nearest-exact", "area"):
+        if align_corners is not None:
+            raise ValueError(
+                f"{where}: align_corners can only be set with the interpolating modes linear, bilinear and "
+                f"bicubic, got align_corners={align_corners!r} with mode={mode!r}"
+            )
+    else:
+        align_corners = False if align_corners is None else check_bool("align_corners", align_corners, where=where)
+    if antialias:
+        raise NotImplementedError(f"{where}: antialias=True is not implemented")
     if size is not None and scale_factor is not None:
         raise ValueError(f"{where}: only one of size or scale_factor should be defined, got both")
     if size is None and scale_factor is None:
@@ -131,20 +156,33 @@ def _interpolate_sizes(spatial_shape, size, scale_factor, recompute_scale_factor
     if size is not None:
         if recompute_scale_factor:
             raise ValueError(f"{where}: recompute_scale_factor is not meaningful with an explicit size")
-        items = tuple(size) if isinstance(size, (tuple, list)) else (size,) * spatial
+        if isinstance(size, (tuple, list)):
+            return tuple(check_positive_int("size", s, where=where) for s in size), None, align_corners
+        return check_positive_int("size", size, where=where), None, align_corners
+    if isinstance(scale_factor, (tuple, list)):
+        factors = tuple(float(check_positive("scale_factor", f, where=where)) for f in scale_factor)
+        return None, factors, align_corners
+    return None, float(check_positive("scale_factor", scale_factor, where=where)), align_corners
+
+
+def _interpolate_sizes(spatial_shape, size, scale_factor, recompute_scale_factor):
+    """Checked settings against the input: output = size or floor(in * scale); which scales reach the kernel."""
+    where = "interpolate"
+    spatial = len(spatial_shape)
+    if size is not None:
+        items = size if isinstance(size, tuple) else (size,) * spatial
         if len(items) != spatial:
             raise ValueError(
                 f"{where}: size={size!r} must have one entry per spatial dimension of the input "
                 f"{tuple(spatial_shape)} (torch layout (N, C, d1, ...))"
             )
-        return tuple(check_positive_int("size", s, where=where) for s in items), (None,) * spatial
-    factors = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * spatial
+        return items, (None,) * spatial
+    factors = scale_factor if isinstance(scale_factor, tuple) else (scale_factor,) * spatial
     if len(factors) != spatial:
         raise ValueError(
             f"{where}: scale_factor={scale_factor!r} must have one entry per spatial dimension of the input "
             f"{tuple(spatial_shape)}"
         )
-    factors = tuple(float(check_positive("scale_factor", f, where=where)) for f in factors)
     out = tuple(int(math.floor(n * f)) for n, f in zip(spatial_shape, factors))
     if min(out) < 1:
         raise ValueError(
@@ -181,7 +219,7 @@ def interpolate(
       ``dst * (in - 1) / (out - 1)``), two taps; equal sizes copy;
     - ``bicubic``: the same source index unclamped, four taps with clamped indices, Keys' cubic with
       ``A = -0.75``;
-    - ``area``: :func:`adaptive_avg_pool1d` / :func:`adaptive_avg_pool2d`.
+    - ``area``: :func:`fnml.functional.adaptive_avg_pool1d` / :func:`fnml.functional.adaptive_avg_pool2d`.
 
     Weights are computed in float64 for float64 inputs and in float32 otherwise, as torch. 2-d modes are
     applied one axis at a time (separable, the same taps and weights). ``antialias=True`` is not
@@ -195,20 +233,30 @@ def interpolate(
     [[[1.0, 1.25, 1.75, 2.0]]]
     """
     where = "interpolate"
-    check_choice("mode", mode, INTERPOLATE_MODES, where=where)
     check_bool("channels_last", channels_last, where=where)
-    check_bool("antialias", antialias, where=where)
-    if mode in ("nearest", "nearest-exact", "area"):
-        if align_corners is not None:
-            raise ValueError(
-                f"{where}: align_corners can only be set with the interpolating modes linear, bilinear and "
-                f"bicubic, got align_corners={align_corners!r} with mode={mode!r}"
-            )
-    else:
-        align_corners = False if align_corners is None else check_bool("align_corners", align_corners, where=where)
-    if antialias:
-        raise NotImplementedError(f"{where}: antialias=True is not implemented")
-    x = jnp.asarray(input)
+    size, scale_factor, align_corners = check_interpolate_settings(
+        size, scale_factor, mode, align_corners, recompute_scale_factor, antialias, where=where
+    )
+    return interpolate_unchecked(
+        jnp.asarray(input), size, scale_factor, mode, align_corners, recompute_scale_factor, channels_last=channels_last
+    )
+
+
+def interpolate_unchecked(
+    x: jax.Array,
+    size: int | tuple[int, ...] | None,
+    scale_factor: float | tuple[float, ...] | None,
+    mode: str,
+    align_corners: bool | None,
+    recompute_scale_factor: bool | None,
+    *,
+    channels_last: bool,
+) -> jax.Array:
+    """:func:`interpolate` with settings from :func:`check_interpolate_settings` (the layers' entry).
+
+    Checks only what depends on the input: its rank, the mode's rank, one size / scale per spatial axis.
+    """
+    where = "interpolate"
     layouts = "(N, L, C) or NHWC" if channels_last else "(N, C, L) or NCHW"
     check_ndim("input", x.shape, (3, 4), where=f"{where} (batched {layouts})")
     spatial = x.ndim - 2
@@ -219,8 +267,8 @@ def interpolate(
         x = jnp.moveaxis(x, 1, -1)  # (N, C, *S) -> (N, *S, C)
     out, scales = _interpolate_sizes(x.shape[1:-1], size, scale_factor, recompute_scale_factor)
     if mode == "area":
-        pool = adaptive_avg_pool1d if spatial == 1 else adaptive_avg_pool2d
-        y = pool(x, out, channels_last=True)
+        # The output size ``out`` is computed and checked above: the pool's core, not its checking entry.
+        y = adaptive_avg_pool_with_size(x, out, channels_last=True, where=f"adaptive_avg_pool{spatial}d")
     else:
         opmath = _opmath(x.dtype)
         if not jnp.issubdtype(x.dtype, jnp.floating) and mode not in ("nearest", "nearest-exact"):
@@ -236,8 +284,7 @@ def interpolate(
     return y if channels_last else jnp.moveaxis(y, -1, 1)  # (N, *S, C) -> (N, C, *S)
 
 
-def _check_shuffle_input(x: jax.Array, factor: int, name: str, where: str) -> None:
-    factor = check_positive_int(name, factor, where=where)
+def _check_shuffle_rank(x: jax.Array, where: str) -> None:
     if x.ndim < 3:
         raise ValueError(f"{where}: input must be at least 3-D (*, C, H, W), got a {x.ndim}-D array of shape {x.shape}")
 
@@ -258,9 +305,14 @@ def pixel_shuffle(input: Any, upscale_factor: int, *, channels_last: bool = Fals
     """
     where = "pixel_shuffle"
     check_bool("channels_last", channels_last, where=where)
-    x = jnp.asarray(input)
-    _check_shuffle_input(x, upscale_factor, "upscale_factor", where)
-    r = upscale_factor
+    r = check_positive_int("upscale_factor", upscale_factor, where=where)
+    return pixel_shuffle_unchecked(jnp.asarray(input), r, channels_last=channels_last)
+
+
+def pixel_shuffle_unchecked(x: jax.Array, r: int, *, channels_last: bool) -> jax.Array:
+    """:func:`pixel_shuffle` with a checked factor ``r`` (the layers' entry); checks the input's shape."""
+    where = "pixel_shuffle"
+    _check_shuffle_rank(x, where)
     *lead, c, h, w = x.shape if not channels_last else (*x.shape[:-3], x.shape[-1], *x.shape[-3:-1])
     if c % (r * r):
         raise ValueError(
@@ -290,9 +342,14 @@ def pixel_unshuffle(input: Any, downscale_factor: int, *, channels_last: bool = 
     """
     where = "pixel_unshuffle"
     check_bool("channels_last", channels_last, where=where)
-    x = jnp.asarray(input)
-    _check_shuffle_input(x, downscale_factor, "downscale_factor", where)
-    r = downscale_factor
+    r = check_positive_int("downscale_factor", downscale_factor, where=where)
+    return pixel_unshuffle_unchecked(jnp.asarray(input), r, channels_last=channels_last)
+
+
+def pixel_unshuffle_unchecked(x: jax.Array, r: int, *, channels_last: bool) -> jax.Array:
+    """:func:`pixel_unshuffle` with a checked factor ``r`` (the layers' entry); checks the input's shape."""
+    where = "pixel_unshuffle"
+    _check_shuffle_rank(x, where)
     *lead, c, h, w = x.shape if not channels_last else (*x.shape[:-3], x.shape[-1], *x.shape[-3:-1])
     if h % r or w % r:
         raise ValueError(f"{where}: the spatial size ({h}, {w}) must be divisible by downscale_factor={r}")

@@ -2,8 +2,9 @@
 
 PyTorch equivalent: ``torch/nn/modules/activation.py``.
 
-Each layer stores its settings and calls the functional op of the same torch name (``ReLU`` ->
-``functional.relu``), so a layer and its functional twin give the same numbers, gradients included (torch's
+Each layer checks its settings once, at construction, and calls the core of the functional op of the same
+torch name (``ReLU`` -> ``functional.relu``'s ``relu_unchecked``), so a layer and its functional twin give the
+same numbers, gradients included (torch's
 gradient at every kink: ``relu'(0) = 0``, ``hardtanh' = 0`` at both bounds, ``leaky_relu'(0) =
 negative_slope``...). ``inplace=True`` is accepted where torch has it and changes nothing but the printed
 text (JAX arrays are immutable; the output is the same array torch would produce in place).
@@ -21,7 +22,27 @@ from flax import nnx
 from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_int, check_number, check_positive_int
 from fnml.functional._shared import as_float_input
-from fnml.functional.activation import log_softmax_unchecked, softmax_unchecked
+from fnml.functional.activation import (
+    celu_unchecked,
+    elu_unchecked,
+    gelu_unchecked,
+    glu_unchecked,
+    hardsigmoid_unchecked,
+    hardswish_unchecked,
+    hardtanh_unchecked,
+    leaky_relu_unchecked,
+    log_softmax_unchecked,
+    mish_unchecked,
+    prelu_unchecked,
+    relu6_unchecked,
+    relu_unchecked,
+    selu_unchecked,
+    silu_unchecked,
+    softmax_unchecked,
+    softplus_unchecked,
+    softsign_unchecked,
+    threshold_unchecked,
+)
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts, same_name_slots
 from fnml.layers.base import Module, _normalize_dim
 
@@ -85,7 +106,7 @@ class ReLU(_Inplace):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.relu(x)
+        return relu_unchecked(as_float_input(x, "relu"))
 
 
 class ReLU6(_Inplace):
@@ -107,7 +128,7 @@ class ReLU6(_Inplace):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.relu6(x)
+        return relu6_unchecked(as_float_input(x, "relu6"))
 
 
 class LeakyReLU(Module):
@@ -137,7 +158,7 @@ class LeakyReLU(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.leaky_relu(x, self.negative_slope)
+        return leaky_relu_unchecked(as_float_input(x, "leaky_relu"), self.negative_slope)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}{_inplace_suffix(self.inplace)}"
@@ -168,7 +189,7 @@ class ELU(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.elu(x, self.alpha)
+        return elu_unchecked(as_float_input(x, "elu"), self.alpha)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}{_inplace_suffix(self.inplace)}"
@@ -201,7 +222,7 @@ class CELU(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.celu(x, self.alpha)
+        return celu_unchecked(as_float_input(x, "celu"), self.alpha)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}{_inplace_suffix(self.inplace)}"
@@ -226,7 +247,7 @@ class SELU(_Inplace):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.selu(x)
+        return selu_unchecked(as_float_input(x, "selu"))
 
 
 class GELU(Module):
@@ -255,7 +276,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.gelu(x, approximate=self.approximate)
+        return gelu_unchecked(as_float_input(x, "gelu"), self.approximate)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
@@ -280,7 +301,7 @@ class SiLU(_Inplace):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.silu(x)
+        return silu_unchecked(as_float_input(x, "silu"))
 
 
 class Mish(_Inplace):
@@ -302,7 +323,7 @@ class Mish(_Inplace):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.mish(x)
+        return mish_unchecked(as_float_input(x, "mish"))
 
 
 class Hardtanh(Module):
@@ -337,7 +358,7 @@ class Hardtanh(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.hardtanh(x, self.min_val, self.max_val)
+        return hardtanh_unchecked(as_float_input(x, "hardtanh"), self.min_val, self.max_val)
 
     def extra_repr(self) -> str:
         return f"min_val={self.min_val}, max_val={self.max_val}{_inplace_suffix(self.inplace)}"
@@ -366,7 +387,7 @@ class Hardswish(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.hardswish(x)
+        return hardswish_unchecked(as_float_input(x, "hardswish"))
 
 
 class Hardsigmoid(Module):
@@ -392,7 +413,7 @@ class Hardsigmoid(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.hardsigmoid(x)
+        return hardsigmoid_unchecked(as_float_input(x, "hardsigmoid"))
 
 
 class Softplus(Module):
@@ -420,7 +441,7 @@ class Softplus(Module):
         self.threshold = threshold
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.softplus(x, self.beta, self.threshold)
+        return softplus_unchecked(as_float_input(x, "softplus"), self.beta, self.threshold)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
@@ -445,7 +466,7 @@ class Softsign(Module):
     )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.softsign(x)
+        return softsign_unchecked(as_float_input(x, "softsign"))
 
 
 class LogSigmoid(Module):
@@ -541,7 +562,7 @@ class Threshold(Module):
         self.inplace = inplace
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.threshold(x, self.threshold, self.value)
+        return threshold_unchecked(as_float_input(x, "threshold"), self.threshold, self.value)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}{_inplace_suffix(self.inplace)}"
@@ -570,7 +591,7 @@ class GLU(Module):
         self.dim = dim
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.glu(x, self.dim)
+        return glu_unchecked(as_float_input(x, "glu"), self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -611,7 +632,7 @@ class PReLU(Module):
         self.weight = nnx.Param(jnp.full((num_parameters,), init, param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.prelu(x, self.weight[...], channels_last=True)
+        return prelu_unchecked(as_float_input(x, "prelu"), self.weight[...], channels_last=True)
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"

@@ -2,8 +2,9 @@
 
 PyTorch equivalent: ``torch/nn/modules/dropout.py``.
 
-Every layer here draws its key from the ``'dropout'`` stream of the ``nnx.Rngs`` given at construction (or
-``rngs=`` at call time) and calls the functional op: same seed, same masks. Training mode is the default
+Every layer here checks ``p`` once, at construction, draws its key from the ``'dropout'`` stream of the
+``nnx.Rngs`` given at construction (or ``rngs=`` at call time) and calls the functional op's core (the
+settings are not checked again per call): same seed, same masks. Training mode is the default
 (torch's); ``model.eval()`` makes them the exact identity. Masks cannot equal torch's (different random
 generators); the distribution, the scaling and its rounding do.
 """
@@ -13,11 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import jax.numpy as jnp  # noqa: F401 (the examples below use it)
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_in_interval
+from fnml.functional._shared import as_float_input
+from fnml.functional.dropout import (
+    alpha_dropout_unchecked,
+    dropout1d_unchecked,
+    dropout2d_unchecked,
+    dropout_unchecked,
+)
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import Module
 
@@ -87,7 +94,7 @@ class Dropout(_DropoutBase):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
-        return F.dropout(jnp.asarray(x), self.p, training=not self.deterministic, key=key)
+        return dropout_unchecked(as_float_input(x, "dropout"), self.p, not self.deterministic, key)
 
 
 class Dropout1d(_DropoutBase):
@@ -116,7 +123,8 @@ class Dropout1d(_DropoutBase):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
-        return F.dropout1d(jnp.asarray(x), self.p, training=not self.deterministic, key=key, channels_last=True)
+        x = as_float_input(x, "dropout1d")
+        return dropout1d_unchecked(x, self.p, not self.deterministic, key, channels_last=True)
 
 
 class Dropout2d(_DropoutBase):
@@ -146,7 +154,8 @@ class Dropout2d(_DropoutBase):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
-        return F.dropout2d(jnp.asarray(x), self.p, training=not self.deterministic, key=key, channels_last=True)
+        x = as_float_input(x, "dropout2d")
+        return dropout2d_unchecked(x, self.p, not self.deterministic, key, channels_last=True, stacklevel=3)
 
 
 class AlphaDropout(_DropoutBase):
@@ -174,4 +183,4 @@ class AlphaDropout(_DropoutBase):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         key = self._key(rngs)
-        return F.alpha_dropout(jnp.asarray(x), self.p, training=not self.deterministic, key=key)
+        return alpha_dropout_unchecked(as_float_input(x, "alpha_dropout"), self.p, not self.deterministic, key)

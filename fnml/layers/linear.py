@@ -39,6 +39,11 @@ _FLAX_ONLY_OPTIONS = {
 }
 
 
+# nnx.Linear's attributes that only its own __call__ reads: set once by its constructor (to flax's defaults),
+# refused afterwards, since fnml's call would silently ignore a new value.
+_IGNORED_FLAX_ATTRIBUTES = ("dot_general", "promote_dtype", "preferred_element_type")
+
+
 def _refuse_flax_options(options: dict[str, Any], where: str) -> None:
     """Raise for any keyword fnml's Linear does not take, naming it (flax's options with the reason)."""
     for name, value in options.items():
@@ -69,7 +74,9 @@ class Linear(Module, nnx.Linear):
     promote input and parameters); ``precision`` the matmul's ``lax.Precision`` (None: JAX's default, as
     ``jax.default_matmul_precision`` sets it). ``nnx.Linear``'s other options (``dot_general``,
     ``promote_dtype``, ``preferred_element_type``, ``kernel_init``, ...) are refused with a ``TypeError``
-    naming the option: the matmul, promotion and initialisation here are torch's.
+    naming the option: the matmul, promotion and initialisation here are torch's. Assigning
+    ``dot_general``, ``promote_dtype`` or ``preferred_element_type`` after construction is an
+    ``AttributeError`` (the call would ignore it).
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -120,6 +127,15 @@ class Linear(Module, nnx.Linear):
             bias_init=init,
             rngs=rngs,
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Only these three names are guarded; nnx's split / merge / clone build modules without __setattr__.
+        if name in _IGNORED_FLAX_ATTRIBUTES and name in vars(self) and value is not getattr(self, name):
+            raise AttributeError(
+                f"{type(self).__name__}: {name} cannot be set; it is a flax.nnx.Linear option that fnml's Linear "
+                f"does not support ({_FLAX_ONLY_OPTIONS[name]}), got {name}={value!r}"
+            )
+        super().__setattr__(name, value)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnml import functional as F
 from fnml._validation import check_ndim, check_number
+from fnml.functional.padding import pad_unchecked
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, TorchFacts
 from fnml.layers.base import Module
 
@@ -62,8 +62,9 @@ class _PadNd(Module):
         x = jnp.asarray(x)
         n = self._spatial
         check_ndim("input", x.shape, (n + 1, n + 2), where=f"{type(self).__name__} ({_LAYOUTS[n]})")
-        value = self.value if self._mode == "constant" else None
-        return F.pad(x, self.padding, mode=self._mode, value=value, channels_last=True)
+        value = self.value if self._mode == "constant" else 0.0
+        # padding and value were checked at construction: the functional core checks only the input's shape.
+        return pad_unchecked(x, self.padding, self._mode, value, channels_last=True)
 
     def extra_repr(self) -> str:
         return f"{self.padding}"

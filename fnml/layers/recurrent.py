@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_choice, check_in_interval, check_ndim, check_positive_int
+from fnml.functional.dropout import dropout_unchecked
 from fnml.layers._facts import LayerCall, TorchFacts, cell_slots, recurrent_slots
 from fnml.layers.base import Module, torch_uniform
 
@@ -315,7 +315,9 @@ def _run_layers(weights: dict, x: jax.Array, states: tuple, dropout_key, *, sett
         # Directions side by side on the feature axis: (T, N, H) x D -> (T, N, D*H), torch's layout.
         layer_input = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
         if layer < settings.num_layers - 1 and settings.dropout > 0:
-            layer_input = F.dropout(layer_input, settings.dropout, key=jax.random.fold_in(dropout_key, layer))
+            # p was checked at construction: the dropout core, not the checking op.
+            layer_key = jax.random.fold_in(dropout_key, layer)
+            layer_input = dropout_unchecked(layer_input, settings.dropout, True, layer_key)
     # (L*D) x (N, H) -> (L*D, N, H), one stack per state (h, and c for LSTM)
     final_states = tuple(jnp.stack([carry[i] for carry in finals]) for i in range(len(states)))
     return layer_input, final_states

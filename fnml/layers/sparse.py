@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_ndim, check_number, check_positive_int
+from fnml.functional.embedding import embedding_unchecked
 from fnml.layers._facts import LayerCall, TorchFacts, same_name_slots
 from fnml.layers.base import Module, freeze
 
@@ -186,14 +186,9 @@ class Embedding(Module):
                     f"Embedding(num_embeddings={self.num_embeddings}): index {bad} is out of range "
                     f"[0, {self.num_embeddings - 1}]"
                 )
-        return F.embedding(
-            indices,
-            self.weight,
-            self.padding_idx,
-            self.max_norm,
-            self.norm_type,
-            self.scale_grad_by_freq,
-            self.sparse,
+        # Settings checked at construction, indices just above: the functional core checks neither again.
+        return embedding_unchecked(
+            indices, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq
         )
 
     def extra_repr(self) -> str:

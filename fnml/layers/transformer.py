@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fnml import functional as F
 from fnml._validation import check_bool, check_in_interval, check_positive, check_positive_int
+from fnml.functional.activation import gelu_unchecked
+from fnml.functional.attention import multi_head_attention_unchecked
 from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, TorchFacts
 from fnml.layers.base import Module, _compute_dtype, torch_uniform
 from fnml.layers.container import ModuleList
@@ -84,7 +85,7 @@ def _activation(activation: Any, where: str) -> Callable[[jax.Array], jax.Array]
         if activation == "relu":
             return jax.nn.relu
         if activation == "gelu":
-            return F.gelu  # torch's exact erf form (jax.nn.gelu defaults to tanh)
+            return gelu_unchecked  # torch's exact erf form (jax.nn.gelu defaults to tanh)
         raise ValueError(f"{where}: activation should be 'relu' or 'gelu' (or a callable), got {activation!r}")
     if not callable(activation):
         raise TypeError(f"{where}: activation must be 'relu', 'gelu' or a callable, got {activation!r}")
@@ -309,30 +310,33 @@ class MultiheadAttention(_TorchOrdered):
         out_kernel, out_bias = self.out_proj.kernel[...], _value(self.out_proj.bias)
         dtype = _compute_dtype(self.dtype, query, key, value, out_kernel, *(p for p in params if p is not None))
         in_w, q_w, k_w, v_w, in_b, bias_k, bias_v = (None if p is None else p.astype(dtype) for p in params)
-        output, weights = F.multi_head_attention_forward(
+        e = self.embed_dim
+        if self._qkv_same_embed_dim:
+            projections = (in_w[:e], in_w[e : 2 * e], in_w[2 * e :])  # (3E, E) -> 3 x (E, E)
+        else:
+            projections = (q_w, k_w, v_w)
+        biases = (None, None, None) if in_b is None else (in_b[:e], in_b[e : 2 * e], in_b[2 * e :])
+        # Settings checked at construction and the inputs just above; cast once, here: the functional core
+        # checks only what the call brings (its flags and masks).
+        output, weights = multi_head_attention_unchecked(
             query.astype(dtype),
             key.astype(dtype),
             value.astype(dtype),
-            self.embed_dim,
             self.num_heads,
-            in_w,
-            in_b,
+            projections,
+            biases,
             bias_k,
             bias_v,
             self.add_zero_attn,
-            self.dropout,
+            0.0 if self.deterministic else self.dropout,
             out_kernel.astype(dtype).T,  # fnml kernel (in, out) -> torch weight (out, in)
             None if out_bias is None else out_bias.astype(dtype),
-            training=not self.deterministic,
             key_padding_mask=key_padding_mask,
             need_weights=need_weights,
             attn_mask=attn_mask,
-            use_separate_proj_weight=not self._qkv_same_embed_dim,
-            q_proj_weight=q_w,
-            k_proj_weight=k_w,
-            v_proj_weight=v_w,
             average_attn_weights=average_attn_weights,
             is_causal=is_causal,
+            separate_projections=not self._qkv_same_embed_dim,
             dropout_key=self._dropout_key(rngs),
         )
         if self.batch_first and batched:

@@ -6,10 +6,15 @@ PyTorch equivalent: ``torch/nn/modules/upsampling.py``, ``pixelshuffle.py``.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
-from fnml import functional as F
-from fnml._validation import check_choice, check_positive_int
-from fnml.functional.resample import INTERPOLATE_MODES
+from fnml._validation import check_positive_int
+from fnml.functional.resample import (
+    check_interpolate_settings,
+    interpolate_unchecked,
+    pixel_shuffle_unchecked,
+    pixel_unshuffle_unchecked,
+)
 from fnml.layers._facts import LOWERS_OP_BY_OP, PARAMETERLESS, TorchFacts
 from fnml.layers.base import Module
 
@@ -54,7 +59,10 @@ class Upsample(Module):
         align_corners: bool | None = None,
         recompute_scale_factor: bool | None = None,
     ):
-        check_choice("mode", mode, INTERPOLATE_MODES, where="Upsample")
+        # Checked once, here; the call runs the functional core on the normalised settings.
+        self._size, self._scale_factor, self._align_corners = check_interpolate_settings(
+            size, scale_factor, mode, align_corners, recompute_scale_factor, False, where="Upsample"
+        )
         self.size = size
         # torch: float(scale_factor), or a tuple of floats.
         if isinstance(scale_factor, (tuple, list)):
@@ -66,13 +74,13 @@ class Upsample(Module):
         self.recompute_scale_factor = recompute_scale_factor
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.interpolate(
-            x,
-            self.size,
-            self.scale_factor,
+        return interpolate_unchecked(
+            jnp.asarray(x),
+            self._size,
+            self._scale_factor,
             self.mode,
-            self.align_corners,
-            recompute_scale_factor=self.recompute_scale_factor,
+            self._align_corners,
+            self.recompute_scale_factor,
             channels_last=True,
         )
 
@@ -109,7 +117,7 @@ class PixelShuffle(Module):
         self.upscale_factor = check_positive_int("upscale_factor", upscale_factor, where="PixelShuffle")
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.pixel_shuffle(x, self.upscale_factor, channels_last=True)
+        return pixel_shuffle_unchecked(jnp.asarray(x), self.upscale_factor, channels_last=True)
 
     def extra_repr(self) -> str:
         return f"upscale_factor={self.upscale_factor}"
@@ -139,7 +147,7 @@ class PixelUnshuffle(Module):
         self.downscale_factor = check_positive_int("downscale_factor", downscale_factor, where="PixelUnshuffle")
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.pixel_unshuffle(x, self.downscale_factor, channels_last=True)
+        return pixel_unshuffle_unchecked(jnp.asarray(x), self.downscale_factor, channels_last=True)
 
     def extra_repr(self) -> str:
         return f"downscale_factor={self.downscale_factor}"
