@@ -8,6 +8,7 @@ Import them by name (``from helpers import tolerance, assert_trees_close``): pyt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -343,3 +344,26 @@ def finish(process: subprocess.Popen, *, timeout: float = 300) -> str:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --------------------------------------------------------------------------------------------------
+# torch's intra-op threads
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run torch on one intra-op thread inside the block (the previous count is restored after).
+
+    The parity tests run torch on tiny tensors, where the thread pool only costs: with the cores shared
+    (``pytest -n 2`` on 2 cores, or a loaded machine) its threads wait on each other, and a 50-step loop of a
+    small CNN took 2.9 s instead of 0.2 s. The references are still real torch's: float64 results were
+    bitwise the same on 1 and 2 threads in that loop; float32 ones can differ in the last bits (a kernel's
+    split changes its summation order), well inside the float32 tolerances, as on any other machine.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -10,10 +10,16 @@ import numpy as np
 import optax
 import pytest
 import torch
-from helpers import assert_trees_close, max_abs_diff, torch_dtype
+from helpers import assert_trees_close, max_abs_diff, one_torch_thread, torch_dtype
 from test_optim import NAMES, assert_parity, torch_run
 
 from fnml import optim
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
 
 
 def _grads(dtype, scale=1.0):

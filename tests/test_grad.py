@@ -7,11 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from helpers import assert_trees_close
+from helpers import assert_trees_close, one_torch_thread
 from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
 from fnml import grad as fgrad
 from fnml import tensors
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
 
 
 def test_tutorial_autograd_is_bit_identical(dtype, torch_dtype):

@@ -18,7 +18,7 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size, torch_dtype
+from helpers import cache_size, one_torch_thread, torch_dtype
 
 from fnml import optim
 
@@ -28,6 +28,12 @@ N_BATCHES = 4
 SIZES = (3, 8, 8, 2)  # 3-8-8-2 tanh MLP
 LIMITS = {"float64": 1e-12, "float32": 1e-5}
 NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -103,10 +109,16 @@ _grad = jax.jit(jax.grad(jax_loss))  # compiled once per dtype, shared by every 
 
 
 def fnml_run(tx: optax.GradientTransformation, dtype: str, torch_grads, *, steps: int = STEPS):
-    """fnml's loop, one jitted step: (full-run, optimizer-only) trajectories, each {name: (steps, ...)}."""
+    """fnml's loop, one jitted step: (full-run, optimizer-only) trajectories, each {name: (steps, ...)}.
+
+    The inputs (minibatches, torch's gradient of every step) become jax arrays before the loop, and the
+    trajectories come back in one transfer at the end: the loop itself only dispatches compiled calls.
+    """
     init, x, y = problem()
     params0 = {n: jnp.asarray(init[n], dtype) for n in NAMES}
-    xs, ys = jnp.asarray(x, dtype), jnp.asarray(y, dtype)  # (N_BATCHES, BATCH, ...)
+    batches = [(jnp.asarray(x[i], dtype), jnp.asarray(y[i], dtype)) for i in range(N_BATCHES)]  # (x, y) pairs
+    # torch's gradient of every step, on the device in one call (not one conversion per leaf per step).
+    fed = jax.device_put([{n: np.asarray(torch_grads[n][k], dtype) for n in NAMES} for k in range(steps)])
 
     @jax.jit
     def step(params, opt_state, grads):
@@ -118,14 +130,15 @@ def fnml_run(tx: optax.GradientTransformation, dtype: str, torch_grads, *, steps
         params, opt_state, trajectory = params0, tx.init(params0), []
         for k in range(steps):
             if feed_torch_grads:  # "optimizer only": torch's gradient at torch's parameters
-                grads = {n: jnp.asarray(torch_grads[n][k], dtype) for n in NAMES}
+                grads = fed[k]
             else:
-                grads = _grad(params, xs[k % N_BATCHES], ys[k % N_BATCHES])
+                grads = _grad(params, *batches[k % N_BATCHES])
             params, opt_state = step(params, opt_state, grads)
             trajectory.append(params)
         for n in NAMES:
             assert params[n].dtype == jnp.dtype(dtype), f"{n} changed dtype to {params[n].dtype}"
-        trajectories.append({n: np.stack([np.asarray(p[n]) for p in trajectory]) for n in NAMES})
+        trajectory = jax.device_get(trajectory)  # one transfer for the whole trajectory
+        trajectories.append({n: np.stack([p[n] for p in trajectory]) for n in NAMES})
     assert cache_size(step) == 1, "the jitted step recompiled during the run"
     return tuple(trajectories)
 
@@ -158,7 +171,9 @@ def _torch(cls, **kwargs):
     return lambda named: cls(list(named.values()), **kwargs)
 
 
-# (id, fnml factory, torch class, kwargs shared by both)
+# (id, fnml factory, torch class, kwargs shared by both). One case per code path of each factory (the
+# flags that add or change a piece of the update); hyperparameter values that only change a number in the
+# same path are checked inside those cases (adagrad-all: lr_decay and initial_accumulator_value).
 CASES = [
     ("sgd-plain", optim.sgd, torch.optim.SGD, dict(lr=0.1)),
     ("sgd-momentum", optim.sgd, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
@@ -179,7 +194,6 @@ CASES = [
         dict(lr=1e-3, momentum=0.9, dampening=0.1, weight_decay=1e-3, maximize=True),
     ),
     ("adam-default", optim.adam, torch.optim.Adam, dict()),
-    ("adam-lr", optim.adam, torch.optim.Adam, dict(lr=1e-2)),
     ("adam-amsgrad", optim.adam, torch.optim.Adam, dict(lr=1e-2, amsgrad=True)),
     ("adam-weight_decay", optim.adam, torch.optim.Adam, dict(lr=1e-2, weight_decay=0.1)),
     ("adam-maximize", optim.adam, torch.optim.Adam, dict(lr=1e-3, maximize=True)),
@@ -210,8 +224,6 @@ CASES = [
         dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-2),
     ),
     ("adagrad-default", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2)),
-    ("adagrad-lr_decay", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2, lr_decay=0.05)),
-    ("adagrad-initial_acc", optim.adagrad, torch.optim.Adagrad, dict(lr=5e-2, initial_accumulator_value=0.1)),
     (
         "adagrad-wd-maximize",
         optim.adagrad,

@@ -13,10 +13,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from flax import nnx
-from helpers import tolerance
+from helpers import one_torch_thread, tolerance
 from rich.console import Console
 
 from fnml import interop, layers, losses, optim, parity
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
 
 
 class SmallCNN(nn.Module):

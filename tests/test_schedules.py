@@ -16,10 +16,17 @@ import numpy as np
 import optax
 import pytest
 import torch
-from helpers import assert_trees_close, cache_size, max_abs_diff, tolerance
+from helpers import assert_trees_close, cache_size, max_abs_diff, one_torch_thread, tolerance
 from torch.optim import lr_scheduler
 
 from fnml import schedules
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
+
 
 F64 = tolerance("float64")
 

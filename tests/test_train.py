@@ -11,10 +11,17 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from helpers import cache_size, jax_dtype, max_abs_diff, tolerance
+from helpers import cache_size, jax_dtype, max_abs_diff, one_torch_thread, tolerance
 
 from fnml import _fit as fit_pipeline
 from fnml import data, layers, losses, optim, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():  # torch on tiny tensors: its thread pool only costs (helpers.one_torch_thread)
+        yield
+
 
 # One criterion object for the whole module: fit memoises its jitted steps per criterion, so tests
 # that train the same architecture share compilations.
