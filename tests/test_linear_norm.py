@@ -17,10 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
-from helpers import assert_trees_close, max_abs_diff, torch_dtype
+from helpers import DTYPES, assert_trees_close, max_abs_diff, torch_dtype
 
 from fnml import functional as F
 from fnml import interop, layers
+
+# dtype name -> torch dtype, from helpers' one map (test_attention, test_transformer and
+# test_fuzz_norm_attention import it from here).
+TORCH = {name: torch_dtype(name) for name in DTYPES}
 
 
 def _data(shape, dtype, seed=0, *, scale=1.0, offset=0.0):
