@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as TF
 from flax import nnx
 from scipy import stats
-from test_linear_norm import TORCH, _data, function_parity, module_parity
+from test_linear_norm import TORCH, _data, function_parity, functions_parity, module_parity, modules_parity
 
 from fnml import functional as F
 from fnml import interop, layers
@@ -100,10 +100,13 @@ SDPA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", SDPA_CASES)
-def test_sdpa_matches_torch(case, dtype):
-    arrays, constants = _sdpa_case(case, dtype)
-    function_parity(TF.scaled_dot_product_attention, F.scaled_dot_product_attention, arrays, dtype, constants=constants)
+def test_sdpa_matches_torch(dtype):
+    # Every case in one compiled program (each case's values and gradients are still its own).
+    cases = {}
+    for case in SDPA_CASES:
+        arrays, constants = _sdpa_case(case, dtype)
+        cases[case] = (TF.scaled_dot_product_attention, F.scaled_dot_product_attention, arrays, constants)
+    functions_parity(cases, dtype)
 
 
 def test_sdpa_dropout_zero_is_exactly_no_dropout_and_p_one_is_zero():
@@ -214,8 +217,7 @@ def _mha_params():
     return params
 
 
-@pytest.mark.parametrize(("case", "batch_first", "weights_mode"), _mha_params())
-def test_multihead_attention_matches_torch(case, batch_first, weights_mode, dtype):
+def _mha_parity_case(case, batch_first, weights_mode, dtype):
     settings, call_spec, self_attention = MHA_CASES[case]
     kdim, vdim = settings.get("kdim", E), settings.get("vdim", E)
     inputs, source = _mha_inputs(dtype, batch_first=batch_first, self_attention=self_attention, kdim=kdim, vdim=vdim)
@@ -236,15 +238,20 @@ def test_multihead_attention_matches_torch(case, batch_first, weights_mode, dtyp
             if "bias" in name:
                 param.copy_(torch.tensor(_data(tuple(param.shape), dtype, 21)))
     fnml_mha = layers.MultiheadAttention(E, H, batch_first=batch_first, **settings, param_dtype=dtype, rngs=nnx.Rngs(0))
-    module_parity(
-        torch_mha,
-        fnml_mha,
-        inputs,
-        dtype,
+    return dict(
+        torch_module=torch_mha,
+        fnml_module=fnml_mha,
+        inputs=inputs,
         call_torch=_both_outputs("torch"),
         call_fnml=_both_outputs("fnml"),
         constants=constants,
     )
+
+
+def test_multihead_attention_matches_torch(dtype):
+    # Every (case, layout, weights mode) in one compiled program; a difference is reported under the case's id.
+    cases = {param.id: _mha_parity_case(*param.values, dtype) for param in _mha_params()}
+    modules_parity(cases, dtype)
 
 
 @pytest.mark.parametrize("need_weights", [True, False], ids=["need_weights", "no-weights"])
@@ -266,10 +273,14 @@ def test_multihead_attention_unbatched_matches_torch(need_weights, dtype):
 def test_weights_shapes_are_torchs():
     x = jnp.ones((N, L, E))
     mha = layers.MultiheadAttention(E, H, batch_first=True, rngs=nnx.Rngs(0))
-    assert mha(x, x, x)[1].shape == (N, L, L)
-    assert mha(x, x, x, average_attn_weights=False)[1].shape == (N, H, L, L)
-    assert mha(x, x, x, need_weights=False)[1] is None
-    assert mha(x[0], x[0], x[0])[1].shape == (L, L)  # unbatched
+
+    def weights(x, **kwargs):  # the call traced for shapes only (nothing to compute or compile)
+        return nnx.eval_shape(lambda m, x: m(x, x, x, **kwargs)[1], mha, x)
+
+    assert weights(x).shape == (N, L, L)
+    assert weights(x, average_attn_weights=False).shape == (N, H, L, L)
+    assert weights(x, need_weights=False) is None
+    assert weights(x[0]).shape == (L, L)  # unbatched
 
 
 def test_functional_mha_static_kv_matches_torch(dtype):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from helpers import jax_dtype, max_abs_diff, tolerance, torch_dtype
 
 from fnml import interop, optim, train
@@ -32,6 +33,18 @@ F64_ATOL = 1e-10  # the brief's bound for these trajectories (the table's float6
 
 def _atol(dtype: str) -> float:
     return F64_ATOL if dtype == "float64" else tolerance("float32_trajectory")["atol"]
+
+
+def _build(make):
+    """``make()`` as one compiled program: the initial weights (overwritten by the torch weights loaded next)
+    are drawn in one compile instead of one eager dispatch per layer and shape."""
+    return nnx.jit(make)()
+
+
+@nnx.jit
+def _forward(model, x):
+    """The model's forward as one compiled program (eager, every op of the model compiles on its own)."""
+    return model(x)
 
 
 def _torch_steps(model, optimizer, loss, batches) -> list[float]:
@@ -73,7 +86,7 @@ def _jax_batches(batches):
 
 
 def _native_gpt(reference: torch.nn.Module, dtype: str, attention: str, *, flat: bool = True):
-    model = W.FnmlGPT(**GPT_TINY, attention=attention, flat=flat, param_dtype=jax_dtype(dtype))
+    model = _build(lambda: W.FnmlGPT(**GPT_TINY, attention=attention, flat=flat, param_dtype=jax_dtype(dtype)))
     interop.load_state_dict(model, W.gpt_state_dict_for_fnml(reference.state_dict()))
     return model
 
@@ -103,7 +116,7 @@ def test_gpt_forward_and_training_match_torch(form, dtype):
     batches = _gpt_batches()
     model = GPT_FORMS[form](reference, dtype, batches[0][0])
     jbatches = _jax_batches(batches)
-    forward = max_abs_diff(model(jbatches[0][0]), reference(batches[0][0]).detach())
+    forward = max_abs_diff(_forward(model, jbatches[0][0]), reference(batches[0][0]).detach())
     optimizer = torch.optim.AdamW(reference.parameters(), lr=LR_ADAMW)
     torch_losses = _torch_steps(reference, optimizer, _gpt_criterion, batches)
     fnml_losses, fnml_state = _fnml_steps(model, optim.adamw(lr=LR_ADAMW), W.gpt_loss, jbatches)
@@ -138,7 +151,7 @@ def test_resnet_forward_and_training_match_torch(form, dtype):
     batches = _resnet_batches(dtype)
     labels = [jnp.asarray(y.numpy().astype(np.int32)) for _, y in batches]
     if form == "native":
-        model = W.FnmlResNet(widths=RESNET_TINY, param_dtype=jax_dtype(dtype))
+        model = _build(lambda: W.FnmlResNet(widths=RESNET_TINY, param_dtype=jax_dtype(dtype)))
         interop.load_state_dict(model, reference.state_dict())
         inputs = [jnp.asarray(x.numpy().transpose(0, 2, 3, 1)) for x, _ in batches]  # NCHW -> NHWC
     else:
@@ -148,7 +161,8 @@ def test_resnet_forward_and_training_match_torch(form, dtype):
     probe = W.TorchResNet(widths=RESNET_TINY).to(torch_dtype(dtype)).train()
     probe.load_state_dict(reference.state_dict())
     forward = max_abs_diff(
-        train.to_module(train.TrainState.create(model, optim.sgd(lr=0.0)))(inputs[0]), probe(batches[0][0]).detach()
+        _forward(train.to_module(train.TrainState.create(model, optim.sgd(lr=0.0))), inputs[0]),
+        probe(batches[0][0]).detach(),
     )
     torch_losses = _torch_steps(
         reference,

@@ -17,10 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
-from helpers import assert_trees_close, max_abs_diff, torch_dtype
+from helpers import DTYPES, assert_trees_close, max_abs_diff, torch_dtype
 
 from fnml import functional as F
 from fnml import interop, layers
+
+# dtype name -> torch dtype, from helpers' one map (test_attention, test_transformer and
+# test_fuzz_norm_attention import it from here).
+TORCH = {name: torch_dtype(name) for name in DTYPES}
 
 
 def _data(shape, dtype, seed=0, *, scale=1.0, offset=0.0):
@@ -42,24 +46,46 @@ def function_parity(torch_fn, fnml_fn, arrays, dtype, *, constants=None, out_ind
     ``out_index`` picks one output of a tuple-returning op; ``atol`` overrides the table's (the fuzz tests
     scale it with the data's magnitude). Returns the max |difference| over everything.
     """
-    constants = dict(constants or {})
-    t_arrays = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
-    t_consts = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
-    out_t = torch_fn(**t_arrays, **t_consts)
-    out_t = out_t if out_index is None else out_t[out_index]
-    cotangent = _cotangent(tuple(out_t.shape))
-    (out_t * torch.tensor(cotangent, dtype=out_t.dtype)).sum().backward()
-    expected = {"out": out_t, **{f"d_{k}": _grad_or_zeros(t) for k, t in t_arrays.items()}}
+    return functions_parity({"case": (torch_fn, fnml_fn, arrays, constants, out_index)}, dtype, atol=atol)
 
-    j_consts = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
+
+def functions_parity(cases, dtype, *, atol=None):
+    """:func:`function_parity` over several independent cases, with ONE compiled program for all of them.
+
+    ``cases``: case name -> ``(torch_fn, fnml_fn, arrays, constants[, out_index])``. Each case gets its own
+    torch reference and cotangent; the compiled objective is the sum of the cases' objectives, whose gradient
+    w.r.t. one case's arrays is exactly that case's own gradient (the other terms do not depend on them).
+    Differences are reported under the case's name. Returns the max |difference| over every case.
+    """
+    expected, cotangents, j_consts, fnml_fns, out_indices, inputs = {}, {}, {}, {}, {}, {}
+    for name, case in cases.items():
+        torch_fn, fnml_fn, arrays, constants = case[:4]
+        out_index = case[4] if len(case) > 4 else None
+        constants = dict(constants or {})
+        t_arrays = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
+        t_consts = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
+        out_t = torch_fn(**t_arrays, **t_consts)
+        out_t = out_t if out_index is None else out_t[out_index]
+        cotangents[name] = _cotangent(tuple(out_t.shape))
+        (out_t * torch.tensor(cotangents[name], dtype=out_t.dtype)).sum().backward()
+        expected[name] = {"out": out_t, **{f"d_{k}": _grad_or_zeros(t) for k, t in t_arrays.items()}}
+        j_consts[name] = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
+        fnml_fns[name], out_indices[name] = fnml_fn, out_index
+        inputs[name] = {k: jnp.asarray(v) for k, v in arrays.items()}
 
     def loss(diff):
-        out = fnml_fn(**diff, **j_consts)
-        out = out if out_index is None else out[out_index]
-        return jnp.sum(out * jnp.asarray(cotangent, out.dtype)), out
+        total, outs = 0.0, {}
+        for name in cases:
+            out = fnml_fns[name](**diff[name], **j_consts[name])
+            out = out if out_indices[name] is None else out[out_indices[name]]
+            total = total + jnp.sum(out * jnp.asarray(cotangents[name], out.dtype))
+            outs[name] = out
+        return total, outs
 
-    (_, out_f), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))({k: jnp.asarray(v) for k, v in arrays.items()})
-    actual = {"out": out_f, **{f"d_{k}": g for k, g in grads.items()}}
+    (_, outs), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(inputs)
+    actual = {name: {"out": outs[name], **{f"d_{k}": g for k, g in grads[name].items()}} for name in cases}
+    if len(cases) == 1:  # one case: the paths of the single-case helper (no case name)
+        (actual,), (expected,) = actual.values(), expected.values()
     assert_trees_close(actual, expected, dtype=dtype, atol=atol)
     return max_abs_diff(actual, expected)
 
@@ -82,38 +108,80 @@ def module_parity(
 
     ``inputs``: list of float numpy arrays in torch's layout (``to_fnml`` converts each for fnml,
     ``from_fnml`` converts the output back); ``constants``: keyword arguments for both calls (masks)."""
-    interop.load_state_dict(fnml_module, torch_module.state_dict())
-    constants = dict(constants or {})
-    call_torch = call_torch or (lambda m, *xs, **kw: m(*xs, **kw))
-    call_fnml = call_fnml or (lambda m, *xs, **kw: m(*xs, **kw))
-    t_inputs = [torch.tensor(x, requires_grad=True) for x in inputs]
-    t_consts = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
-    torch_module.zero_grad(set_to_none=True)
-    out_t = call_torch(torch_module, *t_inputs, **t_consts)
-    cotangent = _cotangent(tuple(out_t.shape))
-    (out_t * torch.tensor(cotangent, dtype=out_t.dtype)).sum().backward()
-    named = dict(torch_module.named_parameters())
-    expected = {
-        "out": out_t,
-        "inputs": [_grad_or_zeros(t) for t in t_inputs],
-        "params": {name: _grad_or_zeros(p) for name, p in named.items()},
-    }
+    case = dict(
+        torch_module=torch_module,
+        fnml_module=fnml_module,
+        inputs=inputs,
+        to_fnml=to_fnml,
+        from_fnml=from_fnml,
+        call_torch=call_torch,
+        call_fnml=call_fnml,
+        constants=constants,
+    )
+    return modules_parity({"case": case}, dtype, atol=atol)
 
-    j_consts = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
-    graphdef, params, rest = nnx.split(fnml_module, nnx.Param, ...)
+
+def modules_parity(cases, dtype, *, atol=None):
+    """:func:`module_parity` over several independent cases, with ONE compiled program for all of them.
+
+    ``cases``: case name -> dict of module_parity's arguments (``torch_module``, ``fnml_module``, ``inputs``
+    and optionally ``to_fnml``, ``from_fnml``, ``call_torch``, ``call_fnml``, ``constants``). The compiled
+    objective is the sum of the cases' objectives: each case's gradients are exactly its own. Differences are
+    reported under the case's name. Returns the max |difference| over every case.
+    """
+    expected, prepared, arguments = {}, {}, {}
+    for name, case in cases.items():
+        torch_module, fnml_module = case["torch_module"], case["fnml_module"]
+        interop.load_state_dict(fnml_module, torch_module.state_dict())
+        constants = dict(case.get("constants") or {})
+        call_torch = case.get("call_torch") or (lambda m, *xs, **kw: m(*xs, **kw))
+        t_inputs = [torch.tensor(x, requires_grad=True) for x in case["inputs"]]
+        t_consts = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
+        torch_module.zero_grad(set_to_none=True)
+        out_t = call_torch(torch_module, *t_inputs, **t_consts)
+        cotangent = _cotangent(tuple(out_t.shape))
+        (out_t * torch.tensor(cotangent, dtype=out_t.dtype)).sum().backward()
+        named = dict(torch_module.named_parameters())
+        expected[name] = {
+            "out": out_t,
+            "inputs": [_grad_or_zeros(t) for t in t_inputs],
+            "params": {param: _grad_or_zeros(p) for param, p in named.items()},
+        }
+        graphdef, params, rest = nnx.split(fnml_module, nnx.Param, ...)
+        prepared[name] = dict(
+            graphdef=graphdef,
+            named=named,
+            cotangent=cotangent,
+            consts={k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in constants.items()},
+            call=case.get("call_fnml") or (lambda m, *xs, **kw: m(*xs, **kw)),
+            to_fnml=case.get("to_fnml") or (lambda x: x),
+            from_fnml=case.get("from_fnml") or (lambda y: y),
+        )
+        arguments[name] = (params, [jnp.asarray(x) for x in case["inputs"]], rest)
 
     def loss(params, xs, rest):
-        # Fresh Variables at this trace level (a layer may update its running statistics in the call).
-        model = nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))
-        out = from_fnml(call_fnml(model, *[to_fnml(x) for x in xs], **j_consts))
-        return jnp.sum(out * jnp.asarray(cotangent, out.dtype)), out
+        total, outs = 0.0, {}
+        for name in cases:
+            case = prepared[name]
+            # Fresh Variables at this trace level (a layer may update its running statistics in the call).
+            model = nnx.merge(case["graphdef"], params[name], jax.tree.map(lambda v: v, rest[name]))
+            out = case["from_fnml"](case["call"](model, *[case["to_fnml"](x) for x in xs[name]], **case["consts"]))
+            total = total + jnp.sum(out * jnp.asarray(case["cotangent"], out.dtype))
+            outs[name] = out
+        return total, outs
 
-    (_, out_f), (param_grads, input_grads) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-        params, [jnp.asarray(x) for x in inputs], rest
+    params, xs, rest = ({name: arguments[name][i] for name in cases} for i in range(3))
+    (_, outs), (param_grads, input_grads) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        params, xs, rest
     )
-    grad_model = nnx.merge(graphdef, param_grads, rest)
-    fnml_param_grads = {k: v for k, v in interop.state_dict(grad_model).items() if k in named}
-    actual = {"out": out_f, "inputs": list(input_grads), "params": fnml_param_grads}
+    actual = {}
+    for name in cases:
+        grad_model = nnx.merge(prepared[name]["graphdef"], param_grads[name], rest[name])
+        named = prepared[name]["named"]
+        fnml_param_grads = {k: v for k, v in interop.state_dict(grad_model).items() if k in named}
+        actual[name] = {"out": outs[name], "inputs": list(input_grads[name]), "params": fnml_param_grads}
+    if len(cases) == 1:  # one case: the paths of the single-case helper (no case name)
+        (actual,), (expected,) = actual.values(), expected.values()
     assert_trees_close(actual, expected, dtype=dtype, atol=atol)
     return max_abs_diff(actual, expected)
 
@@ -138,13 +206,14 @@ LINEAR_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(LINEAR_CASES), ids=list(LINEAR_CASES))
-def test_linear_matches_torch(case, dtype):
-    shape, with_bias = LINEAR_CASES[case]
-    arrays = {"input": _data(shape, dtype, 1), "weight": _data((4, 3), dtype, 2)}
-    if with_bias:
-        arrays["bias"] = _data((4,), dtype, 3)
-    function_parity(TF.linear, F.linear, arrays, dtype)
+def test_linear_matches_torch(dtype):
+    cases = {}
+    for case, (shape, with_bias) in LINEAR_CASES.items():
+        arrays = {"input": _data(shape, dtype, 1), "weight": _data((4, 3), dtype, 2)}
+        if with_bias:
+            arrays["bias"] = _data((4,), dtype, 3)
+        cases[case] = (TF.linear, F.linear, arrays, None)
+    functions_parity(cases, dtype)
 
 
 def test_linear_layer_is_functional_linear_on_the_transposed_kernel(dtype):
@@ -166,9 +235,7 @@ LAYER_NORM_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(LAYER_NORM_CASES), ids=list(LAYER_NORM_CASES))
-def test_layer_norm_matches_torch(case, dtype):
-    shape, normalized, with_weight, with_bias = LAYER_NORM_CASES[case]
+def _layer_norm_case(shape, normalized, with_weight, with_bias, dtype):
     trailing = (normalized,) if isinstance(normalized, int) else normalized
     arrays = {"input": _data(shape, dtype, 1, scale=3.0, offset=2.0)}
     if with_weight:
@@ -176,12 +243,17 @@ def test_layer_norm_matches_torch(case, dtype):
     if with_bias:
         arrays["bias"] = _data(trailing, dtype, 3)
     torch_shape = list(trailing)
-    function_parity(
+    return (
         lambda **kw: TF.layer_norm(normalized_shape=torch_shape, eps=1e-5, **kw),
         lambda **kw: F.layer_norm(normalized_shape=normalized, eps=1e-5, **kw),
         arrays,
-        dtype,
+        None,
     )
+
+
+def test_layer_norm_matches_torch(dtype):
+    cases = {case: _layer_norm_case(*spec, dtype) for case, spec in LAYER_NORM_CASES.items()}
+    functions_parity(cases, dtype)
 
 
 RMS_NORM_CASES = {
@@ -193,8 +265,7 @@ RMS_NORM_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(RMS_NORM_CASES), ids=list(RMS_NORM_CASES))
-def test_rms_norm_matches_torch(case, dtype):
+def _rms_norm_case(case, dtype):
     shape, normalized, eps, with_weight = RMS_NORM_CASES[case]
     trailing = (normalized,) if isinstance(normalized, int) else normalized
     # Tiny inputs make eps matter: torch's eps=None is the dtype's machine epsilon.
@@ -202,12 +273,16 @@ def test_rms_norm_matches_torch(case, dtype):
     arrays = {"input": _data(shape, dtype, 1, scale=scale)}
     if with_weight:
         arrays["weight"] = _data(trailing, dtype, 2)
-    function_parity(
+    return (
         lambda **kw: TF.rms_norm(normalized_shape=list(trailing), eps=eps, **kw),
         lambda **kw: F.rms_norm(normalized_shape=normalized, eps=eps, **kw),
         arrays,
-        dtype,
+        None,
     )
+
+
+def test_rms_norm_matches_torch(dtype):
+    functions_parity({case: _rms_norm_case(case, dtype) for case in RMS_NORM_CASES}, dtype)
 
 
 def test_rms_norm_default_eps_is_the_dtype_epsilon():
@@ -230,22 +305,25 @@ GROUP_NORM_CASES = {
 }
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels-last"])
-@pytest.mark.parametrize("case", list(GROUP_NORM_CASES), ids=list(GROUP_NORM_CASES))
-def test_group_norm_matches_torch(case, channels_last, dtype):
-    shape, groups, affine = GROUP_NORM_CASES[case]
+def _group_norm_case(shape, groups, affine, channels_last, dtype):
     arrays = {"input": _data(shape, dtype, 1, scale=2.0, offset=1.0)}
     if affine:
         arrays["weight"] = _data((shape[1],), dtype, 2)
         arrays["bias"] = _data((shape[1],), dtype, 3)
     move = _nchw_to_nhwc if channels_last else (lambda x: x)
     back = _nhwc_to_nchw if channels_last else (lambda y: y)
-    function_parity(
+    return (
         lambda **kw: TF.group_norm(num_groups=groups, **kw),
         lambda input, **kw: back(F.group_norm(move(input), groups, channels_last=channels_last, **kw)),
         arrays,
-        dtype,
+        None,
     )
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels-last"])
+def test_group_norm_matches_torch(channels_last, dtype):
+    cases = {case: _group_norm_case(*spec, channels_last, dtype) for case, spec in GROUP_NORM_CASES.items()}
+    functions_parity(cases, dtype)
 
 
 BATCH_NORM_CASES = {
@@ -257,39 +335,43 @@ BATCH_NORM_CASES = {
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NCL", "channels-last"])
-@pytest.mark.parametrize("case", list(BATCH_NORM_CASES), ids=list(BATCH_NORM_CASES))
-def test_batch_norm_with_stats_matches_torch_and_its_in_place_update(case, channels_last, dtype):
-    training, with_running, momentum = BATCH_NORM_CASES[case]
+def test_batch_norm_with_stats_matches_torch_and_its_in_place_update(channels_last, dtype):
     x = _data((4, 3, 5), dtype, 1, scale=2.0, offset=1.0)
     weight, bias = _data((3,), dtype, 2), _data((3,), dtype, 3)
     mean0, var0 = _data((3,), dtype, 4), np.abs(_data((3,), dtype, 5)) + 0.5
-    running = (torch.tensor(mean0), torch.tensor(var0)) if with_running else (None, None)
     move = _nchw_to_nhwc if channels_last else (lambda v: v)
     back = _nhwc_to_nchw if channels_last else (lambda v: v)
+    cases, runnings = {}, {}
+    for case, (training, with_running, momentum) in BATCH_NORM_CASES.items():
+        running = (torch.tensor(mean0), torch.tensor(var0)) if with_running else (None, None)
+        runnings[case] = running
 
-    def torch_fn(input, weight, bias):
-        return TF.batch_norm(input, *running, weight, bias, training, momentum, 1e-5)
+        def torch_fn(input, weight, bias, running=running, training=training, momentum=momentum):
+            return TF.batch_norm(input, *running, weight, bias, training, momentum, 1e-5)
 
-    def fnml_fn(input, weight, bias):
+        def fnml_fn(input, weight, bias, with_running=with_running, training=training, momentum=momentum):
+            stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
+            out, _, _ = F.batch_norm_with_stats(
+                move(input), *stats, weight, bias, training, momentum, 1e-5, channels_last=channels_last
+            )
+            return back(out)
+
+        cases[case] = (torch_fn, fnml_fn, {"input": x, "weight": weight, "bias": bias}, None)
+    functions_parity(cases, dtype)
+    for case, (training, with_running, momentum) in BATCH_NORM_CASES.items():
+        # torch updated `running` in place during the call above; fnml returns the new statistics.
+        running = runnings[case]
         stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
-        out, _, _ = F.batch_norm_with_stats(
-            move(input), *stats, weight, bias, training, momentum, 1e-5, channels_last=channels_last
+        out, new_mean, new_var = F.batch_norm_with_stats(
+            move(jnp.asarray(x)), *stats, weight, bias, training, momentum, 1e-5, channels_last=channels_last
         )
-        return back(out)
-
-    function_parity(torch_fn, fnml_fn, {"input": x, "weight": weight, "bias": bias}, dtype)
-    # torch updated `running` in place during the call above; fnml returns the new statistics.
-    stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
-    out, new_mean, new_var = F.batch_norm_with_stats(
-        move(jnp.asarray(x)), *stats, weight, bias, training, momentum, 1e-5, channels_last=channels_last
-    )
-    if with_running:
-        assert_trees_close([new_mean, new_var], list(running), dtype=dtype)
-        np.testing.assert_array_equal(
-            out, move(F.batch_norm(jnp.asarray(x), *stats, weight, bias, training, momentum, 1e-5))
-        )
-    else:
-        assert new_mean is None and new_var is None
+        if with_running:
+            assert_trees_close({case: [new_mean, new_var]}, {case: list(running)}, dtype=dtype)
+            np.testing.assert_array_equal(
+                out, move(F.batch_norm(jnp.asarray(x), *stats, weight, bias, training, momentum, 1e-5)), err_msg=case
+            )
+        else:
+            assert new_mean is None and new_var is None, case
 
 
 INSTANCE_NORM_CASES = {
@@ -301,43 +383,68 @@ INSTANCE_NORM_CASES = {
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5), (2, 3, 4, 3)], ids=["1d", "2d"])
-@pytest.mark.parametrize("case", list(INSTANCE_NORM_CASES), ids=list(INSTANCE_NORM_CASES))
-def test_instance_norm_with_stats_matches_torch(case, shape, dtype):
-    use_input_stats, with_running, affine = INSTANCE_NORM_CASES[case]
+def test_instance_norm_with_stats_matches_torch(shape, dtype):
     x = _data(shape, dtype, 1, scale=2.0, offset=1.0)
-    arrays = {"input": x}
-    if affine:
-        arrays.update(weight=_data((3,), dtype, 2), bias=_data((3,), dtype, 3))
     mean0, var0 = _data((3,), dtype, 4), np.abs(_data((3,), dtype, 5)) + 0.5
-    running = (torch.tensor(mean0), torch.tensor(var0)) if with_running else (None, None)
+    cases, runnings = {}, {}
+    for case, (use_input_stats, with_running, affine) in INSTANCE_NORM_CASES.items():
+        arrays = {"input": x}
+        if affine:
+            arrays.update(weight=_data((3,), dtype, 2), bias=_data((3,), dtype, 3))
+        running = (torch.tensor(mean0), torch.tensor(var0)) if with_running else (None, None)
+        stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
+        runnings[case] = running
 
-    def torch_fn(**kw):
-        return TF.instance_norm(running_mean=running[0], running_var=running[1], use_input_stats=use_input_stats, **kw)
+        def torch_fn(running=running, use_input_stats=use_input_stats, **kw):
+            return TF.instance_norm(
+                running_mean=running[0], running_var=running[1], use_input_stats=use_input_stats, **kw
+            )
 
-    stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
+        def fnml_fn(stats=stats, use_input_stats=use_input_stats, **kw):
+            return F.instance_norm(running_mean=stats[0], running_var=stats[1], use_input_stats=use_input_stats, **kw)
 
-    def fnml_fn(**kw):
-        return F.instance_norm(running_mean=stats[0], running_var=stats[1], use_input_stats=use_input_stats, **kw)
+        cases[case] = (torch_fn, fnml_fn, arrays, None)
+    functions_parity(cases, dtype)
+    for case, (use_input_stats, with_running, _) in INSTANCE_NORM_CASES.items():
+        stats = (jnp.asarray(mean0), jnp.asarray(var0)) if with_running else (None, None)
+        _, new_mean, new_var = F.instance_norm_with_stats(jnp.asarray(x), *stats, use_input_stats=use_input_stats)
+        if with_running:
+            assert_trees_close({case: [new_mean, new_var]}, {case: list(runnings[case])}, dtype=dtype)
 
-    function_parity(torch_fn, fnml_fn, arrays, dtype)
-    _, new_mean, new_var = F.instance_norm_with_stats(jnp.asarray(x), *stats, use_input_stats=use_input_stats)
-    if with_running:
-        assert_trees_close([new_mean, new_var], list(running), dtype=dtype)
 
-
-@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 6, 3, 4)], ids=["3d", "4d"])
-@pytest.mark.parametrize("size", [1, 2, 3, 5])
-def test_local_response_norm_matches_torch(size, shape, dtype):
-    function_parity(
+def _lrn_case(size, shape, dtype):
+    return (
         lambda input: TF.local_response_norm(input, size, alpha=0.3, beta=0.75, k=2.0),
         lambda input: F.local_response_norm(input, size, alpha=0.3, beta=0.75, k=2.0),
         {"input": _data(shape, dtype, 1, scale=2.0)},
-        dtype,
+        None,
     )
-    x = jnp.asarray(_data(shape, dtype, 1))
-    np.testing.assert_array_equal(
-        F.local_response_norm(_nchw_to_nhwc(x), size, channels_last=True), _nchw_to_nhwc(F.local_response_norm(x, size))
-    )
+
+
+LRN_SHAPES = {"3d": (2, 6, 5), "4d": (2, 6, 3, 4)}
+LRN_SIZES = (1, 2, 3, 5)
+
+
+def test_local_response_norm_matches_torch(dtype):
+    cases = {
+        f"size{size}-{rank}": _lrn_case(size, shape, dtype) for rank, shape in LRN_SHAPES.items() for size in LRN_SIZES
+    }
+    functions_parity(cases, dtype)
+
+    # channels_last=True is the same computation on the moved axis, bit for bit (one program for every case).
+    @jax.jit
+    def both_layouts(xs):
+        return {
+            key: (
+                F.local_response_norm(_nchw_to_nhwc(x), size, channels_last=True),
+                _nchw_to_nhwc(F.local_response_norm(x, size)),
+            )
+            for (key, size), x in xs.items()
+        }
+
+    xs = {(rank, size): jnp.asarray(_data(shape, dtype, 1)) for rank, shape in LRN_SHAPES.items() for size in LRN_SIZES}
+    for (rank, size), (channels_last, moved) in both_layouts(xs).items():
+        np.testing.assert_array_equal(channels_last, moved, err_msg=f"size {size}, {rank}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,17 +461,22 @@ GROUP_LAYER_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(GROUP_LAYER_CASES), ids=list(GROUP_LAYER_CASES))
-def test_group_norm_layer_matches_torch(case, dtype):
-    groups, shape = GROUP_LAYER_CASES[case]
-    torch_layer = torch.nn.GroupNorm(groups, 4).to(torch_dtype(dtype))
-    with torch.no_grad():  # non-trivial affine parameters
-        torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
-        torch_layer.bias.copy_(torch.tensor(_data((4,), dtype, 8)))
-    fnml_layer = layers.GroupNorm(groups, 4, param_dtype=dtype)
-    module_parity(
-        torch_layer, fnml_layer, [_data(shape, dtype, 1)], dtype, to_fnml=_nchw_to_nhwc, from_fnml=_nhwc_to_nchw
-    )
+def test_group_norm_layer_matches_torch(dtype):
+    cases = {}
+    for case, (groups, shape) in GROUP_LAYER_CASES.items():
+        torch_layer = torch.nn.GroupNorm(groups, 4).to(torch_dtype(dtype))
+        with torch.no_grad():  # non-trivial affine parameters
+            torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
+            torch_layer.bias.copy_(torch.tensor(_data((4,), dtype, 8)))
+        fnml_layer = layers.GroupNorm(groups, 4, param_dtype=dtype)
+        cases[case] = dict(
+            torch_module=torch_layer,
+            fnml_module=fnml_layer,
+            inputs=[_data(shape, dtype, 1)],
+            to_fnml=_nchw_to_nhwc,
+            from_fnml=_nhwc_to_nchw,
+        )
+    modules_parity(cases, dtype)
 
 
 INSTANCE_LAYER_CASES = {
@@ -376,37 +488,40 @@ INSTANCE_LAYER_CASES = {
 
 
 @pytest.mark.parametrize("kind", ["InstanceNorm1d", "InstanceNorm2d"])
-@pytest.mark.parametrize("case", list(INSTANCE_LAYER_CASES), ids=list(INSTANCE_LAYER_CASES))
-def test_instance_norm_layers_train_and_eval_match_torch(case, kind, dtype):
-    affine, track = INSTANCE_LAYER_CASES[case]
+def test_instance_norm_layers_train_and_eval_match_torch(kind, dtype):
     shape = (3, 4, 5) if kind == "InstanceNorm1d" else (3, 4, 3, 3)
-    torch_cls = getattr(torch.nn, kind)
-    torch_layer = torch_cls(4, affine=affine, track_running_stats=track, momentum=0.2).to(torch_dtype(dtype))
-    if affine:
-        with torch.no_grad():
-            torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
-            torch_layer.bias.copy_(torch.tensor(_data((4,), dtype, 8)))
-    fnml_layer = getattr(layers, kind)(4, affine=affine, track_running_stats=track, momentum=0.2, param_dtype=dtype)
-    interop.load_state_dict(fnml_layer, torch_layer.state_dict())
-    # Two training steps update the running statistics (when tracked) identically.
-    for seed in (11, 12):
-        x = _data(shape, dtype, seed, scale=2.0, offset=1.0)
-        expected = torch_layer(torch.tensor(x))
-        actual = _nhwc_to_nchw(fnml_layer(_nchw_to_nhwc(jnp.asarray(x))))
-        assert_trees_close(actual, expected, dtype=dtype)
-    assert_trees_close(interop.state_dict(fnml_layer), dict(torch_layer.state_dict()), dtype=dtype)
+    pairs = {}
+    for case, (affine, track) in INSTANCE_LAYER_CASES.items():
+        torch_cls = getattr(torch.nn, kind)
+        torch_layer = torch_cls(4, affine=affine, track_running_stats=track, momentum=0.2).to(torch_dtype(dtype))
+        if affine:
+            with torch.no_grad():
+                torch_layer.weight.copy_(torch.tensor(_data((4,), dtype, 7)))
+                torch_layer.bias.copy_(torch.tensor(_data((4,), dtype, 8)))
+        fnml_layer = getattr(layers, kind)(4, affine=affine, track_running_stats=track, momentum=0.2, param_dtype=dtype)
+        interop.load_state_dict(fnml_layer, torch_layer.state_dict())
+        # Two training steps update the running statistics (when tracked) identically.
+        for seed in (11, 12):
+            x = _data(shape, dtype, seed, scale=2.0, offset=1.0)
+            expected = torch_layer(torch.tensor(x))
+            actual = _nhwc_to_nchw(fnml_layer(_nchw_to_nhwc(jnp.asarray(x))))
+            assert_trees_close({case: actual}, {case: expected}, dtype=dtype)
+        assert_trees_close({case: interop.state_dict(fnml_layer)}, {case: dict(torch_layer.state_dict())}, dtype=dtype)
+        pairs[case] = (torch_layer, fnml_layer)
     # Forward + every gradient, in training mode and then in eval mode (running statistics when tracked).
     for mode in ("train", "eval"):
-        getattr(torch_layer, mode)()
-        getattr(fnml_layer, mode)()
-        module_parity(
-            torch_layer,
-            fnml_layer,
-            [_data(shape, dtype, 13, scale=2.0)],
-            dtype,
-            to_fnml=_nchw_to_nhwc,
-            from_fnml=_nhwc_to_nchw,
-        )
+        cases = {}
+        for case, (torch_layer, fnml_layer) in pairs.items():
+            getattr(torch_layer, mode)()
+            getattr(fnml_layer, mode)()
+            cases[case] = dict(
+                torch_module=torch_layer,
+                fnml_module=fnml_layer,
+                inputs=[_data(shape, dtype, 13, scale=2.0)],
+                to_fnml=_nchw_to_nhwc,
+                from_fnml=_nhwc_to_nchw,
+            )
+        modules_parity(cases, dtype)
 
 
 @pytest.mark.parametrize("kind", ["InstanceNorm1d", "InstanceNorm2d"])
@@ -432,15 +547,16 @@ RMS_LAYER_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(RMS_LAYER_CASES), ids=list(RMS_LAYER_CASES))
-def test_rms_norm_layer_matches_torch(case, dtype):
-    normalized, eps, affine = RMS_LAYER_CASES[case]
-    torch_layer = torch.nn.RMSNorm(normalized, eps=eps, elementwise_affine=affine).to(torch_dtype(dtype))
-    if affine:
-        with torch.no_grad():
-            torch_layer.weight.copy_(torch.tensor(_data(torch_layer.weight.shape, dtype, 7)))
-    fnml_layer = layers.RMSNorm(normalized, eps=eps, elementwise_affine=affine, param_dtype=dtype)
-    module_parity(torch_layer, fnml_layer, [_data((2, 3, 5), dtype, 1)], dtype)
+def test_rms_norm_layer_matches_torch(dtype):
+    cases = {}
+    for case, (normalized, eps, affine) in RMS_LAYER_CASES.items():
+        torch_layer = torch.nn.RMSNorm(normalized, eps=eps, elementwise_affine=affine).to(torch_dtype(dtype))
+        if affine:
+            with torch.no_grad():
+                torch_layer.weight.copy_(torch.tensor(_data(torch_layer.weight.shape, dtype, 7)))
+        fnml_layer = layers.RMSNorm(normalized, eps=eps, elementwise_affine=affine, param_dtype=dtype)
+        cases[case] = dict(torch_module=torch_layer, fnml_module=fnml_layer, inputs=[_data((2, 3, 5), dtype, 1)])
+    modules_parity(cases, dtype)
 
 
 def test_layer_norm_and_batch_norm_layers_still_match_torch(dtype):
