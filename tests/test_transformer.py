@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import torch_dtype
 from scipy import stats
-from test_linear_norm import TORCH, _data, module_parity
+from test_linear_norm import _data, module_parity
 
 from fnml import interop, layers
 
@@ -90,7 +91,7 @@ def test_encoder_layer_matches_torch(case, batch_first, dtype):
     fnml_settings, torch_settings = _activation_pair(settings)
     torch_layer = torch.nn.TransformerEncoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **torch_settings
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_layer, dtype)
     fnml_layer = layers.TransformerEncoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **fnml_settings, param_dtype=dtype, rngs=nnx.Rngs(0)
@@ -121,7 +122,7 @@ DECODER_LAYER_CASES = {
 def test_decoder_layer_matches_torch(case, batch_first, dtype):
     settings, call = DECODER_LAYER_CASES[case]
     torch_layer = torch.nn.TransformerDecoderLayer(D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **settings)
-    torch_layer = torch_layer.to(TORCH[dtype])
+    torch_layer = torch_layer.to(torch_dtype(dtype))
     _randomise(torch_layer, dtype)
     fnml_layer = layers.TransformerDecoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **settings, param_dtype=dtype, rngs=nnx.Rngs(0)
@@ -138,7 +139,7 @@ def test_two_layer_encoder_forward_and_backward_match_torch(norm_first, dtype):
             num_layers=2,
             norm=torch.nn.LayerNorm(D),
         )
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_encoder, dtype)
     fnml_encoder = layers.TransformerEncoder(
         layers.TransformerEncoderLayer(
@@ -155,7 +156,7 @@ def test_two_layer_encoder_forward_and_backward_match_torch(norm_first, dtype):
 def test_full_transformer_forward_and_backward_match_torch(batch_first, dtype):
     torch_model = _torch_quiet(
         lambda: torch.nn.Transformer(D, NHEAD, 2, 2, FF, dropout=0.0, activation="gelu", batch_first=batch_first)
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_model, dtype)
     fnml_model = layers.Transformer(
         D, NHEAD, 2, 2, FF, dropout=0.0, activation="gelu", batch_first=batch_first, param_dtype=dtype, rngs=nnx.Rngs(0)
