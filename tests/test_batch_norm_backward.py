@@ -50,10 +50,14 @@ def test_training_batch_norm_gradients_match_torch(mode, shape, affine, dtype):
         w, b = params if affine else (None, None)
         return F.batch_norm_with_stats(x, jnp.zeros(shape[1], dtype), jnp.ones(shape[1], dtype), w, b, training=True)
 
-    args = (jnp.asarray(x),) + ((jnp.asarray(weight), jnp.asarray(bias)) if affine else ())
-    with MODES[mode]():
+    def forward_and_pullback(args, cotangent):
         (out, mean, var), pull = jax.vjp(forward, *args)
-        grads = pull((jnp.asarray(cotangent), jnp.zeros_like(mean), jnp.zeros_like(var)))
+        return (out, mean, var), pull((cotangent, jnp.zeros_like(mean), jnp.zeros_like(var)))
+
+    args = (jnp.asarray(x),) + ((jnp.asarray(weight), jnp.asarray(bias)) if affine else ())
+    # One compiled program (op-by-op dispatch compiled every primitive separately); traced inside the mode.
+    with MODES[mode]():
+        (out, mean, var), grads = jax.jit(forward_and_pullback)(args, jnp.asarray(cotangent))
     tol = tolerance(dtype)
     np.testing.assert_allclose(np.asarray(out), expected_out, rtol=tol["rtol"], atol=tol["atol"])
     for got, want in zip(grads, expected_grads):
@@ -70,9 +74,9 @@ def test_the_two_backward_forms_agree_and_the_forward_is_unchanged():
     def loss(x, w, b):
         return jnp.sum(jnp.sin(F.batch_norm(x, None, None, w, b, training=True, channels_last=True)))
 
-    plain = jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
-    with F.reverse_mode_only():
-        fast = jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+    plain = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, w, b)
+    with F.reverse_mode_only():  # traced inside the block: a separate jit of its own
+        fast = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, w, b)
     assert float(plain[0]) == float(fast[0])
     for a, c in zip(plain[1], fast[1]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=0, atol=1e-13)
@@ -85,7 +89,7 @@ def test_forward_mode_and_second_order_work_outside_the_training_step():
     def f(v):
         return jnp.sum(F.batch_norm(v, None, None, training=True) ** 3)
 
-    hessian = np.asarray(jax.hessian(f)(jnp.asarray(x))).reshape(10, 10)
+    hessian = np.asarray(jax.jit(jax.hessian(f))(jnp.asarray(x))).reshape(10, 10)
     expected = torch.autograd.functional.hessian(
         lambda v: (torch.nn.functional.batch_norm(v, None, None, training=True) ** 3).sum(), torch.tensor(x)
     ).reshape(10, 10)

@@ -31,6 +31,13 @@ def _j(tensor):
     return jnp.asarray(tensor.detach().numpy())
 
 
+@nnx.jit
+def _run(twin, *args):
+    """``twin(*args)`` as one jitted program (op-by-op dispatch compiles every primitive separately); the twin's
+    state updates (rng streams, BatchNorm statistics) are written back to it, as an eager call does."""
+    return twin(*args)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Tied parameters
 # ----------------------------------------------------------------------------------------------------
@@ -214,7 +221,7 @@ def test_train_and_eval_switch_like_torch_whatever_the_mode_at_port_time(ported_
     twin.eval()
     assert parity.compare_forward(model, twin, x).max_abs_diff <= 1e-12  # running stats, no branch, no dropout
     twin.train()
-    out = np.asarray(twin(_j(x)))
+    out = np.asarray(_run(twin, _j(x)))
     zeros = np.mean(out == 0)
     assert 0.35 < zeros < 0.65  # F.dropout(p=0.5) active in training mode
     # Kept entries: BatchNorm on batch statistics, the training-only "* 2", the 1/(1-p) scale.
@@ -236,16 +243,18 @@ class RandomOps(nn.Module):
 def test_random_ops_draw_from_the_twins_rngs_with_torchs_distributions():
     model = RandomOps()
     twin = interop.from_torch(model, torch.zeros(4, 8, dtype=torch.float64), rngs=nnx.Rngs(7))
-    noise, uniform, coins, draws = twin(jnp.zeros((4000, 8)))
+    noise, uniform, coins, draws = _run(twin, jnp.zeros((4000, 8)))
     assert noise.shape == (4000, 8) and uniform.shape == (4000, 3) and draws.shape == (4000, 2)
     assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1) < 0.05
     assert 0 <= float(uniform.min()) and float(uniform.max()) < 1 and abs(float(uniform.mean()) - 0.5) < 0.02
     assert abs(float(coins.mean()) - 0.25) < 0.02
     assert draws.dtype == jnp.int64 and np.all(np.asarray(draws[:, 0]) != np.asarray(draws[:, 1]))  # no replacement
     assert abs(float(np.mean(np.asarray(draws[:, 0]) == 2)) - 0.7) < 0.03
-    again, *_ = twin(jnp.zeros((4000, 8)))
+    again, *_ = _run(twin, jnp.zeros((4000, 8)))
     assert not np.array_equal(np.asarray(again), np.asarray(noise))  # the stream advances
-    same, *_ = interop.from_torch(model, torch.zeros(4, 8, dtype=torch.float64), rngs=nnx.Rngs(7))(jnp.zeros((4000, 8)))
+    same, *_ = _run(
+        interop.from_torch(model, torch.zeros(4, 8, dtype=torch.float64), rngs=nnx.Rngs(7)), jnp.zeros((4000, 8))
+    )
     assert np.array_equal(np.asarray(same), np.asarray(noise))  # same seed, same draws
 
 
@@ -255,7 +264,7 @@ def test_gcn_functional_dropout_follows_the_mode():
     twin = interop.from_torch(model, x, adj)
     assert parity.compare_forward(model, twin, (x, adj)).max_abs_diff <= 1e-12
     twin.train()
-    first, second = np.asarray(twin(_j(x), _j(adj))), np.asarray(twin(_j(x), _j(adj)))
+    first, second = np.asarray(_run(twin, _j(x), _j(adj))), np.asarray(_run(twin, _j(x), _j(adj)))
     assert not np.array_equal(first, second)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from flax import nnx
 from helpers import max_abs_diff, tolerance
 
-from fnml import interop, layers
+from fnml import interop, layers, parity
 
 # ----------------------------------------------------------------------------------------------------
 # Models written exactly as a PyTorch user writes them
@@ -437,10 +437,9 @@ def test_malicious_zip_checkpoint_is_refused(tmp_path):
 
 
 def _forward_diff(torch_model, twin, *inputs):
-    with torch.no_grad():
-        expected = torch_model(*inputs)
-    actual = twin(*[jnp.asarray(_np(v)) for v in inputs])
-    return max_abs_diff(actual, expected)
+    """max |twin - torch| over every output: parity.compare_forward runs the twin as ONE jitted program (op-by-op
+    dispatch compiled every primitive separately) and writes its state updates (BatchNorm statistics) back."""
+    return parity.compare_forward(torch_model, twin, inputs).max_abs_diff
 
 
 def test_from_torch_tutorial_simple_nn(dtype, torch_dtype):

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from helpers import torch_dtype
 from scipy import stats
-from test_linear_norm import TORCH, _data, module_parity
+from test_linear_norm import _data, module_parity
 
 from fnml import interop, layers
 
@@ -90,7 +91,7 @@ def test_encoder_layer_matches_torch(case, batch_first, dtype):
     fnml_settings, torch_settings = _activation_pair(settings)
     torch_layer = torch.nn.TransformerEncoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **torch_settings
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_layer, dtype)
     fnml_layer = layers.TransformerEncoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **fnml_settings, param_dtype=dtype, rngs=nnx.Rngs(0)
@@ -121,7 +122,7 @@ DECODER_LAYER_CASES = {
 def test_decoder_layer_matches_torch(case, batch_first, dtype):
     settings, call = DECODER_LAYER_CASES[case]
     torch_layer = torch.nn.TransformerDecoderLayer(D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **settings)
-    torch_layer = torch_layer.to(TORCH[dtype])
+    torch_layer = torch_layer.to(torch_dtype(dtype))
     _randomise(torch_layer, dtype)
     fnml_layer = layers.TransformerDecoderLayer(
         D, NHEAD, FF, dropout=0.0, batch_first=batch_first, **settings, param_dtype=dtype, rngs=nnx.Rngs(0)
@@ -130,7 +131,11 @@ def test_decoder_layer_matches_torch(case, batch_first, dtype):
     module_parity(torch_layer, fnml_layer, inputs, dtype, constants=call(dtype))
 
 
-@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+# The stacks and the full model: each setting once, the dtype alternating (float64 exactness on the first, float32's
+# working tolerance on the second); every layer setting is checked in both dtypes by the layer tests above.
+@pytest.mark.parametrize(
+    ("norm_first", "dtype"), [(False, "float64"), (True, "float32")], ids=["post-norm-float64", "pre-norm-float32"]
+)
 def test_two_layer_encoder_forward_and_backward_match_torch(norm_first, dtype):
     torch_encoder = _torch_quiet(
         lambda: torch.nn.TransformerEncoder(
@@ -138,7 +143,7 @@ def test_two_layer_encoder_forward_and_backward_match_torch(norm_first, dtype):
             num_layers=2,
             norm=torch.nn.LayerNorm(D),
         )
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_encoder, dtype)
     fnml_encoder = layers.TransformerEncoder(
         layers.TransformerEncoderLayer(
@@ -151,11 +156,13 @@ def test_two_layer_encoder_forward_and_backward_match_torch(norm_first, dtype):
     module_parity(torch_encoder, fnml_encoder, [_seq(dtype, T, 1, batch_first=False)], dtype, constants=constants)
 
 
-@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch_first"])
+@pytest.mark.parametrize(
+    ("batch_first", "dtype"), [(False, "float64"), (True, "float32")], ids=["seq-first-float64", "batch_first-float32"]
+)
 def test_full_transformer_forward_and_backward_match_torch(batch_first, dtype):
     torch_model = _torch_quiet(
         lambda: torch.nn.Transformer(D, NHEAD, 2, 2, FF, dropout=0.0, activation="gelu", batch_first=batch_first)
-    ).to(TORCH[dtype])
+    ).to(torch_dtype(dtype))
     _randomise(torch_model, dtype)
     fnml_model = layers.Transformer(
         D, NHEAD, 2, 2, FF, dropout=0.0, activation="gelu", batch_first=batch_first, param_dtype=dtype, rngs=nnx.Rngs(0)
@@ -170,6 +177,13 @@ def test_full_transformer_forward_and_backward_match_torch(batch_first, dtype):
     module_parity(torch_model, fnml_model, inputs, dtype, constants=constants)
 
 
+@nnx.jit
+def _run(module, *args):
+    """``module(*args)`` as one jitted program (op-by-op dispatch compiles every primitive separately); the
+    dropout rng streams advance as in an eager call."""
+    return module(*args)
+
+
 def test_eval_mode_is_the_reference_path_and_dropout_is_off():
     # fnml in eval mode == fnml in training mode with dropout 0 (no fast path of its own).
     torch_layer = torch.nn.TransformerEncoderLayer(D, NHEAD, FF, dropout=0.3).double()
@@ -178,11 +192,11 @@ def test_eval_mode_is_the_reference_path_and_dropout_is_off():
     interop.load_state_dict(fnml_layer, torch_layer.state_dict())
     interop.load_state_dict(reference, torch_layer.state_dict())
     x = jnp.asarray(_seq("float64", T, 1, batch_first=False))
-    assert not np.allclose(fnml_layer(x), reference(x))  # training mode: dropout active
-    np.testing.assert_array_equal(fnml_layer.eval()(x), reference(x))
+    assert not np.allclose(_run(fnml_layer, x), _run(reference, x))  # training mode: dropout active
+    np.testing.assert_array_equal(_run(fnml_layer.eval(), x), _run(reference, x))
     with torch.no_grad():  # torch's eval mode (its fast path may differ from its reference path by rounding)
         expected = torch_layer.eval()(torch.tensor(np.asarray(x)))
-    np.testing.assert_allclose(reference(x), expected.numpy(), atol=1e-12)
+    np.testing.assert_allclose(_run(reference, x), expected.numpy(), atol=1e-12)
 
 
 def test_clones_share_initial_weights_and_draw_their_own_dropout():
