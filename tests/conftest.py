@@ -44,6 +44,10 @@ jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.set_float32_matmul_precision("highest")
+# Torch on one intra-op thread: the references are tiny tensors, and with the cores shared (two xdist workers
+# on two cores, or a loaded machine) a thread pool only waits on itself (helpers.one_torch_thread has the
+# measurement). float64 references are bitwise the same; float32 ones may differ in the last bits.
+torch.set_num_threads(1)
 
 # The tolerance table, dtype map, tree comparison and torch helpers live in tests/helpers.py.
 from helpers import DTYPES  # noqa: E402
