@@ -315,16 +315,21 @@ def wait_for_line(process: subprocess.Popen, prefix: str, *, timeout: float = 30
     if not found.is_set():
         process.kill()  # the reader then sees EOF and ends; nobody else reads the pipe meanwhile
         reader.join()
-        finish(process, timeout=60)
+        end(process)
         raise AssertionError(f"the child did not print {prefix!r} within {end:.0f} s; output:\n{''.join(seen)}")
     return "".join(seen)
+
+
+def end(process: subprocess.Popen) -> str:
+    """End the child now if it still runs (teardown) and close its pipes; returns its remaining output."""
+    return finish(process, timeout=0)
 
 
 def finish(process: subprocess.Popen, *, timeout: float = 300) -> str:
     """The child's remaining output once it exits; its pipes are closed whatever happens.
 
-    ``timeout=0`` ends a child still running now (teardown). Past a (scaled) deadline the child is killed and
-    ``subprocess.TimeoutExpired`` raised, carrying the output so far.
+    ``timeout=0`` ends a child still running now (see :func:`end`). Past a (scaled) deadline the child is
+    killed and ``subprocess.TimeoutExpired`` raised, carrying the output so far.
     """
     try:
         if timeout == 0 and process.poll() is None:

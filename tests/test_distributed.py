@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers import ROOT, child_env, finish, max_abs_diff, spawn_python, tolerance
+from helpers import ROOT, child_env, end, finish, max_abs_diff, spawn_python, tolerance
 
 from fnml import checkpoint, data, interop, layers, losses, optim, train
 from fnml import device as fdevice
@@ -301,7 +301,7 @@ def _wait(processes: list[subprocess.Popen], what: str) -> None:
         pytest.fail(f"{what}: worker timed out after {expired.timeout:.0f} s:\n{(expired.output or '')[-4000:]}")
     finally:
         for proc in processes:
-            finish(proc, timeout=0)
+            end(proc)
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +358,7 @@ def launched(workdir) -> dict[str, list[subprocess.Popen]]:
     yield workers
     for procs in workers.values():  # never leave a worker behind, nor an open pipe
         for proc in procs:
-            finish(proc, timeout=0)
+            end(proc)
 
 
 @pytest.fixture(scope="module", params=[4, 8], ids=["4dev", "8dev"])
