@@ -322,20 +322,20 @@ def wait_for_line(process: subprocess.Popen, prefix: str, *, timeout: float = 30
 
 def end(process: subprocess.Popen) -> str:
     """End the child now if it still runs (teardown) and close its pipes; returns its remaining output."""
-    return finish(process, timeout=0)
+    if process.poll() is None:
+        process.kill()
+    return finish(process)
 
 
 def finish(process: subprocess.Popen, *, timeout: float = 300) -> str:
     """The child's remaining output once it exits; its pipes are closed whatever happens.
 
-    ``timeout=0`` ends a child still running now (see :func:`end`). Past a (scaled) deadline the child is
-    killed and ``subprocess.TimeoutExpired`` raised, carrying the output so far.
+    Past the (scaled) deadline the child is killed and ``subprocess.TimeoutExpired`` raised, carrying the
+    output so far.
     """
     try:
-        if timeout == 0 and process.poll() is None:
-            process.kill()
         try:
-            out, _ = process.communicate(timeout=deadline(timeout) if timeout else None)
+            out, _ = process.communicate(timeout=deadline(timeout))
         except subprocess.TimeoutExpired as expired:
             process.kill()
             out, _ = process.communicate()
