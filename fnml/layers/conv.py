@@ -30,6 +30,20 @@ from fnml.layers.base import Module, _compute_dtype, _fan_in_bound, torch_unifor
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
+# The settings every convolution shares with torch's (checked by parity.check_defaults); the transposed
+# ones add output_padding.
+_CONV_SETTINGS = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+)
+
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -184,17 +198,7 @@ class Conv1d(_ConvNd):
         "Conv1d",
         slots=weight_and_bias(perm=(2, 1, 0)),  # fnml (k, in/groups, out) -> torch (out, in/groups, k)
         layout="nlc",
-        settings=(
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-        ),
+        settings=_CONV_SETTINGS,
         capture=LayerCall(("aten.conv1d",), "ncl"),
         autocast=True,
     )
@@ -269,17 +273,7 @@ class Conv2d(_ConvNd):
         "Conv2d",
         slots=weight_and_bias(perm=(3, 2, 0, 1)),  # fnml HWIO (kh, kw, in/groups, out) -> torch OIHW
         layout="nhwc",
-        settings=(
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-        ),
+        settings=_CONV_SETTINGS,
         capture=LayerCall(("aten.conv2d",), "nchw"),
         autocast=True,
     )
@@ -437,18 +431,7 @@ class ConvTranspose1d(_ConvTransposeNd):
         "ConvTranspose1d",
         slots=weight_and_bias(perm=(1, 2, 0)),  # fnml (k, in, out/groups) -> torch (in, out/groups, k)
         layout="nlc",
-        settings=(
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-            "output_padding",
-        ),
+        settings=(*_CONV_SETTINGS, "output_padding"),
         capture=LayerCall(("aten.conv_transpose1d",), "ncl"),
         autocast=True,
     )
@@ -521,18 +504,7 @@ class ConvTranspose2d(_ConvTransposeNd):
         "ConvTranspose2d",
         slots=weight_and_bias(perm=(2, 3, 0, 1)),  # fnml (kh, kw, in, out/groups) -> torch (in, out/groups, kh, kw)
         layout="nhwc",
-        settings=(
-            "in_channels",
-            "out_channels",
-            "kernel_size",
-            "stride",
-            "padding",
-            "dilation",
-            "groups",
-            "bias",
-            "padding_mode",
-            "output_padding",
-        ),
+        settings=(*_CONV_SETTINGS, "output_padding"),
         capture=LayerCall(("aten.conv_transpose2d",), "nchw"),
         autocast=True,
     )
