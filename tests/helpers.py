@@ -299,7 +299,7 @@ def wait_for_line(process: subprocess.Popen, prefix: str, *, timeout: float = 30
     The child signals readiness by printing the line; the deadline only bounds a hang (and is scaled).
     """
     seen: list[str] = []
-    end = deadline(timeout)
+    limit = deadline(timeout)
     found = threading.Event()
 
     def read() -> None:
@@ -311,12 +311,17 @@ def wait_for_line(process: subprocess.Popen, prefix: str, *, timeout: float = 30
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    reader.join(end)
+    reader.join(limit)
     if not found.is_set():
-        process.kill()  # the reader then sees EOF and ends; nobody else reads the pipe meanwhile
-        reader.join()
-        end(process)
-        raise AssertionError(f"the child did not print {prefix!r} within {end:.0f} s; output:\n{''.join(seen)}")
+        if reader.is_alive():  # neither the line nor EOF within the deadline: a hang
+            process.kill()  # the reader then sees EOF and ends; nobody else reads the pipe meanwhile
+            reader.join()
+            end(process)
+            why = f"within {limit:.0f} s"
+        else:  # EOF: the child closed its output, it is exiting
+            finish(process)
+            why = f"before it exited with code {process.returncode}"
+        raise AssertionError(f"the child did not print {prefix!r} {why}; output:\n{''.join(seen)}")
     return "".join(seen)
 
 
