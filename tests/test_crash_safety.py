@@ -65,8 +65,11 @@ TRAINER = textwrap.dedent(
         def on_epoch_end(self, epoch, logs, state):
             if epoch == self.epoch:
                 print(f"PAUSED {epoch}", flush=True)
-                while True:  # until the parent's SIGINT interrupts the sleep with KeyboardInterrupt
-                    time.sleep(3600)
+                # Until the parent's SIGINT raises KeyboardInterrupt here. Short sleeps, not one long one: the
+                # kernel may deliver the signal to another of the process's threads (XLA's, orbax's); the main
+                # thread then runs Python's handler only when it next wakes, and a long sleep would hang.
+                while True:
+                    time.sleep(0.05)
 
     if __name__ == "__main__":
         ckpt, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
