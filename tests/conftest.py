@@ -21,11 +21,15 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-# The suite compiles thousands of small programs and runs most of them once: LLVM's optimisation passes cost
-# more than they save (a quarter of the fuzz and porting-corpus time). Level 0 enables no fast-math (neither
-# level does) and every parity test holds at both levels; the examples and other child processes that run
-# as a user runs them get XLA's default level back (helpers.child_env).
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+# The suite compiles thousands of small programs and runs most of them once, so compiling costs more than
+# running. Two XLA CPU settings make compiling cheaper (_compile_flags.py): LLVM at optimisation level 0 (a
+# quarter of the fuzz and porting-corpus time) and XLA's classic loop emitters instead of its newer fusion
+# emitters (a further quarter to a third of the loss, activation and pooling tests). Child processes that
+# run as a user runs them (the crash-safety trainers, the installed tour) get XLA's defaults back
+# (helpers.child_env).
+from _compile_flags import FAST_COMPILE_FLAGS  # noqa: E402
+
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *FAST_COMPILE_FLAGS]).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

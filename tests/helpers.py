@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from _compile_flags import FAST_COMPILE_FLAGS
 
 # One table of tolerances, per dtype. float64 is where exactness is the question: ~1e-14 is rounding,
 # anything above 1e-12 is a real difference in the math. float32 is the working tolerance.
@@ -249,15 +250,15 @@ def child_env(*, x64: bool = False, fast_compile: bool = False, **overrides: str
 
     The child writes bytecode (the sandbox may set ``PYTHONDONTWRITEBYTECODE``: every child would then
     recompile fnml's sources) and shares the suite's JAX compilation cache (``JAX_COMPILATION_CACHE_DIR``,
-    set by conftest.py), so a program compiled by one child is loaded by the next. It compiles at XLA's
-    default optimisation level, as a user's program does, unless ``fast_compile`` keeps the suite's level 0
-    (test workers that compile much and compute little).
+    set by conftest.py), so a program compiled by one child is loaded by the next. It compiles with XLA's
+    defaults, as a user's program does, unless ``fast_compile`` keeps the suite's cheaper-compile settings
+    (``_compile_flags.FAST_COMPILE_FLAGS``: workers and examples that compile much and compute little).
     """
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if not fast_compile:
-        flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
-        env["XLA_FLAGS"] = " ".join(flags)
+        fast = {flag.split("=")[0] for flag in FAST_COMPILE_FLAGS}
+        env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f.split("=")[0] not in fast)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if x64:
         env["JAX_ENABLE_X64"] = "1"

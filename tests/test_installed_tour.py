@@ -36,7 +36,7 @@ def _package_sources(destination: Path) -> Path:
 
 
 def _clean_env(site: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "JAX_", "FNML_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "JAX_", "FNML_", "XLA_"))}
     env.update(PYTHONPATH=str(site), PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONUNBUFFERED="1")
     return env
 
