@@ -6,7 +6,7 @@ PyTorch equivalent: the body of a hand-written training loop (``for epoch ...: f
 :meth:`FitOptions.create` (every check, once) and calls :func:`run`, which goes, in order:
 
 1. ``FitOptions.create``  every check, once (in ``fnml.train.fit``, before ``run``);
-2. ``_start``              the state to start from: fresh, or resumed from a checkpoint;
+2. ``_start``              the state to start from (train mode unless ``keep_modes``): fresh, or resumed;
 3. ``_chunk_epochs``, ``_compile``  epochs per chunk, and the jitted pieces (memoised across calls);
 4. ``_run_chunk``          one chunk of epochs, fused in one ``lax.scan`` or step by step;
 5. ``_record_epoch``       per epoch: history, validation, log line, callbacks, periodic checkpoint;
@@ -380,6 +380,7 @@ class FitOptions:
     key: Any
     accumulate_steps: int
     autocast: str | None
+    keep_modes: bool
     log_every: int
     verbose: bool
     progress: bool | None
@@ -423,6 +424,7 @@ class FitOptions:
         key: Any,
         accumulate_steps: int,
         autocast: str | None,
+        keep_modes: bool,
         log_every: int,
         validation: tuple[Any, ...] | None,
         metrics: Mapping[str, Callable] | None,
@@ -459,6 +461,7 @@ class FitOptions:
         check_choice("fused", fused, ("auto", True, False), where="fit")
         check_bool("check_finite", check_finite, where="fit")
         check_bool("donate", donate, where="fit")
+        check_bool("keep_modes", keep_modes, where="fit")
         _jit.check_autocast(autocast, where="fit")
         train_arrays = _training_arrays(criterion, X, Y, loss_fn, data)
         n = train_arrays.n
@@ -507,6 +510,7 @@ class FitOptions:
             key=key,
             accumulate_steps=accumulate_steps,
             autocast=autocast,
+            keep_modes=bool(keep_modes),
             log_every=log_every,
             verbose=verbose,
             progress=progress,
@@ -540,8 +544,14 @@ class _Record:
 
 
 def _start(plan: FitOptions, fresh: Any) -> tuple[Any, int, _Record]:
-    """The fresh state, or the newest valid checkpoint of ``resume_from`` (over it) with its epoch and records."""
-    state = fresh
+    """The fresh state, or the newest valid checkpoint of ``resume_from`` (over it) with its epoch and records.
+
+    Modes: torch's loop calls ``model.train()`` at each epoch's start; validation (``pure_eval_step``) runs a
+    copy in eval mode and never touches the state's modes, so setting train mode on the state once is the
+    same. ``keep_modes`` keeps the modes recorded from the user's model. A resumed state takes the
+    template's graph definition, hence these modes too.
+    """
+    state = fresh if plan.keep_modes else fresh.train()
     record = _Record([], {"epoch": [], "loss": [], "mean_loss": []})
     resume_from = plan.checkpoints.resume_from
     if resume_from is None:

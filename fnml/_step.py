@@ -2,8 +2,8 @@
 
 Private: ``fnml.train`` (``make_train_step``, ``fit``'s fused and unfused loops) and
 ``fnml.parity.compare_training`` build their steps here, so there is exactly one implementation of
-"merge the module, run the loss in train mode, differentiate the trainable parameters, apply the
-optimizer". The state it reads and writes is a ``train.TrainState`` (duck-typed here: ``graphdef``,
+"merge the module, run the loss in the modes it was split in, differentiate the trainable parameters,
+apply the optimizer". The state it reads and writes is a ``train.TrainState`` (duck-typed here: ``graphdef``,
 ``tx``, ``params``, ``frozen``, ``rest``, ``opt_state``, ``step``).
 """
 
@@ -162,7 +162,6 @@ def pure_train_step(
     accumulate_steps: int = 1,
     autocast: Any = None,
     report: bool = False,
-    train_mode: bool = True,
 ) -> Callable:
     """The un-jitted step ``(state, *batch) -> (state, loss[, aux][, flags])``.
 
@@ -173,16 +172,20 @@ def pure_train_step(
     ``(loss / N).backward()`` N times), ``rest`` threaded micro-batch by micro-batch, ONE optimizer update;
     the loss returned is the mean of the N micro-batch losses, ``aux`` is stacked along a leading N axis.
     ``report=True`` also returns one finiteness flag per ``[loss, gradient leaves..., parameter leaves...]``.
-    ``train_mode=False`` leaves the module in the mode it was split in (``parity.compare_training``).
+
+    Modes: the module runs in the train/eval mode of each submodule as recorded in ``state.graphdef``
+    (torch's rule: a module's mode is its own; ``model.train(); model.backbone.eval()`` keeps the backbone's
+    BatchNorm on its running statistics and its Dropout off). Nothing here switches modes: ``fit`` sets
+    train mode on the state it starts from (unless ``keep_modes=True``), ``TrainState.train()`` / ``eval()``
+    / ``with_modes`` change them, and every caller of this step (``make_train_step``, ``fit``'s fused and
+    unfused loops, ``parity.compare_training``) follows the same rule.
     """
     compute_dtype = None if autocast is None else AUTOCAST_DTYPES[autocast]
 
     def gradients(state: Any, params: Any, frozen: Any, rest: Any, batch: tuple, divisor: int) -> tuple:
         def objective(params: Any) -> tuple:
             # merge/split happen while tracing: the compiled step is a pure array program.
-            model = _merge(state.replace(frozen=frozen), params, rest)
-            if train_mode:
-                model.train()  # plain nnx modules have train() too (flax's set_attributes)
+            model = _merge(state.replace(frozen=frozen), params, rest)  # in the graphdef's modes, untouched
             seen = model
             if compute_dtype is not None:
                 apply_autocast(model, compute_dtype)

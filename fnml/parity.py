@@ -680,8 +680,8 @@ def _make_step(fnml_criterion: Callable) -> Callable:
     """The fnml side's step: ``fnml.train``'s one pure step, jitted: ``(state, x, y) -> (state, loss)``."""
     from fnml import _step
 
-    # The model keeps the mode it is in (compare_training's contract), unlike fit's train mode.
-    return jax.jit(_step.pure_train_step(_step.criterion_loss(fnml_criterion), train_mode=False))
+    # The one rule of every training step: each submodule runs in the mode it has (as torch's model does).
+    return jax.jit(_step.pure_train_step(_step.criterion_loss(fnml_criterion)))
 
 
 def _param_rows(torch_sd: dict, fnml_sd: dict) -> list[DiffRow]:
@@ -719,8 +719,10 @@ def compare_training(
     ``torch_optimizer``; the fnml side is ONE jitted pure step (``nnx.split`` once, ``jax.value_and_grad``,
     ``fnml_optimizer`` = any ``optax.GradientTransformation``, BatchNorm statistics threaded through).
     Both models are trained in place (torch's optimizer mutates its model; the fnml model receives the
-    final state). Models run in their current mode; dropout masks cannot match between frameworks, so
-    compare in eval mode or with ``p=0``.
+    final state). Each submodule of both models runs in its current mode (``model.train();
+    model.backbone.eval()`` is kept on both sides): the rule of ``train.make_train_step`` and
+    ``train.fit(..., keep_modes=True)``. Dropout masks cannot match between frameworks, so compare dropout
+    in eval mode or with ``p=0``.
 
     Tolerance: ``atol``/``rtol`` default to (1e-10, 1e-9) for float64 models, (1e-4, 1e-3) otherwise. A
     step's loss exceeds it when ``|dl| > atol + rtol * |torch loss|``; a parameter when ``max |dp| >

@@ -84,7 +84,8 @@ class TrainState:
 
     PyTorch equivalent: the pair ``(model, optimizer)`` (``model.state_dict()`` + ``optimizer.state_dict()``).
 
-    Fields: ``graphdef`` (static: ``nnx.split``'s graph definition), ``tx`` (static: the
+    Fields: ``graphdef`` (static: ``nnx.split``'s graph definition, which records each submodule's
+    train/eval mode: see :meth:`train`, :meth:`eval`, :meth:`with_modes`), ``tx`` (static: the
     ``optax.GradientTransformation``), ``params`` (the TRAINABLE ``nnx.Param`` arrays as plain nested
     dicts: ``state.params["fc1"]["kernel"]`` is a ``jax.Array``), ``rest`` (every other variable, same
     form: BatchNorm statistics, RNG keys and counters of Dropout...), ``opt_state`` (built over
@@ -93,8 +94,9 @@ class TrainState:
     weight decay; ``{}`` when nothing is frozen). A parameter reachable by two paths (tied weights,
     torch's ``decoder.weight = encoder.weight``) is ONE leaf: one gradient (the sum over both uses), one
     update. Being a pytree with static graph definition, a state passes through ``jit``/``lax.scan``
-    unchanged in structure, so a step never recompiles. Plain dicts rather than ``nnx.State`` (jax
-    flattens dicts in C++); states built by hand with ``nnx.State`` fields still work.
+    unchanged in structure, so a step never recompiles (a mode switch is a new graph definition: one
+    compile per mode mix). Plain dicts rather than ``nnx.State`` (jax flattens dicts in C++); states built
+    by hand with ``nnx.State`` fields still work.
 
     >>> from flax import nnx
     >>> from fnml import layers, optim, train
@@ -169,10 +171,110 @@ class TrainState:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
 
+    # ---- train / eval modes: static attributes of the graph definition ------------------------------
+
+    def train(self, mode: bool = True) -> TrainState:
+        """A state whose module is in training mode (``mode=True``) or eval mode (``mode=False``) everywhere.
+
+        PyTorch equivalent: ``model.train(mode)``, which returns the model; here a NEW state is returned
+        (the state is immutable) with only its ``graphdef`` changed: the arrays are the same objects, not
+        copied. The modes are static attributes of the graph definition (Dropout's ``deterministic``,
+        BatchNorm's ``use_running_average``, a twin's ``training``), so every training step runs the module
+        in the modes its state records (:func:`make_train_step`, :func:`fit` with ``keep_modes=True``,
+        ``parity.compare_training``). A jitted step compiles once per mode mix it sees: switching modes back
+        and forth reuses both compilations.
+
+        >>> from flax import nnx
+        >>> from fnml import layers, optim, train
+        >>> model = layers.Sequential(layers.Linear(2, 2, rngs=nnx.Rngs(0)), layers.Dropout(0.5, rngs=nnx.Rngs(1)))
+        >>> state = train.TrainState.create(model, optim.sgd(lr=0.1))
+        >>> state.eval().model()[1].deterministic, state.eval().train().model()[1].deterministic
+        (True, False)
+        >>> state.eval().params is state.params   # the arrays are shared, not copied
+        True
+        """
+        check_bool("mode", mode, where="TrainState.train")
+        return self.with_modes(lambda model: _set_mode(model, mode))
+
+    def eval(self) -> TrainState:
+        """``state.train(False)``: every submodule in eval mode (Dropout off, BatchNorm on running statistics).
+
+        PyTorch equivalent: ``model.eval()``. Training an eval-mode state is what torch does after
+        ``model.eval()``: dropout off, BatchNorm normalising with (and not updating) its running statistics.
+
+        >>> from flax import nnx
+        >>> from fnml import layers, optim, train
+        >>> state = train.TrainState.create(layers.BatchNorm1d(3), optim.sgd(lr=0.1))
+        >>> state.model().use_running_average, state.eval().model().use_running_average
+        (False, True)
+        """
+        return self.train(False)
+
+    def with_modes(self, set_modes: Callable[[nnx.Module], Any]) -> TrainState:
+        """A state whose modes are those ``set_modes(module)`` leaves on this state's module (per submodule).
+
+        PyTorch equivalent: switching modes on the model in place, e.g. ``model.train(); model.backbone.eval()``
+        (the frozen-backbone fine-tuning recipe): ``state.with_modes(lambda m: m.train().backbone.eval())``.
+
+        ``set_modes`` receives the module merged over this state's arrays (not copied) and may only call
+        ``train()`` / ``eval()`` (or set other static attributes); its return value is ignored. Only the new
+        ``graphdef`` is kept: a ``set_modes`` that changes the arrays, freezes/unfreezes parameters or adds
+        variables raises ``ValueError`` (build a new state with :meth:`create` for those). Each mode mix is
+        a different static graph definition: a jitted step compiles once per mix it sees.
+
+        >>> from flax import nnx
+        >>> from fnml import layers, optim, train
+        >>> model = layers.Sequential(layers.BatchNorm1d(2), layers.Linear(2, 1, rngs=nnx.Rngs(0)))
+        >>> state = train.TrainState.create(model, optim.sgd(lr=0.1)).with_modes(lambda m: m[0].eval())
+        >>> state.model()[0].use_running_average
+        True
+        """
+        if not callable(set_modes):
+            raise TypeError(
+                f"TrainState.with_modes: set_modes must be callable(module), e.g. lambda m: m.backbone.eval(), "
+                f"got {set_modes!r}"
+            )
+        parts = (self.params, self.rest) if self.frozen is None else (self.params, self.frozen, self.rest)
+        module = nnx.merge(self.graphdef, *parts, copy=False)
+        set_modes(module)
+        graphdef, params, frozen, rest = nnx.split(module, is_trainable, is_frozen, ...)
+        before = jax.tree.flatten(parts)
+        after = jax.tree.flatten(
+            tuple(
+                _like_field(old, new)
+                for old, new in zip(parts, (params, rest) if self.frozen is None else (params, frozen, rest))
+            )
+        )
+        same_arrays = before[1] == after[1] and all(a is b for a, b in zip(before[0], after[0]))
+        if not same_arrays:
+            raise ValueError(
+                "TrainState.with_modes: set_modes may only switch modes (train()/eval(), static attributes), but it "
+                "changed the module's arrays or their partition (a value written, a parameter frozen/unfrozen, a "
+                "variable added or removed); build a new state with TrainState.create(module, tx) for those"
+            )
+        return self.replace(graphdef=graphdef)
+
 
 jax.tree_util.register_dataclass(
     TrainState, data_fields=["params", "rest", "opt_state", "step", "frozen"], meta_fields=["graphdef", "tx"]
 )
+
+
+def _set_mode(model: nnx.Module, mode: bool) -> None:
+    """``model.train(mode)``: the module's own method (fnml's sets ``training`` too; flax's takes attributes)."""
+    from fnml.layers.base import Module
+
+    if isinstance(model, Module):
+        model.train(mode)
+    elif mode:
+        model.train(training=True)  # flax's: deterministic=False, use_running_average=False, and a twin's flag
+    else:
+        model.eval(training=False)
+
+
+def _like_field(template: Any, state: nnx.State) -> Any:
+    """``state`` in the form ``TrainState`` keeps ``template`` in (plain dicts, or ``nnx.State`` if built so)."""
+    return state if isinstance(template, nnx.State) else nnx.to_pure_dict(state)
 
 
 def to_module(state: TrainState) -> nnx.Module:
@@ -213,8 +315,9 @@ def make_train_step(
 ) -> Callable[..., tuple]:
     """A jitted pure training step ``step(state, *batch) -> (new_state, loss)`` (``(.., loss, aux)`` with aux).
 
-    PyTorch equivalent: ``model.train(); optimizer.zero_grad(); loss = criterion(model(x), y);
-    loss.backward(); optimizer.step()``.
+    PyTorch equivalent: ``optimizer.zero_grad(); loss = criterion(model(x), y); loss.backward();
+    optimizer.step()`` on a model in whatever modes it was set to (``model.train()``, or
+    ``model.train(); model.backbone.eval()``).
 
     Two forms of the loss:
 
@@ -234,8 +337,16 @@ def make_train_step(
           for x, y in batches:
               state, loss, hidden = step(state, x, y, hidden)
 
-    The module runs in train mode (BatchNorm uses batch statistics, Dropout is active); BatchNorm running
-    statistics and Dropout RNG counters come back in ``new_state.rest``. Gradients are taken over
+    Modes, torch's rule: each submodule runs in the mode recorded in ``state.graphdef``, i.e. the mode
+    it had when :meth:`TrainState.create` split it (a new module is in training mode, as in torch), or
+    as set since by :meth:`TrainState.train` / :meth:`TrainState.eval` / :meth:`TrainState.with_modes`.
+    In training mode BatchNorm uses batch statistics and updates its running ones, Dropout is active; in
+    eval mode BatchNorm uses (and keeps) its running statistics and Dropout is off, so
+    ``model.train(); model.backbone.eval()`` before ``TrainState.create`` fine-tunes with a fixed backbone
+    BatchNorm, as torch does. The step never switches modes itself (``fit`` sets training mode unless
+    ``keep_modes=True``). BatchNorm running statistics and Dropout RNG counters come back in
+    ``new_state.rest``. A mode change is a new static graph definition: the step compiles once per mode
+    mix it sees. Gradients are taken over
     ``state.params`` only: frozen parameters (``layers.freeze``) get none and are not updated. Same
     shapes and dtypes -> one compilation, ever.
 
@@ -325,7 +436,8 @@ def make_eval_step(
 
     PyTorch equivalent: ``model.eval(); with torch.no_grad(): out = model(x); loss = criterion(out, y)``.
 
-    The module runs in eval mode (BatchNorm uses running statistics, Dropout is off); the state is not
+    Every submodule runs in eval mode, whatever modes the state records (BatchNorm uses running
+    statistics, Dropout is off), as after torch's ``model.eval()``; the state (modes included) is not
     changed. Short form: ``evaluate(state, x, y)`` (``x`` a tuple -> ``model(*x)``, a dict ->
     ``model(**x)``), ``metrics`` maps names to ``fn(output, target) -> scalar`` (e.g.
     :func:`accuracy`). General form: ``make_eval_step(loss_fn=f)``, ``evaluate(state, *batch)`` returns
@@ -501,6 +613,7 @@ def fit(
     key: jax.Array | None = None,
     accumulate_steps: int = 1,
     autocast: str | None = None,
+    keep_modes: bool = False,
     log_every: int = 10,
     validation: tuple[Any, ...] | None = None,
     metrics: Mapping[str, Callable[[Any, Any], jax.Array]] | None = None,
@@ -553,6 +666,18 @@ def fit(
       micro-batch losses; schedules count optimizer steps.
     - ``autocast="bfloat16"``: torch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` (see
       :func:`make_train_step` for what runs in which dtype); parameters and optimizer state stay float32.
+
+    Train and eval modes (torch's loop calls ``model.train()`` at the start of each epoch and
+    ``model.eval()`` for validation):
+
+    - ``keep_modes=False`` (default): every submodule trains in training mode, whatever mode ``model``
+      was in (``model.train()``); validation runs in eval mode.
+    - ``keep_modes=True``: the training steps run each submodule in the mode it has on ``model``, the
+      loop without the ``model.train()`` call, e.g. the frozen-backbone fine-tuning recipe
+      ``model.train(); model.backbone.eval(); layers.freeze(model.backbone)`` (the backbone's BatchNorm
+      uses and keeps its running statistics, its Dropout is off), or a model trained in eval mode.
+      Validation still runs in eval mode. ``result.model`` / ``result.state`` keep the modes training
+      ran in.
 
     Monitoring, control, robustness:
 
@@ -628,6 +753,7 @@ def fit(
         key=key,
         accumulate_steps=accumulate_steps,
         autocast=autocast,
+        keep_modes=keep_modes,
         log_every=log_every,
         validation=validation,
         metrics=metrics,
