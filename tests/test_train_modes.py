@@ -484,6 +484,33 @@ def test_ported_resnet_in_eval_mode_with_a_frozen_backbone_trains_like_torch():
     assert int(torch_model.bn1.num_batches_tracked) == 0
 
 
+def test_a_ported_mixed_mode_model_keeps_each_fnml_layer_mode():
+    """``from_torch`` gives each leaf that becomes an fnml layer (BatchNorm, Dropout) its torch module's own
+    mode, so the frozen-backbone recipe ported as is trains like torch. (Modules that are NOT fnml layers and
+    read ``self.training`` follow the twin's single ``training`` flag instead: not covered here.)"""
+    torch_model, _ = _pair()
+    _finetune_modes(torch_model).backbone.requires_grad_(False)
+    twin = interop.from_torch(torch_model, torch.as_tensor(_batches()[0][0]))
+    assert twin.backbone.bn.use_running_average and twin.backbone.drop.deterministic
+    assert not twin.head.bn.use_running_average
+    trainable = [p for p in torch_model.parameters() if p.requires_grad]
+    report = parity.compare_training(
+        torch_model,
+        _torch_optimizer("sgd", trainable),
+        torch.nn.CrossEntropyLoss(),
+        twin,
+        FNML_OPTIMIZERS["sgd"],
+        CE,
+        _batches(),
+    )
+    assert report.passed, report
+    assert max(abs(a - b) for a, b in zip(report.fnml_losses, report.torch_losses)) <= ATOL
+    assert max(row.max_abs_diff for row in report.parameters) <= ATOL
+    assert (
+        int(torch_model.backbone.bn.num_batches_tracked) == 0 and int(torch_model.head.bn.num_batches_tracked) == STEPS
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Error paths
 # --------------------------------------------------------------------------------------------------
