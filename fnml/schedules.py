@@ -1289,10 +1289,11 @@ def current_lr(state: Any, lr: Any = None) -> jax.Array | dict[Any, jax.Array]:
                 f"state, got lr={lr!r}"
             )
         inner = groups[0].inner_states
-        missing = sorted(map(repr, set(lr) - set(inner)))
+        missing = sorted(set(lr) - set(inner), key=repr)
         if missing:
             raise ValueError(
-                f"{where}: lr has groups {missing} that the optimizer state lacks (it has {sorted(map(repr, inner))})"
+                f"{where}: lr has groups {missing!r} that the optimizer state lacks "
+                f"(it has {sorted(inner, key=repr)!r})"
             )
         return {label: _lr_from_state(lr[label], inner[label], step, where) for label in lr}
     if not (callable(lr) or isinstance(lr, ReduceLROnPlateau)) and not isinstance(lr, (int, float)):
