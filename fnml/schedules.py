@@ -28,6 +28,12 @@ cycle. ``fnml.optim`` uses it as Adam's ``beta1`` / SGD's ``momentum`` at every 
 
 :func:`reduce_lr_on_plateau` is metric driven, not a function of the count: a pure ``init`` /
 ``step(state, metric)`` pair plus an optax transformation that applies the current lr.
+
+Composites: :func:`sequential_lr` (torch's ``SequentialLR``: each schedule restarted from its own step 0
+at its milestone) and :func:`chained_scheduler` (torch's ``ChainedScheduler``: the schedules' factors
+multiplied, with torch's cosine restarts), both closed forms of torch's stepping; combinations torch's
+recursion gives no closed form for are refused by name. :func:`current_lr` reads the lr an optimizer state
+applies next (torch's ``scheduler.get_last_lr()[0]``).
 """
 
 from __future__ import annotations
@@ -943,6 +949,8 @@ def reduce_lr_on_plateau(
 
 # Schedules whose torch update multiplies group["lr"] by a factor (torch's "chainable" ones).
 _MULTIPLICATIVE = (StepLR, MultiStepLR, ExponentialLR, ConstantLR, LinearLR)
+# Schedules whose torch update sets group["lr"] from the base lr at some steps (restarts).
+_RESETTING = (CosineAnnealingLR, CosineAnnealingWarmRestarts)
 
 
 def _check_sub_schedules(schedulers: Any, allowed: tuple[type, ...], where: str) -> tuple[_Schedule, ...]:
@@ -1110,6 +1118,14 @@ class ChainedScheduler(_Schedule):
                     "chained update eta_min + (lr - eta_min) * ratio is not a factor, so this chain has no exact "
                     "closed form: use eta_min=0 in a chain (or SequentialLR)"
                 )
+        resetting = [index for index, schedule in enumerate(schedulers) if isinstance(schedule, _RESETTING)]
+        if len(resetting) > 1:
+            # A cosine restart adds to group["lr"], which is 0 there only if nothing else rewrote it since.
+            raise ValueError(
+                f"{where}: at most one CosineAnnealingLR or CosineAnnealingWarmRestarts per chain (torch's restarts "
+                f"then interfere with no closed form), got "
+                + " and ".join(f"schedulers[{i}] ({type(schedulers[i]).__name__})" for i in resetting)
+            )
         _set(self, "schedulers", schedulers)
 
     @property
@@ -1172,8 +1188,9 @@ def chained_scheduler(schedulers: Sequence[_Schedule], *, steps_per_epoch: int |
     must share the same ``lr`` and have ``steps_per_epoch=None`` (give ``steps_per_epoch`` here).
 
     Refused, with an error naming the schedule: a CosineAnnealingLR with ``eta_min != 0`` (torch's
-    update ``eta_min + (lr - eta_min) * ratio`` is affine: no exact closed form in a chain), OneCycleLR,
-    ReduceLROnPlateau (torch refuses it) and nested composites.
+    update ``eta_min + (lr - eta_min) * ratio`` is affine: no exact closed form in a chain), more than
+    one CosineAnnealingLR / CosineAnnealingWarmRestarts in a chain (torch's restart adds to an lr that
+    the other one has rewritten), OneCycleLR, ReduceLROnPlateau (torch refuses it) and nested composites.
 
     >>> schedule = chained_scheduler([constant_lr(0.05, factor=0.1, total_iters=2), exponential_lr(0.05, gamma=0.9)])
     >>> [round(float(schedule(count)), 6) for count in (0, 1, 2, 3)]  # torch's docstring example

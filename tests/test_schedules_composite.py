@@ -583,6 +583,15 @@ ERRORS = [
         r"ChainedScheduler: schedulers\[1\] is a CosineAnnealingLR with eta_min=0.01; .*use eta_min=0",
     ),
     (
+        "chained-two-cosines",
+        lambda: S.chained_scheduler(
+            [S.cosine_annealing_lr(LR, 10), S.exponential_lr(LR, 0.9), S.cosine_annealing_warm_restarts(LR, 7)]
+        ),
+        ValueError,
+        r"ChainedScheduler: at most one CosineAnnealingLR or CosineAnnealingWarmRestarts per chain .*got "
+        r"schedulers\[0\] \(CosineAnnealingLR\) and schedulers\[2\] \(CosineAnnealingWarmRestarts\)",
+    ),
+    (
         "chained-plateau",
         lambda: S.chained_scheduler([S.reduce_lr_on_plateau(LR)]),
         ValueError,
@@ -643,3 +652,17 @@ def test_chained_cosine_with_eta_min_is_not_a_product_in_torch():
         / LR
     )
     assert max_abs_diff(product, torch_lr) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda o: T.ChainedScheduler([T.CosineAnnealingLR(o, 10), T.ExponentialLR(o, 0.98), T.CosineAnnealingLR(o, 7)]),
+        lambda o: T.ChainedScheduler([T.CosineAnnealingWarmRestarts(o, 5), T.CosineAnnealingLR(o, 9)]),
+    ],
+    ids=["two-cosines", "restarts-then-cosine"],
+)
+def test_two_restarting_schedules_in_torch_are_not_a_product(build):
+    # Why the chain refuses two of them: torch's restart adds to an lr the other one rewrote (not 0).
+    torch_lr = _torch_lrs(build, scheduler_steps=60)
+    assert torch_lr.max() > LR * 1.01  # above the base lr: no product of factors <= 1 gives that
