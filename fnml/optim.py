@@ -62,6 +62,8 @@ from fnml.schedules import (  # re-exported: torch keeps schedulers under torch.
     ReduceLROnPlateau,
     ReduceLROnPlateauState,
     StepLR,
+    _record_lr,
+    _recorded_lr,
     constant_lr,
     cosine_annealing_lr,
     exponential_lr,
@@ -157,7 +159,8 @@ def _looks_like_parameters(value: Any) -> bool:
 def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Callable[..., optax.GradientTransformation]:
     """Wrap an optimizer factory: parameters as first argument and unknown keywords get teaching errors."""
     name = factory.__name__
-    accepted = list(inspect.signature(factory).parameters)
+    signature = inspect.signature(factory)
+    accepted = list(signature.parameters)
 
     @functools.wraps(factory)
     def checked(*args: Any, **kwargs: Any) -> optax.GradientTransformation:
@@ -181,7 +184,11 @@ def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Calla
                 f"optim.{name}: unknown keyword {keyword}={kwargs[keyword]!r}{hint}? fnml uses torch.optim's "
                 f"names: {', '.join(accepted)}"
             )
-        return factory(*args, **kwargs)
+        tx = factory(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        _record_lr(tx, bound.arguments["lr"])  # schedules.current_lr(state) reads it back from state.tx
+        return tx
 
     return checked
 
@@ -1141,7 +1148,11 @@ def param_groups(
             )
         return tree
 
-    return optax.multi_transform(dict(groups), checked_labels)
+    tx = optax.multi_transform(dict(groups), checked_labels)
+    group_lrs = {label: _recorded_lr(transform) for label, transform in groups.items()}
+    if all(lr is not None for lr in group_lrs.values()):
+        _record_lr(tx, group_lrs)  # schedules.current_lr(state) -> {label: lr}
+    return tx
 
 
 # ----------------------------------------------------------------------------------------------------

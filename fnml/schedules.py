@@ -28,13 +28,20 @@ cycle. ``fnml.optim`` uses it as Adam's ``beta1`` / SGD's ``momentum`` at every 
 
 :func:`reduce_lr_on_plateau` is metric driven, not a function of the count: a pure ``init`` /
 ``step(state, metric)`` pair plus an optax transformation that applies the current lr.
+
+Composites: :func:`sequential_lr` (torch's ``SequentialLR``: each schedule restarted from its own step 0
+at its milestone) and :func:`chained_scheduler` (torch's ``ChainedScheduler``: the schedules' factors
+multiplied, with torch's cosine restarts), both closed forms of torch's stepping; combinations torch's
+recursion gives no closed form for are refused by name. :func:`current_lr` reads the lr an optimizer state
+applies next (torch's ``scheduler.get_last_lr()[0]``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -53,22 +60,29 @@ from fnml._validation import (
 )
 
 __all__ = [
+    "ChainedScheduler",
     "ConstantLR",
     "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
     "ExponentialLR",
     "LinearLR",
     "MultiStepLR",
     "OneCycleLR",
     "ReduceLROnPlateau",
     "ReduceLROnPlateauState",
+    "SequentialLR",
     "StepLR",
+    "chained_scheduler",
     "constant_lr",
     "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "current_lr",
     "exponential_lr",
     "linear_lr",
     "multistep_lr",
     "one_cycle_lr",
     "reduce_lr_on_plateau",
+    "sequential_lr",
     "step_lr",
 ]
 
@@ -420,6 +434,76 @@ def constant_lr(
     [0.05, 0.05, 0.1]
     """
     return ConstantLR(lr=lr, factor=factor, total_iters=total_iters, steps_per_epoch=steps_per_epoch)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CosineAnnealingWarmRestarts(_Schedule):
+    """Cosine annealing restarted every ``T_0 * T_mult**i`` steps; built by :func:`cosine_annealing_warm_restarts`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``.
+    """
+
+    lr: float
+    T_0: int  # noqa: N815 - torch's argument name
+    T_mult: int = 1  # noqa: N815 - torch's argument name
+    eta_min: float = 0.0
+    steps_per_epoch: int | None = None
+
+    def _validate(self, where: str) -> None:
+        check_positive("lr", self.lr, where=where)
+        _set(self, "T_0", check_positive_int("T_0", self.T_0, where=where))
+        _set(self, "T_mult", check_int("T_mult", self.T_mult, minimum=1, where=where))
+        check_non_negative("eta_min", self.eta_min, where=where)
+
+    def _cycles(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(first scheduler step, length) of every cycle that starts below 2**31 (fnml's int32 counts)."""
+        starts, lengths = [0], [self.T_0]
+        while self.T_mult > 1 and starts[-1] + lengths[-1] < 2**31:
+            starts.append(starts[-1] + lengths[-1])
+            lengths.append(lengths[-1] * self.T_mult)
+        return tuple(starts), tuple(lengths)
+
+    def _lr_at_step(self, step):
+        # torch's step(): T_cur += 1; once T_cur >= T_i, T_cur -= T_i and T_i *= T_mult. In closed form on
+        # integers (torch's step(epoch) instead takes a float log, which can land in the wrong cycle).
+        dtype = _float_dtype()
+        if self.T_mult == 1:
+            t_cur, t_i = step % self.T_0, self.T_0
+        else:
+            starts, lengths = self._cycles()
+            cycle = jnp.sum(step[..., None] >= jnp.asarray(starts[1:], dtype=step.dtype), axis=-1)
+            t_cur = step - jnp.asarray(starts, dtype=step.dtype)[cycle]
+            t_i = jnp.asarray(lengths, dtype=dtype)[cycle]
+        # Same operation order as torch's get_lr: pi * T_cur / T_i.
+        cosine = 1 + jnp.cos(math.pi * t_cur.astype(dtype) / t_i)
+        return self.eta_min + (self.lr - self.eta_min) * cosine / 2
+
+
+def cosine_annealing_warm_restarts(
+    lr: float,
+    T_0: int,  # noqa: N803 - torch's argument name
+    T_mult: int = 1,  # noqa: N803 - torch's argument name
+    eta_min: float = 0.0,
+    *,
+    steps_per_epoch: int | None = None,
+) -> CosineAnnealingWarmRestarts:
+    """Cosine annealing from ``lr`` to ``eta_min``, restarting at ``lr`` after each cycle (SGDR).
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0, T_mult=1,
+    eta_min=0)`` stepped with ``scheduler.step()`` (no argument).
+
+    ``lr(k) = eta_min + (lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``, where the first cycle lasts
+    ``T_i = T_0`` scheduler steps, each next one ``T_mult`` times longer, and ``T_cur`` counts the steps
+    since the last restart. This is torch's integer recursion in closed form; torch's own
+    ``step(epoch)`` (a float epoch, deprecated for the other schedulers) is not reproduced: pass the
+    per-update count instead, with ``steps_per_epoch`` for one scheduler step per epoch.
+    Validation as torch: ``T_0`` a positive int, ``T_mult`` an int >= 1; also ``eta_min >= 0``.
+
+    >>> schedule = cosine_annealing_warm_restarts(0.1, T_0=4, T_mult=2)
+    >>> [round(float(schedule(count)), 6) for count in (0, 2, 3, 4, 8, 11, 12)]  # cycles of 4, 8, ...
+    [0.1, 0.05, 0.014645, 0.1, 0.05, 0.003806, 0.1]
+    """
+    return CosineAnnealingWarmRestarts(lr=lr, T_0=T_0, T_mult=T_mult, eta_min=eta_min, steps_per_epoch=steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -857,3 +941,383 @@ def reduce_lr_on_plateau(
         min_lr=min_lr,
         eps=eps,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Composite schedules: SequentialLR, ChainedScheduler
+# ----------------------------------------------------------------------------------------------------
+
+# Schedules whose torch update multiplies group["lr"] by a factor (torch's "chainable" ones).
+_MULTIPLICATIVE = (StepLR, MultiStepLR, ExponentialLR, ConstantLR, LinearLR)
+# Schedules whose torch update sets group["lr"] from the base lr at some steps (restarts).
+_RESETTING = (CosineAnnealingLR, CosineAnnealingWarmRestarts)
+
+
+def _check_sub_schedules(schedulers: Any, allowed: tuple[type, ...], where: str) -> tuple[_Schedule, ...]:
+    """A non-empty list of fnml schedules of the ``allowed`` kinds, stepped by the composite, with one base lr."""
+    if isinstance(schedulers, (str, bytes)) or not isinstance(schedulers, Sequence):
+        raise TypeError(
+            f"{where}: schedulers must be a non-empty list of fnml schedules, got schedulers={schedulers!r}"
+        )
+    if not schedulers:
+        raise ValueError(f"{where}: schedulers must be a non-empty list of fnml schedules, got schedulers=[]")
+    names = ", ".join(kind.__name__ for kind in allowed)
+    for index, schedule in enumerate(schedulers):
+        if isinstance(schedule, ReduceLROnPlateau):
+            raise ValueError(
+                f"{where}: schedulers[{index}] is a ReduceLROnPlateau, which {where} cannot step (torch refuses "
+                "it too: its step needs the metric)"
+            )
+        if isinstance(schedule, (SequentialLR, ChainedScheduler)):
+            raise ValueError(
+                f"{where}: schedulers[{index}] is a {type(schedule).__name__}; composites cannot be nested (torch "
+                f"fails when a milestone or a chain reaches one); expected one of {names}"
+            )
+        if not isinstance(schedule, allowed):
+            raise TypeError(f"{where}: schedulers[{index}] must be one of {names}, got {schedule!r}")
+        if schedule.steps_per_epoch is not None:
+            raise ValueError(
+                f"{where}: schedulers[{index}] must have steps_per_epoch=None (the composite steps it; give "
+                f"steps_per_epoch to {where} instead), got steps_per_epoch={schedule.steps_per_epoch!r}"
+            )
+        if schedule.lr != schedulers[0].lr:
+            # torch's sub-schedulers all start from the optimizer's group["initial_lr"]: one base lr.
+            raise ValueError(
+                f"{where}: every schedule must have the same lr (torch's schedulers of one optimizer share its "
+                f"initial lr), got lr={schedulers[0].lr!r} for schedulers[0] and lr={schedule.lr!r} for "
+                f"schedulers[{index}]"
+            )
+    return tuple(schedulers)
+
+
+def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    """``numerator / denominator``, and 1 where they are equal (an lr held at 0 stays held, no 0/0)."""
+    same = numerator == denominator
+    return jnp.where(same, 1.0, numerator / jnp.where(same, 1.0, denominator))
+
+
+@dataclasses.dataclass(frozen=True)
+class SequentialLR(_Schedule):
+    """Schedules run one after another, switching at the milestones; built by :func:`sequential_lr`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.SequentialLR``.
+
+    ``SequentialLR([warmup, cosine], milestones=[5])`` reads like torch's ``SequentialLR(optimizer,
+    [warmup, cosine], milestones=[5])``; the fields are checked on construction.
+
+    >>> SequentialLR([linear_lr(0.1)], milestones=[5])
+    Traceback (most recent call last):
+    ValueError: SequentialLR: milestones must have one entry fewer than schedulers (1 schedulers), got milestones=[5]
+    """
+
+    schedulers: tuple[_Schedule, ...]
+    milestones: tuple[int, ...]
+    _: dataclasses.KW_ONLY
+    steps_per_epoch: int | None = None
+
+    _ALLOWED: ClassVar[tuple[type, ...]] = (*_MULTIPLICATIVE, CosineAnnealingLR, CosineAnnealingWarmRestarts)
+
+    def _validate(self, where: str) -> None:
+        schedulers = _check_sub_schedules(self.schedulers, self._ALLOWED, where)
+        milestones = self.milestones
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+            raise TypeError(f"{where}: milestones must be a list of ints, got milestones={milestones!r}")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(
+                f"{where}: milestones must have one entry fewer than schedulers ({len(schedulers)} schedulers), "
+                f"got milestones={list(milestones)!r}"
+            )
+        checked = tuple(check_int("each milestone", m, minimum=1, where=where) for m in milestones)
+        if any(later <= earlier for earlier, later in zip(checked, checked[1:])):
+            raise ValueError(f"{where}: milestones must be strictly increasing, got milestones={list(milestones)!r}")
+        for index, schedule in enumerate(schedulers[1:], start=1):
+            if isinstance(schedule, LinearLR) and schedule.total_iters == 0:
+                raise ValueError(
+                    f"{where}: schedulers[{index}] is a LinearLR with total_iters=0, which torch's SequentialLR "
+                    "divides by zero at its milestone (closed form); use total_iters >= 1"
+                )
+        _set(self, "schedulers", schedulers)
+        _set(self, "milestones", checked)
+
+    @property
+    def lr(self) -> float:
+        """The base lr every schedule starts from (torch's ``group["initial_lr"]``)."""
+        return self.schedulers[0].lr
+
+    def _lr_at_step(self, step):
+        result = self.schedulers[0]._lr_at_step(step)
+        for milestone, schedule in zip(self.milestones, self.schedulers[1:]):
+            local = jnp.maximum(step - milestone, 0)  # torch restarts the schedule's own count at its milestone
+            if isinstance(schedule, ConstantLR) and schedule.total_iters == 0:
+                # torch enters with the closed form at 0 (lr * 1), and step() never changes it afterwards.
+                value = jnp.full(step.shape, schedule.lr, dtype=_float_dtype())
+            else:
+                value = schedule._lr_at_step(local)
+            result = jnp.where(step >= milestone, value, result)
+        return result
+
+
+def sequential_lr(
+    schedulers: Sequence[_Schedule], milestones: Sequence[int], *, steps_per_epoch: int | None = None
+) -> SequentialLR:
+    """Run ``schedulers[i]`` from ``milestones[i - 1]`` on, each restarted from its own step 0.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.SequentialLR(optimizer, schedulers, milestones)``.
+
+    Torch's semantics: at scheduler step ``k``, the active schedule is ``i = bisect_right(milestones, k)``
+    and the lr is ``schedulers[i]`` at its own step ``k - milestones[i - 1]`` (``k`` for the first): torch
+    calls ``scheduler._update_lr(0)`` at the milestone, which restarts that scheduler's counter and
+    evaluates its closed form there from the base lr, then steps it. Every torch scheduler of the
+    optimizer starts from the same base lr (the group's ``initial_lr``, which SequentialLR restores before
+    the first step), so every schedule here must have the same ``lr``; the values at the sub-schedules'
+    own construction (torch steps each once in its constructor, then SequentialLR undoes it) play no part.
+
+    Schedules: :class:`StepLR`, :class:`MultiStepLR`, :class:`ExponentialLR`, :class:`ConstantLR`,
+    :class:`LinearLR`, :class:`CosineAnnealingLR`, :class:`CosineAnnealingWarmRestarts`, each with
+    ``steps_per_epoch=None`` (give ``steps_per_epoch`` here). Refused with a clear error: OneCycleLR (it
+    rewrites the group's ``initial_lr`` and momentum), ReduceLROnPlateau (torch refuses it), nested
+    composites (torch fails at the milestone), and a LinearLR with ``total_iters=0`` after the first
+    (torch divides by zero at its milestone). A ConstantLR with ``total_iters=0`` after the first keeps
+    ``lr`` (torch's closed form at the milestone gives ``lr``, and its step never changes it).
+
+    Differences from torch: ``milestones`` must be strictly increasing ints >= 1 (torch also accepts
+    unsorted, repeated or zero milestones, where ``bisect_right`` skips schedules).
+
+    >>> warmup = linear_lr(0.1, start_factor=0.1, total_iters=5)
+    >>> cosine = cosine_annealing_lr(0.1, T_max=10)
+    >>> schedule = sequential_lr([warmup, cosine], milestones=[5])  # warm-up, then cosine from its step 0
+    >>> [round(float(schedule(count)), 6) for count in (0, 4, 5, 10, 15)]
+    [0.01, 0.082, 0.1, 0.05, 0.0]
+    """
+    return SequentialLR(schedulers, milestones, steps_per_epoch=steps_per_epoch)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainedScheduler(_Schedule):
+    """Schedules stepped together, their factors multiplied; built by :func:`chained_scheduler`.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.ChainedScheduler``.
+
+    >>> ChainedScheduler([])
+    Traceback (most recent call last):
+    ValueError: ChainedScheduler: schedulers must be a non-empty list of fnml schedules, got schedulers=[]
+    """
+
+    schedulers: tuple[_Schedule, ...]
+    _: dataclasses.KW_ONLY
+    steps_per_epoch: int | None = None
+
+    _ALLOWED: ClassVar[tuple[type, ...]] = (*_MULTIPLICATIVE, CosineAnnealingLR, CosineAnnealingWarmRestarts)
+
+    def _validate(self, where: str) -> None:
+        schedulers = _check_sub_schedules(self.schedulers, self._ALLOWED, where)
+        for index, schedule in enumerate(schedulers):
+            if isinstance(schedule, CosineAnnealingLR) and schedule.eta_min != 0:
+                raise ValueError(
+                    f"{where}: schedulers[{index}] is a CosineAnnealingLR with eta_min={schedule.eta_min!r}; torch's "
+                    "chained update eta_min + (lr - eta_min) * ratio is not a factor, so this chain has no exact "
+                    "closed form: use eta_min=0 in a chain (or SequentialLR)"
+                )
+        resetting = [index for index, schedule in enumerate(schedulers) if isinstance(schedule, _RESETTING)]
+        if len(resetting) > 1:
+            # A cosine restart adds to group["lr"], which is 0 there only if nothing else rewrote it since.
+            raise ValueError(
+                f"{where}: at most one CosineAnnealingLR or CosineAnnealingWarmRestarts per chain (torch's restarts "
+                f"then interfere with no closed form), got "
+                + " and ".join(f"schedulers[{i}] ({type(schedulers[i]).__name__})" for i in resetting)
+            )
+        _set(self, "schedulers", schedulers)
+
+    @property
+    def lr(self) -> float:
+        """The base lr the chain starts from (torch's ``group["initial_lr"]``)."""
+        return self.schedulers[0].lr
+
+    def _factor(self, schedule: _Schedule, step: jax.Array) -> jax.Array:
+        """``schedule``'s lr at ``step`` relative to its base lr; 1 at step -1 (before construction)."""
+        value = schedule._lr_at_step(jnp.maximum(step, 0)) / schedule.lr
+        return jnp.where(step < 0, 1.0, value)
+
+    def _lr_at_step(self, step):
+        # torch applies every scheduler's update to group["lr"] in list order, at each step. Multiplicative
+        # updates compose into a product of factors; CosineAnnealingWarmRestarts (every step) and
+        # CosineAnnealingLR (at the restarts T_max + 1 + 2j T_max, where the lr has just been 0) overwrite
+        # it from the base lr. So: the value of the last overwrite (scheduler step, list position), or the
+        # base lr before step 0, times every factor the schedules applied after it.
+        count = len(self.schedulers)
+        event_step = jnp.full(step.shape, -1, dtype=step.dtype)
+        event_position = jnp.full(step.shape, count)
+        event_value = jnp.full(step.shape, self.lr, dtype=_float_dtype())
+        for position, schedule in enumerate(self.schedulers):
+            if isinstance(schedule, CosineAnnealingWarmRestarts):
+                when, value = step, schedule._lr_at_step(step)
+            elif isinstance(schedule, CosineAnnealingLR):
+                period, first = 2 * schedule.T_max, schedule.T_max + 1
+                when = jnp.where(step >= first, step - (step - first) % period, -1)
+                # torch: group["lr"] (0 there) + (base_lr - eta_min) * (1 - cos(pi / T_max)) / 2
+                value = 0.0 + (self.lr - 0.0) * (1 - math.cos(math.pi / schedule.T_max)) / 2
+            else:
+                continue
+            later = (when > event_step) | ((when == event_step) & (when >= 0) & (position > event_position))
+            event_step = jnp.where(later, when, event_step)
+            event_position = jnp.where(later, position, event_position)
+            event_value = jnp.where(later, value, event_value)
+        result = event_value
+        for position, schedule in enumerate(self.schedulers):
+            if isinstance(schedule, CosineAnnealingWarmRestarts):
+                continue  # it overwrites at every step, so nothing of it follows the last overwrite
+            # Steps whose update came after the overwrite: from its step on for later list positions.
+            start = jnp.where(position > event_position, event_step - 1, event_step)
+            result = result * _safe_ratio(self._factor(schedule, step), self._factor(schedule, start))
+        return result
+
+
+def chained_scheduler(schedulers: Sequence[_Schedule], *, steps_per_epoch: int | None = None) -> ChainedScheduler:
+    """Step several schedules at once, composing their updates in list order.
+
+    PyTorch equivalent: ``torch.optim.lr_scheduler.ChainedScheduler(schedulers, optimizer=None)``, with the
+    schedulers constructed in list order on one optimizer.
+
+    torch's ``step()`` calls every scheduler's ``step()`` in turn, each updating ``group["lr"]`` from its
+    current value. :class:`StepLR`, :class:`MultiStepLR`, :class:`ExponentialLR`, :class:`ConstantLR` and
+    :class:`LinearLR` multiply it by a factor, so the chain gives ``lr * prod_i factor_i(k)`` with
+    ``factor_i(k) = schedulers[i](k) / lr``. Two schedules overwrite it from the base lr instead, and the
+    chain keeps torch's result: :class:`CosineAnnealingWarmRestarts` at every step (the factors of the
+    schedules after it in the list still apply), :class:`CosineAnnealingLR` (``eta_min=0`` only) at its
+    restarts ``T_max + 1 + 2 j T_max``, where its own factor had just taken the lr to 0. All schedules
+    must share the same ``lr`` and have ``steps_per_epoch=None`` (give ``steps_per_epoch`` here).
+
+    Refused, with an error naming the schedule: a CosineAnnealingLR with ``eta_min != 0`` (torch's
+    update ``eta_min + (lr - eta_min) * ratio`` is affine: no exact closed form in a chain), more than
+    one CosineAnnealingLR / CosineAnnealingWarmRestarts in a chain (torch's restart adds to an lr that
+    the other one has rewritten), OneCycleLR, ReduceLROnPlateau (torch refuses it) and nested composites.
+
+    >>> schedule = chained_scheduler([constant_lr(0.05, factor=0.1, total_iters=2), exponential_lr(0.05, gamma=0.9)])
+    >>> [round(float(schedule(count)), 6) for count in (0, 1, 2, 3)]  # torch's docstring example
+    [0.005, 0.0045, 0.0405, 0.03645]
+    """
+    return ChainedScheduler(schedulers, steps_per_epoch=steps_per_epoch)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The current learning rate of an optimizer state
+# ----------------------------------------------------------------------------------------------------
+
+# fnml.optim records the lr each optimizer was built with, keyed by its update function (weakly: the
+# entry goes with the optimizer); current_lr reads it back from a TrainState's tx.
+_RECORDED_LR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _record_lr(tx: optax.GradientTransformation, lr: Any) -> None:
+    """Remember the lr (a float, a schedule, or {label: lr} for param groups) ``tx`` was built with."""
+    try:
+        _RECORDED_LR[tx.update] = lr
+    except TypeError:  # an update that cannot be weakly referenced: current_lr then needs lr=
+        pass
+
+
+def _recorded_lr(tx: Any) -> Any:
+    """The lr :func:`_record_lr` remembered for ``tx``, else None."""
+    update = getattr(tx, "update", None)
+    try:
+        return _RECORDED_LR.get(update) if update is not None else None
+    except TypeError:  # not weakly referenceable: never recorded
+        return None
+
+
+def _count_in(opt_state: Any) -> jax.Array | None:
+    """The first optimizer step counter (a field named ``count``) inside an optax state, else None."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "count":
+            return leaf
+    return None
+
+
+def _lr_from_state(lr: Any, opt_state: Any, step: Any, where: str) -> jax.Array:
+    if isinstance(lr, ReduceLROnPlateau):
+        return lr.state_in(opt_state).lr
+    if not callable(lr):
+        check_number("lr", lr, where=where)
+        return jnp.asarray(lr, dtype=_float_dtype())
+    count = _count_in(opt_state)
+    if count is None:
+        count = step
+    if count is None:
+        raise ValueError(
+            f"{where}: the optimizer state holds no step counter (a 'count' field) to evaluate the lr schedule "
+            "at; pass the TrainState (its step is used)"
+        )
+    return jnp.asarray(lr(count))
+
+
+def current_lr(state: Any, lr: Any = None) -> jax.Array | dict[Any, jax.Array]:
+    """The learning rate the optimizer applies at its next update: torch's ``scheduler.get_last_lr()[0]``.
+
+    PyTorch equivalent: ``scheduler.get_last_lr()[0]`` (or ``optimizer.param_groups[0]["lr"]``) between two
+    training steps, after ``scheduler.step()`` has followed every ``optimizer.step()``.
+
+    ``state`` is a ``train.TrainState`` or a bare optax optimizer state. ``lr`` is what the optimizer was
+    built with: a float, a schedule (``count -> lr``), a :class:`ReduceLROnPlateau` chained with its
+    ``scale_updates()`` (its state's current lr is returned), or a dict ``{label: lr}`` for
+    ``optim.param_groups`` (a dict ``{label: current lr}`` is returned, torch's list per group). With
+    ``lr=None`` it is read off ``state.tx`` when that is an optimizer built by an ``fnml.optim`` factory or
+    ``optim.param_groups`` of them; a ``TrainState`` of any other transformation (e.g. an ``optax.chain``
+    around one) needs ``lr=``.
+
+    Convention (torch's): after ``k`` training steps this is ``schedule(k)``, the value torch's
+    ``get_last_lr()`` shows after ``k`` ``scheduler.step()`` calls, which the optimizer uses for step
+    ``k + 1``. The schedule is evaluated at the step counter inside the optimizer state (each fnml
+    optimizer's ``count``, so ``optax.MultiSteps`` micro-batches are not counted), or at
+    ``TrainState.step`` when the state has none. The scheduled lr, as torch reports it: Adagrad's
+    ``lr_decay`` and OneCycle's momentum are not folded in. Jittable (returns a scalar array).
+
+    >>> from flax import nnx
+    >>> from fnml import layers, optim, train
+    >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=step_lr(0.1, 2)))
+    >>> round(float(current_lr(state)), 6)
+    0.1
+    >>> opt_state = optim.adam(lr=0.01).init({"w": jnp.zeros(2)})  # a bare optax state: give the lr
+    >>> round(float(current_lr(opt_state, lr=0.01)), 6)
+    0.01
+    """
+    where = "current_lr"
+    tx = getattr(state, "tx", None)
+    is_train_state = tx is not None and hasattr(state, "opt_state")
+    opt_state = state.opt_state if is_train_state else state
+    step = getattr(state, "step", None) if is_train_state else None
+    if lr is None:
+        if not is_train_state:
+            raise ValueError(
+                f"{where}: with a bare optimizer state, pass lr= (the float or schedule the optimizer was "
+                f"built with), got lr=None and a {type(state).__name__}"
+            )
+        lr = _recorded_lr(tx)
+        if lr is None:
+            raise ValueError(
+                f"{where}: the lr of state.tx is not known (it was not built by an fnml.optim factory, e.g. an "
+                "optax.chain around one); pass lr= (the float or schedule the optimizer was built with)"
+            )
+    if isinstance(lr, Mapping):
+        groups = [node for node in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_partition_state)]
+        groups = [node for node in groups if _is_partition_state(node)]
+        if not groups:
+            raise ValueError(
+                f"{where}: lr is a dict of param groups but the optimizer state holds no optim.param_groups "
+                f"state, got lr={lr!r}"
+            )
+        inner = groups[0].inner_states
+        missing = sorted(set(lr) - set(inner), key=repr)
+        if missing:
+            raise ValueError(
+                f"{where}: lr has groups {missing!r} that the optimizer state lacks "
+                f"(it has {sorted(inner, key=repr)!r})"
+            )
+        return {label: _lr_from_state(lr[label], inner[label], step, where) for label in lr}
+    if not (callable(lr) or isinstance(lr, ReduceLROnPlateau)) and not isinstance(lr, (int, float)):
+        raise TypeError(f"{where}: lr must be a float, a schedule, a ReduceLROnPlateau or a dict of them, got {lr!r}")
+    return _lr_from_state(lr, opt_state, step, where)
+
+
+def _is_partition_state(node: Any) -> bool:
+    """optax.multi_transform's state (what optim.param_groups builds)."""
+    return isinstance(node, optax.MultiTransformState)
