@@ -15,6 +15,10 @@ STAMP_BENCH := $(VENV)/.stamp-bench
 # `make test` leaves out the tests marked slow (the digits examples at full length, the long fuzz profile);
 # `make test-full` runs everything.
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# The suite writes bytecode even where the environment says not to (PYTHONDONTWRITEBYTECODE, set by some
+# sandboxes): otherwise every worker and every run re-compiles fnml's sources and re-rewrites the test
+# modules' asserts (seconds per process). The files go to the git-ignored __pycache__ folders.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest
 
 .PHONY: demo test test-full lint bench venv clean
 
@@ -42,11 +46,11 @@ demo: $(STAMP_DEMO)
 
 ## test: the whole suite, parity against real PyTorch included (the slow-marked long runs left out).
 test: $(STAMP_TEST)
-	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+	$(PYTEST) $(PYTEST_ARGS) -m "not slow"
 
 ## test-full: the suite plus the slow-marked long runs (digits examples at full length with accuracy targets).
 test-full: $(STAMP_TEST)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 ## bench: fnml vs PyTorch benchmarks (W1-W7, W5 whole process, import overhead); writes benchmarks/results/.
 bench: $(STAMP_BENCH)
@@ -58,3 +62,4 @@ lint: $(STAMP_TEST)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info fnml_output
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
