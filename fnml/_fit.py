@@ -146,14 +146,17 @@ def _as_array(name: str, value: Any) -> jax.Array:
         raise TypeError(f"fit: {name} must be an array, got {type(value).__name__}") from error
 
 
-def _format_line(epoch: int, epochs: int, logs: Mapping[str, float]) -> str:
-    """``Epoch [10/100], Loss: 1.7180`` (+ validation entries), the tutorial's print."""
+def _format_line(epoch: int, epochs: int, logs: Mapping[str, float], *, show_lr: bool = False) -> str:
+    """``Epoch [10/100], Loss: 1.7180`` (+ validation entries; + ``LR: ...`` for a scheduled lr): the tutorial."""
     line = f"Epoch [{epoch}/{epochs}], Loss: {logs['loss']:.4f}"
     if "val_loss" in logs:  # the validation loss first, then the metrics (device_get sorts dict keys)
         line += f", Val Loss: {logs['val_loss']:.4f}"
     for name, value in logs.items():
         if name.startswith("val_") and name != "val_loss":
             line += f", Val {name[4:]}: {value:.4f}"
+    for name, value in logs.items() if show_lr else ():
+        if name == "lr" or name.startswith("lr/"):
+            line += f", {name.replace('lr', 'LR', 1)}: {value:.3g}"
     return line
 
 
@@ -699,10 +702,16 @@ def _nonfinite_outcome(plan, compiled, start_state, epochs, chunk_losses, record
 # ---- fit, step 5: record an epoch (history, log line, callbacks, periodic checkpoint) -----------
 
 
-def _record_epoch(plan, compiled, state, done: int, row: np.ndarray, record: _Record, bar) -> tuple:
-    """Book epoch ``done`` (1-based); returns (state, stop reason or None). Callbacks run here, in order."""
+def _record_epoch(
+    plan, compiled, state, done: int, row: np.ndarray, record: _Record, bar, *, epochs_after: int = 0
+) -> tuple:
+    """Book epoch ``done`` (1-based); returns (state, stop reason or None). Callbacks run here, in order.
+
+    ``state`` is the state at the end of the chunk, ``epochs_after`` epochs past ``done`` (fused chunks).
+    """
     record.losses.extend(row.tolist())
     logs = {"loss": float(row[-1]), "mean_loss": float(np.mean(row))}
+    logs.update(_lr_logs(state, epochs_after * plan.steps_per_epoch))
     if compiled.evaluate is not None:
         values = jax.device_get(compiled.evaluate(state, *plan.validation.batch()))
         logs.update({f"val_{k}": float(v) for k, v in values.items() if k != "aux"})
@@ -710,7 +719,7 @@ def _record_epoch(plan, compiled, state, done: int, row: np.ndarray, record: _Re
     for name, value in logs.items():
         record.history.setdefault(name, []).append(value)
     if plan.verbose and done % plan.log_every == 0:
-        bar.print(_format_line(done, plan.epochs, logs))
+        bar.print(_format_line(done, plan.epochs, logs, show_lr=_lr_is_scheduled(state)))
     stop_reason = None
     for cb in plan.callbacks:
         action = cb.on_epoch_end(done, logs, state)
@@ -722,6 +731,41 @@ def _record_epoch(plan, compiled, state, done: int, row: np.ndarray, record: _Re
     if ckpt.directory is not None and ckpt.every is not None and done % ckpt.every == 0:
         _save(plan, state, done, record)
     return state, stop_reason
+
+
+def _lr_logs(state: Any, updates_after: int) -> dict[str, float]:
+    """``{"lr": ...}`` (``{"lr/<group>": ...}`` per param group): the lr the next epoch starts with.
+
+    torch's ``scheduler.get_last_lr()`` printed after an epoch's ``scheduler.step()`` calls; empty when the
+    optimizer is not an ``fnml.optim`` one (its lr cannot be read off the state: ``schedules.current_lr``).
+    ``state`` may be ``updates_after`` optimizer updates past the epoch (the end of a fused chunk of
+    epochs): the step counters are wound back by that many first, so each epoch books its own lr.
+    """
+    from fnml import schedules
+
+    if schedules._recorded_lr(state.tx) is None:
+        return {}
+    if updates_after:
+
+        def wind_back(path: tuple, leaf: Any) -> Any:
+            is_count = path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "count"
+            return leaf - updates_after if is_count else leaf
+
+        opt_state = jax.tree_util.tree_map_with_path(wind_back, state.opt_state)
+        state = state.replace(opt_state=opt_state, step=state.step - updates_after)
+    lr = jax.device_get(schedules.current_lr(state))
+    if isinstance(lr, dict):
+        return {f"lr/{label}": float(value) for label, value in lr.items()}
+    return {"lr": float(lr)}
+
+
+def _lr_is_scheduled(state: Any) -> bool:
+    """Whether the lr changes over training (a schedule, in some param group): then fit's line shows it."""
+    from fnml import schedules
+
+    lr = schedules._recorded_lr(state.tx)
+    values = lr.values() if isinstance(lr, dict) else [lr]
+    return any(callable(value) or isinstance(value, schedules.ReduceLROnPlateau) for value in values)
 
 
 def _save(plan: FitOptions, state: Any, epoch: int, record: _Record) -> None:
@@ -783,7 +827,9 @@ def run(plan: FitOptions, fresh: Any, model: nnx.Module) -> FitResult:
             if check and not np.all(np.isfinite(chunk_losses)):
                 return _nonfinite_outcome(plan, compiled, start_state, epoch_list, chunk_losses, record, bar)
             for offset, e in enumerate(epoch_list):
-                state, reason = _record_epoch(plan, compiled, state, e + 1, chunk_losses[offset], record, bar)
+                state, reason = _record_epoch(
+                    plan, compiled, state, e + 1, chunk_losses[offset], record, bar, epochs_after=end - (e + 1)
+                )
                 stop_reason = reason or stop_reason
             bar.advance(len(epoch_list) * plan.steps_per_epoch)
             epoch = end

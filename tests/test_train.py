@@ -533,3 +533,69 @@ def test_log_line_puts_the_validation_loss_before_metrics():
     logs = {"loss": 0.5, "mean_loss": 0.6, "val_accuracy": 0.9, "val_loss": 0.25}
     line = fit_pipeline._format_line(3, 10, logs)
     assert line == "Epoch [3/10], Loss: 0.5000, Val Loss: 0.2500, Val accuracy: 0.9000"
+
+
+# ---- the learning rate in fit's history and log ---------------------------------------------------
+
+
+def test_fit_records_torchs_get_last_lr_each_epoch_and_prints_a_scheduled_one(capsys):
+    """Warm-up + cosine per step (SequentialLR), 4 steps per epoch: history["lr"] after each epoch equals
+    torch's ``scheduler.get_last_lr()[0]`` after that epoch's ``scheduler.step()`` calls."""
+    from fnml import schedules
+
+    steps_per_epoch, epochs, lr = 4, 5, 0.1
+    schedule = schedules.sequential_lr(
+        [schedules.linear_lr(lr, 0.1, 1.0, total_iters=6), schedules.cosine_annealing_lr(lr, T_max=14)],
+        milestones=[6],
+    )
+    X = np.random.default_rng(0).standard_normal((16, 2))
+    result = train.fit(
+        layers.SimpleNN(rngs=nnx.Rngs(0)),
+        optim.sgd(lr=schedule),
+        MSE,
+        X,
+        X[:, :1],
+        epochs=epochs,
+        batch_size=4,
+        log_every=1,
+    )
+    parameter = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([parameter], lr=lr)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(optimizer, 0.1, 1.0, total_iters=6),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=14),
+        ],
+        milestones=[6],
+    )
+    expected = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            scheduler.step()
+        expected.append(scheduler.get_last_lr()[0])
+    np.testing.assert_allclose(result.history["lr"], expected, rtol=1e-12, atol=0)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == f"Epoch [5/5], Loss: {result.losses[-1]:.4f}, LR: {expected[-1]:.3g}"
+
+
+def test_fit_records_a_constant_lr_and_each_param_groups_lr_without_printing_them(capsys):
+    X = np.random.default_rng(0).standard_normal((8, 2))
+    result = train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=0.01), MSE, X, X[:, :1], epochs=2, log_every=1)
+    assert result.history["lr"] == pytest.approx([0.01, 0.01], rel=1e-12)
+    assert all(LINE.match(line) for line in capsys.readouterr().out.splitlines())  # the tutorial's line, as is
+    tx = optim.param_groups(
+        {"body": optim.sgd(lr=0.01), "head": optim.sgd(lr=optim.step_lr(0.1, step_size=1, gamma=0.5))},
+        labels=optim.label_by(lambda name, p: "head" if name.startswith("fc2") else "body"),
+    )
+    result = train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), tx, MSE, X, X[:, :1], epochs=2, batch_size=4, log_every=1)
+    assert result.history["lr/body"] == pytest.approx([0.01, 0.01], rel=1e-12)
+    assert result.history["lr/head"] == pytest.approx([0.1 * 0.5**2, 0.1 * 0.5**4], rel=1e-12)  # 2 steps/epoch
+    assert capsys.readouterr().out.splitlines()[-1].endswith(", LR/body: 0.01, LR/head: 0.00625")
+
+
+def test_fit_with_a_foreign_optimizer_records_no_lr():
+    X = np.random.default_rng(0).standard_normal((8, 2))
+    result = train.fit(layers.SimpleNN(rngs=nnx.Rngs(0)), optax.sgd(0.01), MSE, X, X[:, :1], epochs=1, verbose=False)
+    assert "lr" not in result.history
