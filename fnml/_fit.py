@@ -74,8 +74,10 @@ class FitResult:
 
     ``model``: the trained module (a new object; the input module is not modified). ``losses``:
     ``np.ndarray`` with the loss of every optimizer step, in order. ``history``: per-epoch arrays
-    (``epoch``, ``loss`` = last step of the epoch as printed, ``mean_loss``, and ``val_loss`` /
-    ``val_<metric>`` with validation data). ``state``: the final :class:`TrainState`.
+    (``epoch``, ``loss`` = last step of the epoch as printed, ``mean_loss``, ``lr`` = the learning rate
+    after the epoch, torch's ``scheduler.get_last_lr()[0]``, or ``lr/<group>`` per ``optim.param_groups``
+    group, for ``fnml.optim`` optimizers, and ``val_loss`` / ``val_<metric>`` with validation data).
+    ``state``: the final :class:`TrainState`.
     ``stop_reason``: why training ended before ``epochs`` (early stopping, non-finite loss) or None.
     """
 
