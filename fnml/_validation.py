@@ -9,6 +9,8 @@ The vocabulary: :func:`check_bool`, :func:`check_int` / :func:`check_positive_in
 / :func:`check_positive` / :func:`check_non_negative` / :func:`check_in_interval` (float ranges),
 :func:`check_choice`, :func:`check_pair`, :func:`check_key`, :func:`check_ndim`. Each returns the checked
 value (ints as Python ``int``, pairs as tuples), so a caller can write ``n = check_positive_int("n", n)``.
+Messages quote a received value through :func:`describe`: an array, a tensor, a model or a parameter tree is
+named by its type (and shape, dtype or length), never printed.
 
 >>> check_positive_int("batch_size", 32, where="DataLoader")
 32
@@ -39,9 +41,72 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _received(value: Any) -> str:
-    """``'3' (str)``: the value and its type, for TypeError messages."""
-    return f"{value!r} ({type(value).__name__})"
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, np.generic)
+_MAX_SHOWN = 80  # longest repr an error message quotes; longer values are summarised
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """A scalar, string or small container of them: safe and short to quote in an error message."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (tuple, list, set, frozenset)) and depth < 3 and len(value) <= 16:
+        return all(_is_plain(item, depth + 1) for item in value)
+    if isinstance(value, dict) and depth < 3 and len(value) <= 16:
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def describe(value: Any) -> str:
+    """``value`` as an error message may quote it: never an array's or a tensor's values, never a whole model.
+
+    Scalars, strings and small containers of them are quoted (``repr``, cut at 80 characters); arrays and
+    tensors are named by type, shape and dtype; containers holding them by type and length; other objects
+    by their one-line repr, or by type when that repr is long or spans lines (a module, a parameter tree).
+
+    >>> import numpy as np
+    >>> describe((3, 0)), describe("sum")
+    ('(3, 0)', "'sum'")
+    >>> describe(np.zeros((2, 3), np.float32))
+    'a numpy.ndarray of shape (2, 3) and dtype float32'
+    >>> describe({"w": np.zeros(3), "b": np.zeros(1)})
+    'a dict of 2 entries (not shown)'
+    """
+    kind = type(value).__name__
+    if not isinstance(value, np.generic) and hasattr(value, "shape") and hasattr(value, "dtype"):
+        root = type(value).__module__.split(".")[0]
+        array = {"jaxlib": "jax.Array", "jax": "jax.Array", "numpy": "numpy.ndarray"}.get(root, f"{root}.{kind}")
+        return f"a {array} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if _is_plain(value):
+        text = repr(value)
+        return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    if isinstance(value, (tuple, list, set, frozenset, dict)):
+        one, many = ("entry", "entries") if isinstance(value, dict) else ("item", "items")
+        unit = one if len(value) == 1 else many
+        return f"{_article(kind)} {kind} of {len(value)} {unit} (not shown)"
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the error being reported
+        text = ""
+    if text and "\n" not in text and len(text) <= _MAX_SHOWN:
+        return text
+    return f"{_article(kind)} {kind} object"
+
+
+def received(value: Any) -> str:
+    """The value and its type, for TypeError messages: ``'3' (str)``; arrays and models summarised by :func:`describe`.
+
+    >>> import numpy as np
+    >>> received("3"), received(np.ones(3))
+    ("'3' (str)", 'a numpy.ndarray of shape (3,) and dtype float64')
+    """
+    if _is_plain(value):
+        return f"{describe(value)} ({type(value).__name__})"
+    text = describe(value)  # an array, a model, a parameter tree: its type, never its values
+    return text if text.startswith(("a ", "an ")) else f"{text} ({type(value).__name__})"
 
 
 def check_number(name: str, value: Any, *, where: str = "") -> float:
@@ -54,7 +119,7 @@ def check_number(name: str, value: Any, *, where: str = "") -> float:
     TypeError: adam: lr must be a number, got '0.1' (str)
     """
     if not _is_number(value):
-        raise TypeError(f"{_prefix(where)}{name} must be a number, got {_received(value)}")
+        raise TypeError(f"{_prefix(where)}{name} must be a number, got {received(value)}")
     return value
 
 
@@ -92,7 +157,7 @@ def check_bool(name: str, value: Any, *, where: str = "") -> bool:
     TypeError: LSTM: bias must be a bool (True or False), got 1 (int)
     """
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{_prefix(where)}{name} must be a bool (True or False), got {_received(value)}")
+        raise TypeError(f"{_prefix(where)}{name} must be a bool (True or False), got {received(value)}")
     return bool(value)
 
 
@@ -106,7 +171,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, where: str =
     ValueError: ReduceLROnPlateau: patience must be an int >= 0, got patience=-1
     """
     if not _is_int(value):
-        raise TypeError(f"{_prefix(where)}{name} must be an int, got {_received(value)}")
+        raise TypeError(f"{_prefix(where)}{name} must be an int, got {received(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{_prefix(where)}{name} must be an int >= {minimum}, got {name}={value!r}")
     return int(value)
@@ -120,7 +185,7 @@ def check_positive_int(name: str, value: Any, *, where: str = "") -> int:
     TypeError: step_size must be a positive integer, got True (bool)
     """
     if not _is_int(value):
-        raise TypeError(f"{_prefix(where)}{name} must be a positive integer, got {_received(value)}")
+        raise TypeError(f"{_prefix(where)}{name} must be a positive integer, got {received(value)}")
     if value < 1:
         raise ValueError(f"{_prefix(where)}{name} must be a positive integer, got {name}={value!r}")
     return int(value)
@@ -137,7 +202,7 @@ def check_pair(name: str, value: Any, *, n: int = 2, minimum: int = 1, where: st
     """
     items = (value,) * n if _is_int(value) else value
     if not isinstance(items, (tuple, list)) or len(items) != n or not all(_is_int(v) for v in items):
-        raise TypeError(f"{_prefix(where)}{name} must be an int or a tuple of {n} ints, got {name}={value!r}")
+        raise TypeError(f"{_prefix(where)}{name} must be an int or a tuple of {n} ints, got {name}={describe(value)}")
     if any(v < minimum for v in items):
         bound = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{_prefix(where)}{name} must be {bound}, got {name}={value!r}")
@@ -162,7 +227,7 @@ def check_key(name: str, value: Any, *, where: str = "") -> Any:
         shown = (
             f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
             if hasattr(value, "dtype") and hasattr(value, "shape")
-            else _received(value)
+            else received(value)
         )
         raise TypeError(f"{_prefix(where)}{name} must be a jax.random key (jax.random.key(seed)), got {shown}")
     return value
@@ -202,7 +267,7 @@ def check_choice(name: str, value: Any, choices: Iterable[Any], *, where: str = 
     options = tuple(choices)
     listed = ", ".join(repr(c) for c in options)
     if not any(_same_kind(value, c) for c in options):
-        raise TypeError(f"{_prefix(where)}{name} must be one of {listed}; got {_received(value)}")
+        raise TypeError(f"{_prefix(where)}{name} must be one of {listed}; got {received(value)}")
     if not any(_same_kind(value, c) and value == c for c in options):
         raise ValueError(f"{_prefix(where)}{name} must be one of {listed}; got {name}={value!r}")
     return value

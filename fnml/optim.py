@@ -146,14 +146,29 @@ _TORCH_KEYWORDS = {
 _TORCH_KEYWORDS_FOR = {"rmsprop": {"decay": "alpha"}}
 
 
+# Keywords under which torch code (or a guess) hands the model's parameters to an optimizer.
+_PARAMETER_KEYWORDS = ("params", "parameters", "named_parameters", "param_groups", "model", "module")
+
+
 def _looks_like_parameters(value: Any) -> bool:
     """What torch's ``Optimizer(params, ...)`` takes: a module, a parameter tree, a generator, tensors."""
     from flax import nnx
 
     if isinstance(value, (nnx.Module, nnx.State, dict, list, tuple)) or inspect.isgenerator(value):
         return True
+    # An array of rank >= 1 is a parameter, not a learning rate (a 0-d one is left to lr's own check).
+    if getattr(value, "ndim", 0) and hasattr(value, "shape"):
+        return True
     # torch tensors / modules without importing torch
     return hasattr(value, "requires_grad") or hasattr(value, "named_parameters") or hasattr(value, "__next__")
+
+
+def _no_parameters_error(name: str, got: str) -> TypeError:
+    return TypeError(
+        f"optim.{name}: fnml optimizers take no parameters (got {got}, as torch.optim's "
+        f"Optimizer(model.parameters(), ...) would); the optimizer state is "
+        f"built from the model instead: state = train.TrainState.create(model, optim.{name}(lr=...))"
+    )
 
 
 def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Callable[..., optax.GradientTransformation]:
@@ -161,18 +176,19 @@ def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Calla
     name = factory.__name__
     signature = inspect.signature(factory)
     accepted = list(signature.parameters)
+    # The on/off options (nesterov, amsgrad, maximize, centered...): declared by their bool default.
+    flags = [key for key, parameter in signature.parameters.items() if isinstance(parameter.default, bool)]
 
     @functools.wraps(factory)
     def checked(*args: Any, **kwargs: Any) -> optax.GradientTransformation:
+        # Messages name the argument and its type, never its values (a parameter tree would print every array).
         if args and _looks_like_parameters(args[0]):
-            raise TypeError(
-                f"optim.{name}: fnml optimizers take no parameters (got {type(args[0]).__name__} as the first "
-                f"argument, as torch.optim's Optimizer(model.parameters(), ...) would); the optimizer state is "
-                f"built from the model instead: state = train.TrainState.create(model, optim.{name}(lr=...))"
-            )
+            raise _no_parameters_error(name, f"{check.describe(args[0])} as the first argument")
         for keyword in kwargs:
             if keyword in accepted:
                 continue
+            if keyword in _PARAMETER_KEYWORDS:
+                raise _no_parameters_error(name, f"{keyword}={check.describe(kwargs[keyword])}")
             guess = _TORCH_KEYWORDS_FOR.get(name, {}).get(keyword, _TORCH_KEYWORDS.get(keyword))
             if guess not in accepted:
                 close = difflib.get_close_matches(keyword, accepted, n=1)
@@ -181,9 +197,13 @@ def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Calla
             if guess == "betas":
                 hint += " (one pair: betas=(beta1, beta2))"
             raise TypeError(
-                f"optim.{name}: unknown keyword {keyword}={kwargs[keyword]!r}{hint}? fnml uses torch.optim's "
-                f"names: {', '.join(accepted)}"
+                f"optim.{name}: unknown keyword {keyword}={check.describe(kwargs[keyword])}{hint}? fnml uses "
+                f"torch.optim's names: {', '.join(accepted)}"
             )
+        for flag in flags:
+            # torch takes any truthy value here; fnml refuses 1 / "yes" / an array, as for the layers' flags.
+            if flag in kwargs:
+                check.check_bool(flag, kwargs[flag], where=name)
         tx = factory(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -270,8 +290,10 @@ def _check_hyper(name: str, value: Any, where: str) -> ScalarOrSchedule:
 
 def _check_betas(betas: Any, where: str) -> tuple[ScalarOrSchedule, ScalarOrSchedule]:
     """betas is a pair, each in [0, 1) (torch: 'Invalid beta parameter at index i') or a callable."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got betas={betas!r}")
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {check.describe(betas)}")
+    if len(betas) != 2:
+        raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got betas={check.describe(betas)}")
     for index, beta in enumerate(betas):
         if not callable(beta):
             check.check_in_interval(f"betas[{index}]", beta, 0.0, 1.0, where=where)
@@ -396,7 +418,7 @@ def sgd(
     if nesterov and ((not callable(momentum) and momentum <= 0) or dampening != 0):
         raise ValueError(
             f"{where}: nesterov=True requires momentum > 0 and dampening=0 (as torch.optim.SGD), "
-            f"got momentum={momentum!r}, dampening={dampening!r}"
+            f"got momentum={check.describe(momentum)}, dampening={dampening!r}"
         )
     parts = _prepare(maximize, weight_decay)
     momentum = _momentum_source(momentum, lr)
@@ -1055,7 +1077,7 @@ def label_by(fn: Callable[[str, jax.Array], Hashable]) -> Callable[[Any], Any]:
     {'fc1': {'bias': 'body', 'kernel': 'body'}, 'fc2': {'kernel': 'head'}}
     """
     if not callable(fn):
-        raise TypeError(f"label_by: fn must be a callable (name, array) -> label, got {fn!r}")
+        raise TypeError(f"label_by: fn must be a callable (name, array) -> label, got {check.describe(fn)}")
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(lambda path, leaf: fn(_path_name(path), leaf), params)
@@ -1130,12 +1152,17 @@ def param_groups(
     >>> {name: [round(u, 6) for u in update.tolist()] for name, update in updates.items()}  # -lr * g each
     {'fc1': [-0.01, -0.01], 'fc2': [-0.1, -0.1]}
     """
-    if not isinstance(groups, Mapping) or not groups:
-        raise ValueError(f"param_groups: groups must be a non-empty mapping label -> optimizer, got {groups!r}")
+    if not isinstance(groups, Mapping):
+        raise TypeError(
+            f"param_groups: groups must be a non-empty mapping label -> optimizer, got {check.describe(groups)}"
+        )
+    if not groups:
+        raise ValueError("param_groups: groups must be a non-empty mapping label -> optimizer, got {}")
     for label, transform in groups.items():
         if not isinstance(transform, optax.GradientTransformation):
             raise TypeError(
-                f"param_groups: groups[{label!r}] must be an optax.GradientTransformation, got {transform!r}"
+                f"param_groups: groups[{label!r}] must be an optax.GradientTransformation, "
+                f"got {check.received(transform)}"
             )
 
     def checked_labels(params):
@@ -1211,6 +1238,7 @@ def get_total_norm(grads: Any, norm_type: float = 2.0, *, error_if_nonfinite: bo
     4.0
     """
     norm_type = _check_norm_type(norm_type, "get_total_norm")
+    check.check_bool("error_if_nonfinite", error_if_nonfinite, where="get_total_norm")
     leaves = jax.tree.leaves(grads)
     if not leaves:
         return jnp.zeros([], _scalar_dtype())
@@ -1266,6 +1294,7 @@ def clip_grad_norm(
     where = "clip_grad_norm"
     check.check_non_negative("max_norm", max_norm, where=where)
     norm_type = _check_norm_type(norm_type, where)
+    check.check_bool("error_if_nonfinite", error_if_nonfinite, where=where)
 
     def init_fn(params):
         del params

@@ -5,6 +5,7 @@ PyTorch equivalent: ``torch.nn.Module`` and ``torch.nn.init``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -126,7 +127,72 @@ def module_repr(module: nnx.Module) -> str:
     return text + ")"
 
 
-class Module(nnx.Module):
+# --------------------------------------------------------------------------------------------------
+# Attributes: torch's registration rules on top of nnx's data / static split
+# --------------------------------------------------------------------------------------------------
+# nnx 0.12 decides once per attribute whether it is pytree *data* (traced, split into the state: arrays,
+# Variables, modules) or *static* (part of the graphdef: ints, strings, None, plain lists and dicts). A static
+# attribute may not receive data later, and a plain list/dict of modules is static, so two torch habits fail
+# with flax's "Cannot assign data value ... to static attribute" / "Found data on value ..." errors:
+# ``self.down = None`` then a module, and ``self.blocks = [Linear(...), ...]``. Module.__setattr__ applies
+# torch's rules instead: a value that is or holds modules / arrays / Variables is data whatever the attribute
+# held before, and a plain list / dict of modules becomes fnml's ModuleList / ModuleDict (torch's names
+# "blocks.0.weight", torch's repr), as if the user had written ``nn.ModuleList`` / ``nn.ModuleDict``.
+
+# Filled by ``layers.container`` (which imports this module; the package's __init__ imports it before any layer
+# is built): the classes a plain list / dict of modules becomes. A registry rather than an import keeps the
+# layers package free of import cycles.
+_TORCH_CONTAINERS: dict[type, Any] = {}
+
+
+def _holds_data(value: Any) -> bool:
+    """True if ``value`` is, or contains, a module, an array or a Variable (nnx's data)."""
+    return nnx.is_data(value) or bool(nnx.has_data(value))
+
+
+def _registered(value: Any) -> Any:
+    """A plain list / dict of modules as fnml's ModuleList / ModuleDict (nested ones too); other values as given.
+
+    Only exact, non-empty ``list`` / ``dict`` whose every item is a module are converted, as torch's
+    ModuleList / ModuleDict hold nothing else (a dict's keys then follow ModuleDict's rules and errors: str,
+    no ``"."``, not a method name). A list mixing modules with other values becomes an ``nnx.List`` (each
+    item data or static on its own), the nnx way; a mixed dict stays a dict.
+    """
+    if type(value) is list and value:
+        items = [_registered(item) for item in value]
+        if all(isinstance(item, nnx.Module) for item in items):
+            return _TORCH_CONTAINERS[list](items)
+        return nnx.List(items) if any(_holds_data(item) for item in items) else value
+    if type(value) is dict and value:
+        items = {key: _registered(item) for key, item in value.items()}
+        if all(isinstance(item, nnx.Module) for item in items.values()):
+            return _TORCH_CONTAINERS[dict](items)
+        return items if any(_holds_data(item) for item in items.values()) else value
+    return value
+
+
+def _is_static_attribute(module: nnx.Module, name: str) -> bool:
+    return name in vars(module) and not module._pytree__nodes.get(name, False)
+
+
+class _TorchModuleMeta(type(nnx.Module)):
+    """nnx's metaclass, plus one step after ``__init__``: lists / dicts filled after their assignment are registered.
+
+    torch's ``self.blocks = nn.ModuleList()`` then ``self.blocks.append(...)`` is often written with a plain
+    ``[]`` / ``{}``: the empty container was static when assigned, and nnx would refuse the filled one at the
+    end of construction. flax's own ``bridge.Module`` hooks the same place (``_pytree_meta_construct``).
+    """
+
+    def _pytree_meta_construct(cls, self, *args, **kwargs):
+        super()._pytree_meta_construct(self, *args, **kwargs)
+        for name, value in list(vars(self).items()):
+            if not name.startswith("_pytree__") and _is_static_attribute(self, name) and _holds_data(value):
+                # nnx.data(...) flips the attribute to data in place: it keeps its position, as the
+                # nn.ModuleList() it stands for would in torch.
+                nnx.Module.__setattr__(self, name, nnx.data(_registered(value)))
+
+
+class Module(nnx.Module, metaclass=_TorchModuleMeta):
     """Base class of fnml layers: an ``nnx.Module`` that prints like ``torch.nn.Module``.
 
     PyTorch equivalent: ``torch.nn.Module``.
@@ -156,6 +222,32 @@ class Module(nnx.Module):
     )
     >>> model.eval() is model, model.drop.deterministic  # eval() returns the module, dropout is off
     (True, True)
+
+    Attributes follow torch's registration habits (nnx alone refuses the first two): a plain ``list`` /
+    ``dict`` of modules becomes a :class:`ModuleList` / :class:`ModuleDict` (torch's state_dict names
+    ``blocks.0.weight`` and repr; its parameters are in ``nnx.state`` and are trained), also when it is
+    filled after its assignment inside ``__init__`` (``self.blocks = []`` then ``append``); a module may be
+    assigned over ``None`` or any plain value, in ``__init__`` or later, and is then listed after the other
+    children, as in torch. Difference: torch never registers a plain list or dict (only ``nn.ModuleList`` /
+    ``nn.ModuleDict``); fnml registers them, so the torch code you meant is the code that runs. A list
+    mixing modules and other values becomes an ``nnx.List``; a tuple or a dict holding arrays stays itself,
+    marked as nnx data. ``nnx.data(...)`` / ``nnx.static(...)`` keep their explicit meaning.
+
+    >>> class Tower(layers.Module):
+    ...     def __init__(self, *, rngs):
+    ...         self.down = None  # an optional submodule
+    ...         self.blocks = [layers.Linear(2, 2, rngs=rngs) for _ in range(2)]
+    ...         self.down = layers.Linear(2, 1, rngs=rngs)
+    >>> tower = Tower(rngs=nnx.Rngs(0))
+    >>> print(tower)
+    Tower(
+      (blocks): ModuleList(
+        (0-1): 2 x Linear(in_features=2, out_features=2, bias=True)
+      )
+      (down): Linear(in_features=2, out_features=1, bias=True)
+    )
+    >>> len(jax.tree.leaves(nnx.state(tower, nnx.Param)))  # 3 kernels, 3 biases
+    6
     """
 
     torch_facts = TorchFacts(
@@ -166,6 +258,19 @@ class Module(nnx.Module):
         capture=LOWERS_OP_BY_OP,
         autocast=False,
     )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # torch's registration rules on nnx's data/static split (see the comment above _TORCH_CONTAINERS).
+        # nnx.data(...) / nnx.static(...) (dataclasses.Field) are the user's explicit choice: kept as given.
+        if not isinstance(value, dataclasses.Field) and not name.startswith("_pytree__"):
+            value = _registered(value)
+            if _holds_data(value):
+                if _is_static_attribute(self, name):
+                    # torch: a module assigned over a plain attribute (None) is registered anew, after the others.
+                    delattr(self, name)
+                if not nnx.is_data(value):  # a tuple / mixed dict holding modules or arrays: data, explicitly
+                    value = nnx.data(value)
+        super().__setattr__(name, value)
 
     def extra_repr(self) -> str:
         """Settings shown inside the parentheses (torch's ``extra_repr``)."""

@@ -15,10 +15,11 @@ from flax import nnx
 
 from fnml.layers._facts import CHILDREN, LOWERS_OP_BY_OP, PARAMETERLESS, LayerCall, TorchFacts
 from fnml.layers.base import (
+    _TORCH_CONTAINERS,
     Module,
     _add_indent,
+    _child_repr,
     _normalize_dim,
-    module_repr,
 )
 
 __all__ = ["Flatten", "ModuleDict", "ModuleList", "Sequential", "Unflatten"]
@@ -315,7 +316,7 @@ class ModuleList(_NamedChildren):
 
     def __repr__(self) -> str:
         # torch's ModuleList.__repr__: runs of identical children print once, as "(i-j): n x child".
-        texts = [module_repr(module) if isinstance(module, nnx.Module) else repr(module) for module in self]
+        texts = [_child_repr(module) for module in self]  # a nested ModuleList compresses its own runs too
         if not texts:
             return "ModuleList()"
         runs: list[list[Any]] = []  # [start, end, text]
@@ -538,3 +539,8 @@ class Unflatten(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+# A plain list / dict of modules assigned to a layers.Module attribute becomes one of these (layers.base).
+_TORCH_CONTAINERS[list] = ModuleList
+_TORCH_CONTAINERS[dict] = ModuleDict

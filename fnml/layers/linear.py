@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -109,12 +110,13 @@ class Linear(Module, nnx.Linear):
         rngs: nnx.Rngs,
         **flax_options: Any,
     ):
-        where = "Linear"
+        where = type(self).__name__  # NonDynamicallyQuantizableLinear names itself
         _refuse_flax_options(flax_options, where)
         check_positive_int("in_features", in_features, where=where)
         check_positive_int("out_features", out_features, where=where)
-        if not isinstance(bias, bool):
+        if not isinstance(bias, (bool, np.bool_)):  # numpy's bools too, as _validation.check_bool takes them
             raise TypeError(f"{where}: bias must be a bool, got bias={bias!r}")
+        bias = bool(bias)
         init = torch_uniform(_fan_in_bound(in_features))
         super().__init__(
             in_features,

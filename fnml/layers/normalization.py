@@ -91,6 +91,9 @@ class _BatchNorm(Module):
             raise ValueError(f"{where}: eps must be > 0, got eps={eps!r}")
         if momentum is not None:
             check_in_interval("momentum", momentum, 0.0, 1.0, closed_high=True, where=where)
+        # torch takes any truthy value for these; fnml refuses 1 / "no" as it does for every layer flag.
+        for flag, value in (("affine", affine), ("track_running_stats", track_running_stats), ("bias", bias)):
+            check_bool(flag, value, where=where)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -275,6 +278,8 @@ class LayerNorm(Module):
         check_number("eps", eps, where=where)
         if not eps > 0:
             raise ValueError(f"{where}: eps must be > 0, got eps={eps!r}")
+        check_bool("elementwise_affine", elementwise_affine, where=where)  # torch: any truthy value
+        check_bool("bias", bias, where=where)
         self.normalized_shape = shape
         self.eps = eps
         self.elementwise_affine = bool(elementwise_affine)

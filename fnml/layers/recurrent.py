@@ -371,6 +371,14 @@ class _RecurrentBase(Module):
         check_positive_int("hidden_size", hidden_size, where=name)
         check_positive_int("num_layers", num_layers, where=name)
         check_in_interval("dropout", dropout, 0.0, 1.0, closed_high=True, where=name)
+        # torch raises its TypeError for bias and batch_first only; bidirectional=1 would silently work there.
+        for flag, value in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+            ("fused_backward", fused_backward),
+        ):
+            check_bool(flag, value, where=name)
         if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
             raise ValueError(f"{name}: unroll must be a positive integer or a bool, got unroll={unroll!r}")
         if dropout > 0 and num_layers == 1:
