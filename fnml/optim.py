@@ -217,7 +217,7 @@ def _torch_habits(factory: Callable[..., optax.GradientTransformation]) -> Calla
         for flag in flags:
             # torch takes any truthy value here; fnml refuses 1 / "yes" / an array, as for the layers' flags.
             if flag in kwargs:
-                check.check_bool(flag, kwargs[flag], where=name)
+                check.check_bool(flag, kwargs[flag], where=f"optim.{name}")
         tx = factory(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()

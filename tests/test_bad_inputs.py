@@ -51,6 +51,14 @@ def _corrupt_checkpoint():
 ROWS = [
     # ---- layers
     (
+        "layers.LSTM",
+        "bias=1 (torch: TypeError too)",
+        TypeError,
+        r"LSTM: bias must be a bool \(True or False\), got 1 \(int\)",
+        lambda: layers.LSTM(4, 4, bias=1, rngs=R),
+        "eager",
+    ),
+    (
         "layers.Linear",
         "input with the wrong number of features",
         ValueError,
@@ -447,6 +455,55 @@ ROWS = [
     # ---- optimizers, clipping, schedules
     (
         "optim.sgd",
+        "params= (torch's Optimizer(model.parameters()))",
+        TypeError,
+        r"optim.sgd: fnml optimizers take no parameters \(got params=a dict of 1 entry \(not shown\).*"
+        r"TrainState.create\(model, optim.sgd\(lr=...\)\)",
+        lambda: optim.sgd(params={"w": np.full(3, 123.456)}),
+        "eager",
+    ),
+    (
+        "optim.adam",
+        "amsgrad=1 (a bool option given an int)",
+        TypeError,
+        r"optim.adam: amsgrad must be a bool \(True or False\), got 1 \(int\)",
+        lambda: optim.adam(amsgrad=1),
+        "eager",
+    ),
+    (
+        "schedules.sequential_lr",
+        "sub-schedules with different base lr",
+        ValueError,
+        r"SequentialLR: every schedule must have the same lr .*got lr=0.1 for schedulers\[0\] and lr=0.2",
+        lambda: schedules.sequential_lr([schedules.linear_lr(0.1), schedules.constant_lr(0.2)], milestones=[5]),
+        "eager",
+    ),
+    (
+        "schedules.cosine_annealing_warm_restarts",
+        "T_0=0",
+        ValueError,
+        r"CosineAnnealingWarmRestarts: T_0 must be a positive integer, got T_0=0",
+        lambda: schedules.cosine_annealing_warm_restarts(0.1, T_0=0),
+        "eager",
+    ),
+    (
+        "schedules.chained_scheduler",
+        "a cosine with eta_min != 0 (no closed form)",
+        ValueError,
+        r"ChainedScheduler: schedulers\[0\] is a CosineAnnealingLR with eta_min=0.01.*use eta_min=0",
+        lambda: schedules.chained_scheduler([schedules.cosine_annealing_lr(0.1, T_max=5, eta_min=0.01)]),
+        "eager",
+    ),
+    (
+        "schedules.current_lr",
+        "a bare optimizer state without lr=",
+        ValueError,
+        r"current_lr: with a bare optimizer state, pass lr=",
+        lambda: schedules.current_lr(optim.adam(lr=0.01).init({"w": jnp.zeros(2)})),
+        "eager",
+    ),
+    (
+        "optim.sgd",
         "lr=-0.1",
         ValueError,
         r"lr must be >= 0 and finite, got lr=-0.1",
@@ -631,6 +688,22 @@ ROWS = [
         "eager",
     ),
     # ---- training
+    (
+        "train.fit",
+        "keep_modes='yes'",
+        TypeError,
+        r"fit: keep_modes must be a bool \(True or False\), got 'yes' \(str\)",
+        lambda: _fit(keep_modes="yes"),
+        "eager",
+    ),
+    (
+        "train.TrainState.train",
+        "mode=1",
+        TypeError,
+        r"TrainState.train: mode must be a bool \(True or False\), got 1 \(int\)",
+        lambda: train.TrainState.create(layers.SimpleNN(rngs=R), optim.sgd(lr=0.1)).train(1),
+        "eager",
+    ),
     (
         "train.fit",
         "X and Y of different lengths",
