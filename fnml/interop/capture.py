@@ -43,6 +43,7 @@ from fnml.interop.state_dicts import (
     _named_modules,
     _named_slots,
     _read_source,
+    _slots,
 )
 from fnml.interop.state_dicts import state_dict as _state_dict
 from fnml.layers._facts import LayerCall
@@ -144,8 +145,6 @@ class _Input(NamedTuple):
     kind: str  # "user" | "var" | "const"
     value: Any
     shape: tuple | None  # user tensors: captured shape, None for a free dim
-    dtype: str | None = None  # user tensors: the example's dtype name (the call checks the dtype kind against it)
-    cast_on_entry: bool = False  # user tensors the forward only casts (x.float()): any dtype is accepted
 
 
 class _Variable(NamedTuple):
@@ -186,9 +185,13 @@ class TorchTwin(_TorchContainer):
     ``double()``. The rest of ``torch.nn.Module`` (``zero_grad``, ``requires_grad_``, hooks, ``half``...)
     raises an ``AttributeError`` that says what to use in fnml.
 
-    Differences from torch: a call refuses an input whose dtype torch's captured forward would refuse
-    (an integer image into a float model: ``TypeError`` naming the argument); ``forward`` is not a method
-    (call the twin).
+    A call refuses the operand dtypes torch refuses, where torch would: an fnml layer (Linear, Conv,
+    norms, RNNs) or a matmul / convolution / norm op given data not of its parameters' floating dtype (an
+    int32 image into a Conv2d, float32 into a float64 Linear), or an embedding given non-integer indices,
+    raises a ``TypeError`` naming the layer, the source line and the call's argument it came from, where
+    jax would promote silently. Elementwise ops promote as torch's do, and a forward that casts its input
+    first (``x.float() / 255``) takes any dtype. Difference from torch: ``forward`` is not a method (call
+    the twin); the twins ``from_torch(model)`` builds without example inputs do not check dtypes.
 
     >>> import torch
     >>> from fnml import interop
@@ -510,7 +513,8 @@ class TorchTwin(_TorchContainer):
         index = 0 if device is None else _validation.check_int("device", device, where="TorchTwin.cuda")
         if not devices.cuda_is_available():
             raise devices.DeviceNotFoundError(
-                f"TorchTwin.cuda: JAX sees no GPU on this machine (devices: {devices.describe()}). Choose the "
+                f"TorchTwin.cuda: JAX sees no GPU on this machine (devices: "
+                f"{', '.join(devices.device_name(d) for d in devices.available_devices())}). Choose the "
                 f"device with fnml.device: twin.to(fnml.device.device('cuda' if fnml.device.cuda_is_available() "
                 f"else 'cpu')); for NVIDIA GPUs install jax with CUDA: pip install 'fnml[cuda]'"
             )
@@ -694,7 +698,8 @@ def _float_dtype(spec: Any, where: str) -> np.dtype:
 
 
 def _flat_values(value: Any) -> Iterator[Any]:
-    if isinstance(value, (tuple, list)):
+    """The leaves of nested plain tuples / lists (program references, _Ref / _SliceSpec, are leaves)."""
+    if type(value) in (tuple, list):
         for item in value:
             yield from _flat_values(item)
     else:
@@ -1169,8 +1174,7 @@ class _Compiler:
                 shape = None
                 if hasattr(value, "shape"):
                     shape = tuple(_fixed_size(d) for d in value.shape)
-                dtype = _example_dtype(value)
-                result.append(_Input(node.name, "user", user_index, shape, dtype, _cast_on_entry(node)))
+                result.append(_Input(node.name, "user", user_index, shape))
                 self.placeholders[node.name] = ("user", user_index)
                 user_index += 1
             elif kind in ("PARAMETER", "BUFFER"):
@@ -1240,43 +1244,6 @@ class _Compiler:
         results = _convert(tuple(node.args[0]))
         user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
         return user
-
-
-def _example_dtype(value: Any) -> str | None:
-    """The name of a captured user tensor's dtype as the twin holds it, or None (not a tensor, or unmapped)."""
-    if not hasattr(value, "dtype"):
-        return None
-    try:
-        return canonical_dtype(value.dtype).name
-    except TypeError:  # a dtype fnml does not map (complex): no check at call time
-        return None
-
-
-# Users of an input that neither compute with its values nor depend on its dtype (shape reads, the metadata
-# assert torch.export puts before a cast).
-_DTYPE_NEUTRAL_USERS = frozenset(
-    {"aten.sym_size", "aten.sym_numel", "aten.sym_stride", "aten.sym_storage_offset", "aten._assert_tensor_metadata"}
-)
-
-
-def _cast_on_entry(placeholder: Any) -> bool:
-    """Whether the forward casts this input to a fixed dtype before any other use (``x.float() / 255``).
-
-    torch runs such a forward on any input dtype, so the twin must not refuse one there.
-    """
-    import torch
-
-    casts = 0
-    for user in placeholder.users:
-        name = _op_name(user.target) if user.op == "call_function" else ""
-        if name in _DTYPE_NEUTRAL_USERS:
-            continue
-        values = list(user.args) + list(user.kwargs.values())
-        if name in ("aten.to", "aten._to_copy") and any(isinstance(v, torch.dtype) for v in values):
-            casts += 1
-            continue
-        return False
-    return casts > 0
 
 
 def _fixed_size(dim: Any) -> int | None:
@@ -1357,46 +1324,125 @@ def _check_shape(name: str, value: Any, shape: tuple | None) -> None:
         )
 
 
-def _dtype_kind(dtype: Any) -> str:
-    """ "floating", "integer", "bool" or "other" (bfloat16 is floating: its numpy kind is 'V')."""
-    if jnp.issubdtype(dtype, jnp.floating):
-        return "floating"
-    if jnp.issubdtype(dtype, jnp.integer):
-        return "integer"
-    return "bool" if jnp.dtype(dtype) == jnp.bool_ else "other"
+# ATen ops torch runs only on operands of one floating dtype (no type promotion): matmuls, convolutions,
+# norms, attention. torch raises on a mix ("mat1 and mat2 must have the same dtype"); jax would promote.
+_SAME_DTYPE_OPS = frozenset(
+    {
+        "aten.linear",
+        "aten.conv1d",
+        "aten.conv2d",
+        "aten.conv_transpose1d",
+        "aten.conv_transpose2d",
+        "aten.mm",
+        "aten.bmm",
+        "aten.addmm",
+        "aten.baddbmm",
+        "aten.matmul",
+        "aten.mv",
+        "aten.dot",
+        "aten.layer_norm",
+        "aten.group_norm",
+        "aten.batch_norm",
+        "aten.instance_norm",
+        "aten.scaled_dot_product_attention",
+    }
+)
 
 
-def _expected_dtype(root: Any, example: str) -> str:
-    """The dtype a captured input must have now: the example's, moved along by ``twin.double()`` / ``.float()``."""
-    captured, current = getattr(root, "_float_dtypes", (None, None))
-    return current if example == captured else example
+def _dtype_of(value: Any) -> Any:
+    """The dtype of an array operand (channels-last ones included), None for anything else."""
+    if isinstance(value, _ChannelsLast):
+        return value.data.dtype
+    return value.dtype if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "aval") else None
 
 
-def _check_dtype(root: Any, item: _Input, value: Any, args: tuple, kwargs: dict, program: _Program) -> None:
-    """Refuse an input dtype torch's captured forward would refuse (a TypeError before any op runs).
+def _parameter_dtype(layer: Any) -> Any:
+    """The dtype of a layer's first floating tensor (its parameters' dtype), or None for a layer without one."""
+    for slot in _slots(layer) or ():
+        value = slot.variable.get_value()
+        if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating):
+            return value.dtype
+    return None
 
-    torch's Linear, Conv, norms and RNNs raise on an input whose dtype differs from their parameters'
-    ("mat1 and mat2 must have the same dtype", "Input type (int) and bias type (float) should be the same"),
-    where the twin would promote silently. The rule: a floating example input takes that floating dtype
-    only; an integer or bool example input takes its kind (int32 token ids where the example was int64 run,
-    as torch's embedding takes both); an input the forward casts first takes any dtype.
-    """
-    if item.dtype is None or item.cast_on_entry or not hasattr(value, "dtype"):
+
+def _check_layer_input(root: Any, node: _Node, layer: Any, call_args: tuple, context: tuple) -> None:
+    """Refuse the input dtype torch's layer refuses: data that is not of its parameters' floating dtype
+    (an int32 image into a Conv2d, float32 into a float64 Linear), indices that are not integers."""
+    if node.adapter == "elementwise":
+        return  # ReLU, Dropout...: no parameters, torch's own dtype rules per op
+    if node.adapter == "embedding":
+        ids = call_args[1] if len(call_args) > 1 else None
+        if _dtype_of(ids) is not None and not jnp.issubdtype(_dtype_of(ids), jnp.integer):
+            _refuse_dtype(
+                root, node, node.args[1], _dtype_of(ids), "integer indices (int32 or int64)", "int64", context
+            )
         return
-    expected = _expected_dtype(root, item.dtype)
-    kind, received = _dtype_kind(expected), jnp.dtype(value.dtype)
-    if kind == "floating" and received == jnp.dtype(expected):
+    x = call_args[0] if call_args else None
+    received, expected = _dtype_of(x), _parameter_dtype(layer)
+    if received is not None and expected is not None and jnp.dtype(received) != jnp.dtype(expected):
+        name = jnp.dtype(expected).name
+        _refuse_dtype(root, node, node.args[0], received, f"{name}, its parameters' dtype", name, context)
+
+
+def _check_op_operands(root: Any, node: _Node, call_args: tuple, call_kwargs: dict, context: tuple) -> None:
+    """Refuse the operand dtypes torch refuses for a same-dtype op (one floating dtype, no integers beside it)."""
+    operands = [
+        (ref, value)
+        for ref, value in zip(_flat_values(node.args), _flat_values(call_args))
+        if _dtype_of(value) is not None
+    ]
+    operands += [
+        (node_value, call_kwargs[key]) for key, node_value in node.kwargs if _dtype_of(call_kwargs[key]) is not None
+    ]
+    floating = [jnp.dtype(_dtype_of(v)) for _, v in operands if jnp.issubdtype(_dtype_of(v), jnp.floating)]
+    if not floating:
         return
-    if kind != "floating" and _dtype_kind(received) == kind:
-        return
-    what = expected if kind == "floating" else f"{kind} ({expected} in the example)"
+    expected = floating[0]
+    for ref, value in operands:
+        if jnp.dtype(_dtype_of(value)) != expected:
+            _refuse_dtype(
+                root, node, ref, _dtype_of(value), f"{expected.name}, as its other operands", expected.name, context
+            )
+
+
+def _refuse_dtype(root: Any, node: _Node, ref: Any, received: Any, expected: str, cast: str, context: tuple) -> None:
+    program, args, kwargs = context
+    sources = _user_sources(program, ref)
+    where = node.target if node.kind == "op" else f"layer {node.target!r}"
+    origin = ", ".join(_argument_name(root, program, index, args, kwargs) for index in sources) or "no argument"
     raise TypeError(
-        f"twin of {root._torch_class}: {_argument_name(root, program, item.value, args, kwargs)} has dtype "
-        f"{received.name}, expected {what}, as torch's forward would refuse it (torch's Linear, Conv, norms and "
-        f"RNNs raise on an input whose dtype differs from their parameters': 'mat1 and mat2 must have the same "
-        f"dtype', 'Input type (int) and bias type (float) should be the same'). Cast the input first "
-        f"(x.astype(jnp.{expected})), or port with an example of that dtype (interop.from_torch(model, example))"
+        f"twin of {root._torch_class}: {where} got an operand of dtype {jnp.dtype(received).name} (from {origin}), "
+        f"expected "
+        f"{expected}, as torch's forward would refuse it at {node.where} (torch's Linear, Conv, norms and RNNs "
+        f"raise on an input whose dtype differs from their parameters': 'mat1 and mat2 must have the same dtype', "
+        f"'Input type (int) and bias type (float) should be the same'). Cast the input first "
+        f"(x.astype(jnp.{cast})), or port with an example of that dtype (interop.from_torch(model, example))"
     )
+
+
+def _ref_names(value: Any) -> Iterator[str]:
+    if isinstance(value, _Ref):
+        yield value.name
+    elif isinstance(value, (tuple, list, _SliceSpec)):
+        for item in value:
+            yield from _ref_names(item)
+
+
+def _user_sources(program: _Program, ref: Any) -> list[int]:
+    """The user leaves (indices) a program value is computed from, walking the program backwards."""
+    producers = {node.name: node for node in program.nodes}
+    users = {item.name: item.value for item in program.inputs if item.kind == "user"}
+    stack, seen, found = list(_ref_names(ref)), set(), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in users:
+            found.add(users[name])
+        elif name in producers:
+            stack.extend(_ref_names((producers[name].args, tuple(v for _, v in producers[name].kwargs))))
+    return sorted(found)
 
 
 def _argument_name(root: Any, program: _Program, index: int, args: tuple, kwargs: dict) -> str:
@@ -1525,7 +1571,6 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
         if item.kind == "user":
             env[item.name] = _as_array(leaves[item.value])
             _check_shape(item.name, env[item.name], item.shape)
-            _check_dtype(root, item, env[item.name], args, kwargs, program)
         elif item.kind == "var":
             env[item.name] = _read_variable(root, variables[item.value])
         else:
@@ -1537,8 +1582,12 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             env[node.name] = call_args[0]
             continue
         if node.kind == "layer":
-            env[node.name] = _channels_last_layer(_resolve(root, node.target), node.adapter, call_args)
+            layer = _resolve(root, node.target)
+            _check_layer_input(root, node, layer, call_args, (program, args, kwargs))
+            env[node.name] = _channels_last_layer(layer, node.adapter, call_args)
             continue
+        if node.target in _SAME_DTYPE_OPS:
+            _check_op_operands(root, node, call_args, call_kwargs, (program, args, kwargs))
         entry = lowering.lookup(node.target)
         op = entry.fn if not entry.random else functools.partial(entry.fn, root.rngs())
         out = None
