@@ -189,9 +189,10 @@ class TorchTwin(_TorchContainer):
     norms, RNNs) or a matmul / convolution / norm op given data not of its parameters' floating dtype (an
     int32 image into a Conv2d, float32 into a float64 Linear), or an embedding given non-integer indices,
     raises a ``TypeError`` naming the layer, the source line and the call's argument it came from, where
-    jax would promote silently. Elementwise ops promote as torch's do, and a forward that casts its input
-    first (``x.float() / 255``) takes any dtype. Difference from torch: ``forward`` is not a method (call
-    the twin); the twins ``from_torch(model)`` builds without example inputs do not check dtypes.
+    jax would promote silently (float16 / bfloat16 operands are left to promote: autocast mixes them).
+    Elementwise ops promote as torch's do, and a forward that casts its input first (``x.float() / 255``)
+    takes any dtype. Differences from torch: ``forward`` is not a method (call the twin); the twins
+    ``from_torch(model)`` builds without example inputs do not check dtypes.
 
     >>> import torch
     >>> from fnml import interop
@@ -1365,6 +1366,12 @@ def _parameter_dtype(layer: Any) -> Any:
     return None
 
 
+def _is_half(dtype: Any) -> bool:
+    # 16-bit floats are left unchecked: under autocast (train.make_train_step(autocast=...)) torch itself feeds
+    # bfloat16 activations to float32 layers, so a mix there is not an error.
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
 def _check_layer_input(root: Any, node: _Node, layer: Any, call_args: tuple, context: tuple) -> None:
     """Refuse the input dtype torch's layer refuses: data that is not of its parameters' floating dtype
     (an int32 image into a Conv2d, float32 into a float64 Linear), indices that are not integers."""
@@ -1379,7 +1386,9 @@ def _check_layer_input(root: Any, node: _Node, layer: Any, call_args: tuple, con
         return
     x = call_args[0] if call_args else None
     received, expected = _dtype_of(x), _parameter_dtype(layer)
-    if received is not None and expected is not None and jnp.dtype(received) != jnp.dtype(expected):
+    if received is None or expected is None or _is_half(received) or _is_half(expected):
+        return
+    if jnp.dtype(received) != jnp.dtype(expected):
         name = jnp.dtype(expected).name
         _refuse_dtype(root, node, node.args[0], received, f"{name}, its parameters' dtype", name, context)
 
@@ -1394,6 +1403,7 @@ def _check_op_operands(root: Any, node: _Node, call_args: tuple, call_kwargs: di
     operands += [
         (node_value, call_kwargs[key]) for key, node_value in node.kwargs if _dtype_of(call_kwargs[key]) is not None
     ]
+    operands = [(ref, value) for ref, value in operands if not _is_half(_dtype_of(value))]
     floating = [jnp.dtype(_dtype_of(v)) for _, v in operands if jnp.issubdtype(_dtype_of(v), jnp.floating)]
     if not floating:
         return
