@@ -589,3 +589,15 @@ def test_a_forward_that_casts_its_input_takes_any_dtype_like_torch():
     twin = interop.from_torch(net, x.float())
     for dtype in (torch.uint8, torch.int32, torch.float32):
         assert_trees_close(twin(x.to(dtype)), net(x.to(dtype)).detach(), dtype="float32")
+
+
+class ScalarConstant(nn.Module):
+    def forward(self, x):
+        return x.sum() * torch.tensor(0.5, dtype=torch.float64)
+
+
+def test_a_zero_dim_tensor_constant_keeps_its_shape():
+    x = torch.randn(2, 3, dtype=torch.float64)
+    out = interop.from_torch(ScalarConstant(), x)(x)
+    assert out.shape == ScalarConstant()(x).shape == ()  # was (1,): the constant was stored 1-d
+    assert_trees_close(out, ScalarConstant()(x))

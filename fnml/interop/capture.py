@@ -118,7 +118,8 @@ class _Const(NamedTuple):
 
     @classmethod
     def of(cls, value: Any) -> _Const:
-        array = np.ascontiguousarray(_torch.to_numpy(value))
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d constant (torch.tensor(0.5)) into shape (1,).
+        array = np.array(_torch.to_numpy(value), order="C")
         return cls(array.tobytes(), array.dtype.name, array.shape)  # the name: bfloat16's .str is a void "<V2"
 
     def array(self) -> jax.Array:
@@ -373,8 +374,8 @@ class TorchTwin(_TorchContainer):
         >>> import torch
         >>> from fnml import interop
         >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
-        >>> [type(m).__name__ for m in twin.modules()]
-        ['Sequential', 'Linear']
+        >>> [type(m).__name__ for m in twin.modules()][1:]  # after the twin itself
+        ['Linear']
         """
         return (module for _, module in self.named_modules())
 
@@ -464,8 +465,8 @@ class TorchTwin(_TorchContainer):
         >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
         >>> twin.to("cpu") is twin
         True
-        >>> twin.to(torch.float64)[0].kernel[...].dtype.name
-        'float64'
+        >>> twin.to(torch.float64) is twin, next(twin.parameters()).dtype.name
+        (True, 'float64')
         """
         device_spec, dtype_spec = _to_arguments(args, kwargs)
         target = None
@@ -1325,29 +1326,28 @@ def _check_shape(name: str, value: Any, shape: tuple | None) -> None:
         )
 
 
-# ATen ops torch runs only on operands of one floating dtype (no type promotion): matmuls, convolutions,
-# norms, attention. torch raises on a mix ("mat1 and mat2 must have the same dtype"); jax would promote.
-_SAME_DTYPE_OPS = frozenset(
-    {
-        "aten.linear",
-        "aten.conv1d",
-        "aten.conv2d",
-        "aten.conv_transpose1d",
-        "aten.conv_transpose2d",
-        "aten.mm",
-        "aten.bmm",
-        "aten.addmm",
-        "aten.baddbmm",
-        "aten.matmul",
-        "aten.mv",
-        "aten.dot",
-        "aten.layer_norm",
-        "aten.group_norm",
-        "aten.batch_norm",
-        "aten.instance_norm",
-        "aten.scaled_dot_product_attention",
-    }
-)
+# ATen ops torch runs only on operands of one floating dtype (no type promotion) -> the positions of those
+# operands: matmuls, convolutions, norms (input and affine parameters), attention (query, key, value; torch
+# converts a float mask itself). torch raises on a mix ("mat1 and mat2 must have the same dtype"); jax promotes.
+_SAME_DTYPE_OPS: dict[str, tuple[int, ...]] = {
+    "aten.linear": (0, 1, 2),
+    "aten.conv1d": (0, 1, 2),
+    "aten.conv2d": (0, 1, 2),
+    "aten.conv_transpose1d": (0, 1, 2),
+    "aten.conv_transpose2d": (0, 1, 2),
+    "aten.mm": (0, 1),
+    "aten.bmm": (0, 1),
+    "aten.matmul": (0, 1),
+    "aten.mv": (0, 1),
+    "aten.dot": (0, 1),
+    "aten.addmm": (0, 1, 2),
+    "aten.baddbmm": (0, 1, 2),
+    "aten.layer_norm": (0, 2, 3),
+    "aten.group_norm": (0, 2, 3),
+    "aten.batch_norm": (0, 1, 2, 3, 4),
+    "aten.instance_norm": (0, 1, 2, 3, 4),
+    "aten.scaled_dot_product_attention": (0, 1, 2),
+}
 
 
 def _dtype_of(value: Any) -> Any:
@@ -1393,17 +1393,14 @@ def _check_layer_input(root: Any, node: _Node, layer: Any, call_args: tuple, con
         _refuse_dtype(root, node, node.args[0], received, f"{name}, its parameters' dtype", name, context)
 
 
-def _check_op_operands(root: Any, node: _Node, call_args: tuple, call_kwargs: dict, context: tuple) -> None:
+def _check_op_operands(root: Any, node: _Node, call_args: tuple, context: tuple) -> None:
     """Refuse the operand dtypes torch refuses for a same-dtype op (one floating dtype, no integers beside it)."""
+    positions = _SAME_DTYPE_OPS[node.target]
     operands = [
-        (ref, value)
-        for ref, value in zip(_flat_values(node.args), _flat_values(call_args))
-        if _dtype_of(value) is not None
+        (node.args[i], call_args[i])
+        for i in positions
+        if i < len(call_args) and _dtype_of(call_args[i]) is not None and not _is_half(_dtype_of(call_args[i]))
     ]
-    operands += [
-        (node_value, call_kwargs[key]) for key, node_value in node.kwargs if _dtype_of(call_kwargs[key]) is not None
-    ]
-    operands = [(ref, value) for ref, value in operands if not _is_half(_dtype_of(value))]
     floating = [jnp.dtype(_dtype_of(v)) for _, v in operands if jnp.issubdtype(_dtype_of(v), jnp.floating)]
     if not floating:
         return
@@ -1597,7 +1594,7 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             env[node.name] = _channels_last_layer(layer, node.adapter, call_args)
             continue
         if node.target in _SAME_DTYPE_OPS:
-            _check_op_operands(root, node, call_args, call_kwargs, (program, args, kwargs))
+            _check_op_operands(root, node, call_args, (program, args, kwargs))
         entry = lowering.lookup(node.target)
         op = entry.fn if not entry.random else functools.partial(entry.fn, root.rngs())
         out = None
