@@ -19,7 +19,8 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -27,18 +28,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fnml import _torch, layers
+from fnml import _torch, _validation, layers
 from fnml._torch import canonical_dtype
 from fnml.interop import lowering
 from fnml.interop.lowering import UnsupportedTorchOpError
 from fnml.interop.state_dicts import (
     _PERSISTENT,
+    IncompatibleKeys,
+    StateDictError,
+    _children,
     _declared_layers,
     _fnml_layer_class,
     _load,
     _named_modules,
     _named_slots,
+    _read_source,
+    _slots,
 )
+from fnml.interop.state_dicts import state_dict as _state_dict
 from fnml.layers._facts import LayerCall
 
 __all__ = ["TorchTwin", "from_torch"]
@@ -111,7 +118,8 @@ class _Const(NamedTuple):
 
     @classmethod
     def of(cls, value: Any) -> _Const:
-        array = np.ascontiguousarray(_torch.to_numpy(value))
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d constant (torch.tensor(0.5)) into shape (1,).
+        array = np.array(_torch.to_numpy(value), order="C")
         return cls(array.tobytes(), array.dtype.name, array.shape)  # the name: bfloat16's .str is a void "<V2"
 
     def array(self) -> jax.Array:
@@ -170,12 +178,41 @@ class TorchTwin(_TorchContainer):
     ``load_state_dict`` use torch's names and ``print(twin)`` shows torch's tree. ``__call__`` runs the
     program captured for the current mode: ``twin.train()`` / ``twin.eval()`` switch dropout, BatchNorm
     and every ``self.training`` branch of the forward, as torch's do. Random ops draw from ``twin.rngs``.
+
+    torch's module API, where it has a meaning here, with torch's names and order (values are jax arrays
+    in torch's layout): ``parameters()``, ``named_parameters()``, ``buffers()``, ``named_buffers()``,
+    ``children()``, ``named_children()``, ``modules()``, ``named_modules()``, ``state_dict()``,
+    ``load_state_dict()``, ``train()``, ``eval()``, ``to()``, ``cpu()``, ``cuda()``, ``float()``,
+    ``double()``. The rest of ``torch.nn.Module`` (``zero_grad``, ``requires_grad_``, hooks, ``half``...)
+    raises an ``AttributeError`` that says what to use in fnml.
+
+    A call refuses the operand dtypes torch refuses, where torch would: an fnml layer (Linear, Conv,
+    norms, RNNs) or a matmul / convolution / norm op given data not of its parameters' floating dtype (an
+    int32 image into a Conv2d, float32 into a float64 Linear), or an embedding given non-integer indices,
+    raises a ``TypeError`` naming the layer, the source line and the call's argument it came from, where
+    jax would promote silently (float16 / bfloat16 operands are left to promote: autocast mixes them).
+    Elementwise ops promote as torch's do, and a forward that casts its input first (``x.float() / 255``)
+    takes any dtype. Differences from torch: ``forward`` is not a method (call the twin); the twins
+    ``from_torch(model)`` builds without example inputs do not check dtypes.
+
+    >>> import torch
+    >>> from fnml import interop
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()).double()
+    >>> twin = interop.from_torch(net, torch.ones(4, 3, dtype=torch.float64))
+    >>> [name for name, _ in twin.named_parameters()]     # net.named_parameters()
+    ['0.weight', '0.bias']
+    >>> [tuple(p.shape) for p in twin.parameters()]       # torch's layout: Linear weight (out, in)
+    [(2, 3), (2,)]
+    >>> twin.eval() is twin
+    True
     """
 
     def __init__(self, torch_class: str, order: tuple[str, ...], programs: Any, source: str, *, rngs: nnx.Rngs):
         super().__init__(torch_class, order)
         self._programs = programs  # captured: (eval program, train program); fx: the one program
         self._source = source
+        self._forward_names: tuple[str, ...] = ()  # forward's positional parameter names, for input errors
+        self._float_dtypes: tuple[str | None, str | None] = (None, None)  # (captured, current) floating dtype
         self.training = True
         self.rngs = rngs  # None unless the captured forward has random ops (then nnx.split sees no keys)
 
@@ -187,6 +224,508 @@ class TorchTwin(_TorchContainer):
     def program_text(self) -> str:
         """The captured torch forward this twin runs (torch.export / torch.fx readable code)."""
         return self._source
+
+    # ------------------------------------------------------------------------------------------------
+    # torch's module API
+    # ------------------------------------------------------------------------------------------------
+
+    def named_parameters(
+        self, *, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, jax.Array]]:
+        """(torch name, value) for every parameter, in torch's order; a tied parameter once, under its first name.
+
+        PyTorch equivalent: ``module.named_parameters(prefix='', recurse=True, remove_duplicate=True)``.
+
+        Values are jax arrays in torch's layout (a Linear weight is ``(out, in)``, a Conv2d weight OIHW):
+        read-only snapshots, as every jax array is; change weights with :meth:`load_state_dict`. Frozen
+        parameters (``requires_grad=False``) are listed, as in torch.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
+        >>> twin = interop.from_torch(net, torch.ones(4, 3))
+        >>> [(name, tuple(p.shape)) for name, p in twin.named_parameters()]
+        [('0.weight', (2, 3)), ('0.bias', (2,)), ('2.weight', (1, 2)), ('2.bias', (1,))]
+        """
+        return self._named_tensors(True, "named_parameters", prefix, recurse, remove_duplicate)
+
+    def parameters(self, *, recurse: bool = True) -> Iterator[jax.Array]:
+        """Every parameter's value, in the order of torch's ``module.parameters()`` (tied ones once).
+
+        PyTorch equivalent: ``module.parameters(recurse=True)``.
+
+        Values are jax arrays in torch's layout (see :meth:`named_parameters`). fnml's optimizers take no
+        parameters: ``train.TrainState.create(twin, optim.adam(lr=...))`` builds the state from the twin.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> sum(p.size for p in twin.parameters())   # sum(p.numel() for p in net.parameters())
+        8
+        """
+        return (value for _, value in self.named_parameters(recurse=recurse))
+
+    def named_buffers(
+        self, *, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, jax.Array]]:
+        """(torch name, value) for every buffer, non-persistent ones included, in torch's order.
+
+        PyTorch equivalent: ``module.named_buffers(prefix='', recurse=True, remove_duplicate=True)``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+        >>> [name for name, _ in interop.from_torch(net, torch.ones(4, 3)).named_buffers()]
+        ['1.running_mean', '1.running_var', '1.num_batches_tracked']
+        """
+        return self._named_tensors(False, "named_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, *, recurse: bool = True) -> Iterator[jax.Array]:
+        """Every buffer's value (BatchNorm statistics, registered buffers), in torch's order.
+
+        PyTorch equivalent: ``module.buffers(recurse=True)``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+        >>> [tuple(b.shape) for b in interop.from_torch(net, torch.ones(4, 3)).buffers()]
+        [(2,), (2,), ()]
+        """
+        return (value for _, value in self.named_buffers(recurse=recurse))
+
+    def _named_tensors(
+        self, params: bool, where: str, prefix: str, recurse: bool, remove_duplicate: bool
+    ) -> Iterator[tuple[str, jax.Array]]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"TorchTwin.{where}: prefix must be a str, got prefix={prefix!r}")
+        _validation.check_bool("recurse", recurse, where=f"TorchTwin.{where}")
+        _validation.check_bool("remove_duplicate", remove_duplicate, where=f"TorchTwin.{where}")
+        slots = list(_named_slots(self, with_non_persistent=True).items())
+
+        def generate() -> Iterator[tuple[str, jax.Array]]:
+            seen: set[int] = set()
+            for name, slot in slots:
+                variable = slot.variable
+                if isinstance(variable, nnx.Param) != params or (not recurse and slot.owner is not self):
+                    continue
+                if remove_duplicate and id(variable) in seen:
+                    continue
+                seen.add(id(variable))
+                value = variable.get_value()
+                yield _join(prefix, name), value if slot.perm is None else jnp.transpose(value, slot.perm)
+
+        return generate()
+
+    def named_children(self) -> Iterator[tuple[str, nnx.Module]]:
+        """(torch name, fnml module) for each direct child, in torch's registration order.
+
+        PyTorch equivalent: ``module.named_children()``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3))
+        >>> [(name, type(child).__name__) for name, child in twin.named_children()]
+        [('0', 'Linear'), ('1', 'ReLU')]
+        """
+        return ((name, module) for name, module in _children(self) if isinstance(module, nnx.Module))
+
+    def children(self) -> Iterator[nnx.Module]:
+        """Each direct child module (fnml layers and torch-layout containers), in torch's order.
+
+        PyTorch equivalent: ``module.children()``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3))
+        >>> len(list(twin.children()))
+        2
+        """
+        return (module for _, module in self.named_children())
+
+    def named_modules(self, *, prefix: str = "") -> Iterator[tuple[str, nnx.Module]]:
+        """(torch path, module) for the twin and every module under it, root first, each module once.
+
+        PyTorch equivalent: ``module.named_modules(prefix='')``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3))
+        >>> [name for name, _ in twin.named_modules()]
+        ['', '0', '1']
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"TorchTwin.named_modules: prefix must be a str, got prefix={prefix!r}")
+        pairs = list(_named_modules(self, prefix))
+
+        def generate() -> Iterator[tuple[str, nnx.Module]]:
+            seen: set[int] = set()
+            for name, module in pairs:
+                if id(module) not in seen:
+                    seen.add(id(module))
+                    yield name, module
+
+        return generate()
+
+    def modules(self) -> Iterator[nnx.Module]:
+        """The twin and every module under it, in torch's order.
+
+        PyTorch equivalent: ``module.modules()``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> [type(m).__name__ for m in twin.modules()][1:]  # after the twin itself
+        ['Linear']
+        """
+        return (module for _, module in self.named_modules())
+
+    def state_dict(self) -> OrderedDict:
+        """torch's state dict of the twin: torch names, torch layouts, numpy arrays (``interop.state_dict``).
+
+        PyTorch equivalent: ``module.state_dict()``.
+
+        Difference from torch: numpy arrays, not tensors (``torch.from_numpy`` makes them tensors); a tied
+        parameter is listed under each of its names, non-persistent buffers are left out, as in torch.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+        >>> twin = interop.from_torch(net, torch.ones(4, 3))
+        >>> _ = net.load_state_dict({k: torch.from_numpy(v) for k, v in twin.state_dict().items()})
+        >>> list(twin.state_dict())
+        ['0.weight', '0.bias']
+        """
+        return _state_dict(self)
+
+    def load_state_dict(self, state_dict: Any, *, strict: bool = True) -> IncompatibleKeys:
+        """Load torch-named, torch-layout tensors into the twin, in place; torch's strict semantics.
+
+        PyTorch equivalent: ``module.load_state_dict(state_dict, strict=True)``.
+
+        ``state_dict``: a mapping of torch tensors, numpy or jax arrays (``torch_model.state_dict()``), or
+        a ``.safetensors`` / ``.pt`` path. Every shape is checked (in torch's layout) before anything is
+        assigned; values keep the twin's dtypes (torch's ``copy_``). ``strict=True`` raises
+        :class:`~fnml.interop.StateDictError` (a ``RuntimeError``, like torch's) listing every missing key
+        (each name of a tied parameter counts, as in torch), unexpected key and size mismatch;
+        ``strict=False`` loads the keys that match. Returns ``IncompatibleKeys(missing_keys,
+        unexpected_keys)``, as torch's does in both modes; size mismatches raise in both.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+        >>> twin = interop.from_torch(net, torch.ones(4, 3))
+        >>> twin.load_state_dict(net.state_dict())
+        IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+        >>> twin.load_state_dict({"0.weight": net.state_dict()["0.weight"]}, strict=False)
+        IncompatibleKeys(missing_keys=['0.bias'], unexpected_keys=[])
+        """
+        _validation.check_bool("strict", strict, where="TorchTwin.load_state_dict")
+        mapping = _read_source(state_dict)
+        slots = _named_slots(self)
+        keys = [str(key) for key in mapping]
+        missing = [name for name in slots if name not in mapping]
+        unexpected = [key for key in keys if key not in slots]
+        problems = []
+        mismatched = [
+            f"{name}: copying a param with shape {tuple(np.shape(mapping[name]))} from checkpoint, the shape in "
+            f"current model is {slot.torch_shape}"
+            for name, slot in slots.items()
+            if name in mapping and tuple(np.shape(mapping[name])) != slot.torch_shape
+        ]
+        if mismatched:
+            problems.append("size mismatch for " + "; ".join(mismatched))
+        if strict and missing:
+            problems.append("Missing key(s) in state_dict: " + ", ".join(repr(k) for k in missing))
+        if strict and unexpected:
+            problems.append("Unexpected key(s) in state_dict: " + ", ".join(repr(k) for k in unexpected))
+        if problems:
+            raise StateDictError(f"Error(s) in loading state_dict for {self._torch_class}:\n\t" + "\n\t".join(problems))
+        _load(self, mapping, strict=False, flatten_nhwc=None, keep_source_dtype=False)
+        return IncompatibleKeys(missing, unexpected)
+
+    def to(self, *args: Any, **kwargs: Any) -> TorchTwin:
+        """Move the twin to a device and/or convert its floating parameters and buffers to a dtype, in place.
+
+        PyTorch equivalent: ``module.to(device)``, ``module.to(dtype)``, ``module.to(device, dtype)``,
+        ``module.to(tensor)``; returns the twin, as torch's returns the module.
+
+        ``device``: a ``jax.Device``, a torch-style string (``"cpu"``, ``"cuda:0"``) or a ``torch.device``;
+        a device this machine lacks raises :class:`fnml.device.DeviceNotFoundError` naming those it has.
+        ``dtype``: float32 or float64 (torch or jax/numpy dtypes); like torch, only floating parameters and
+        buffers change (``num_batches_tracked`` stays an integer) and the twin then computes in that dtype
+        and expects floating inputs in it, as torch's converted module does. The forward was captured for
+        the example's dtype: when it fixed a floating dtype (an explicit cast or factory dtype, a
+        ``torch.finfo`` constant) the conversion raises a ``ValueError`` naming the line; port the
+        converted module instead (``interop.from_torch(model.double(), x.double())``). float16 / bfloat16
+        are refused the same way. Difference from ``fnml.device.to``: this one changes the twin in place,
+        as torch's does.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> twin.to("cpu") is twin
+        True
+        >>> twin.to(torch.float64) is twin, next(twin.parameters()).dtype.name
+        (True, 'float64')
+        """
+        device_spec, dtype_spec = _to_arguments(args, kwargs)
+        target = None
+        if device_spec is not None:
+            from fnml import device as devices
+
+            target = devices.device(device_spec)
+        if dtype_spec is not None:
+            self._convert_dtype(_float_dtype(dtype_spec, "to"), "to")
+        if target is not None:
+            for _, variable in nnx.iter_graph(self):
+                if isinstance(variable, nnx.Variable) and isinstance(variable.get_value(), jax.Array):
+                    variable.set_value(jax.device_put(variable.get_value(), target))
+        return self
+
+    def cpu(self) -> TorchTwin:
+        """Move every parameter and buffer to the CPU, in place; returns the twin.
+
+        PyTorch equivalent: ``module.cpu()``.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> twin.cpu() is twin
+        True
+        """
+        return self.to("cpu")
+
+    def cuda(self, device: int | None = None) -> TorchTwin:
+        """Move every parameter and buffer to GPU ``device`` (default 0), in place; returns the twin.
+
+        PyTorch equivalent: ``module.cuda(device=None)``.
+
+        On a machine where JAX sees no GPU this raises :class:`fnml.device.DeviceNotFoundError` (torch
+        raises too); the portable form is ``twin.to(fnml.device.device("cuda" if
+        fnml.device.cuda_is_available() else "cpu"))``.
+
+        >>> import torch
+        >>> from fnml import device, interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> twin.cuda() is twin if device.cuda_is_available() else True
+        True
+        """
+        from fnml import device as devices
+
+        index = 0 if device is None else _validation.check_int("device", device, where="TorchTwin.cuda")
+        if not devices.cuda_is_available():
+            raise devices.DeviceNotFoundError(
+                f"TorchTwin.cuda: JAX sees no GPU on this machine (devices: "
+                f"{', '.join(devices.device_name(d) for d in devices.available_devices())}). Choose the "
+                f"device with fnml.device: twin.to(fnml.device.device('cuda' if fnml.device.cuda_is_available() "
+                f"else 'cpu')); for NVIDIA GPUs install jax with CUDA: pip install 'fnml[cuda]'"
+            )
+        return self.to(f"cuda:{index}")
+
+    def double(self) -> TorchTwin:
+        """Convert floating parameters and buffers to float64 (needs JAX's x64 mode), in place; returns the twin.
+
+        PyTorch equivalent: ``module.double()``. See :meth:`to` for what the captured forward allows.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> twin = interop.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.ones(4, 3))
+        >>> twin.double()(torch.ones(1, 3, dtype=torch.float64)).dtype.name
+        'float64'
+        """
+        return self._convert_dtype(_float_dtype(np.float64, "double"), "double")
+
+    def float(self) -> TorchTwin:
+        """Convert floating parameters and buffers to float32, in place; returns the twin.
+
+        PyTorch equivalent: ``module.float()``. See :meth:`to` for what the captured forward allows.
+
+        >>> import torch
+        >>> from fnml import interop
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+        >>> twin = interop.from_torch(net, torch.ones(4, 3, dtype=torch.float64))
+        >>> twin.float()(torch.ones(1, 3)).dtype.name
+        'float32'
+        """
+        return self._convert_dtype(_float_dtype(np.float32, "float"), "float")
+
+    def _convert_dtype(self, dtype: np.dtype, where: str) -> TorchTwin:
+        captured, current = self._float_dtypes
+        if current == dtype.name:
+            return self
+        fixed = _dtype_fixed_at(self._programs, captured)
+        if fixed:
+            raise ValueError(
+                f"TorchTwin.{where}: the forward of {self._torch_class} was captured for {captured} and fixes "
+                f"that dtype at {'; '.join(fixed[:3])}{' ...' if len(fixed) > 3 else ''}, so converting the "
+                f"twin to {dtype.name} would not compute what torch's converted module computes. Port the "
+                f"converted module instead: interop.from_torch(model.to(torch.{dtype.name}), "
+                f"example.to(torch.{dtype.name}))"
+            )
+        for _, node in nnx.iter_graph(self):
+            if isinstance(node, nnx.Variable):
+                value = node.get_value()
+                if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
+                    node.set_value(value.astype(dtype))
+            elif isinstance(node, nnx.Module) and isinstance(getattr(node, "param_dtype", None), (type, np.dtype)):
+                node.param_dtype = dtype  # the layer's declared parameter dtype follows its parameters
+        self._float_dtypes = (captured, dtype.name)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: children, variables, methods and NNX internals never get here.
+        # An AttributeError in every case keeps hasattr() honest for flax and for user code.
+        if name.startswith("_") or name not in _TORCH_MODULE_API:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
+        advice = _TORCH_ADVICE.get(name) or (
+            "it is a torch.nn.Module attribute, and the twin is an fnml (flax NNX) module: its forward is a "
+            "captured jax program and its weights are nnx variables"
+        )
+        raise AttributeError(
+            f"TorchTwin has no {name!r}: {advice}. The torch module API it answers: {', '.join(_TORCH_API_ANSWERED)}",
+            name=name,
+            obj=self,
+        )
+
+
+# torch.nn.Module's public attributes (torch 2.x) the twin does not have: __getattr__ answers them with advice.
+_TORCH_MODULE_API = frozenset(
+    """T_destination add_module apply bfloat16 call_super_init compile dump_patches forward get_buffer
+    get_extra_state get_parameter get_submodule half ipu mtia register_backward_hook register_buffer
+    register_forward_hook register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
+    share_memory to_empty type xpu zero_grad training""".split()
+)
+_TORCH_API_ANSWERED = (
+    "parameters, named_parameters, buffers, named_buffers, children, named_children, modules, named_modules, "
+    "state_dict, load_state_dict, train, eval, to, cpu, cuda, float, double"
+).split(", ")
+_HOOKS = (
+    "the twin has no hooks (its forward is one captured jax program); to see each layer's output use "
+    "fnml.parity.first_divergence, or register the hook on the torch module and port it again"
+)
+_PORT_IN_DTYPE = (
+    "the twin computes in float32 or float64 only (twin.float() / twin.double()); to run in {0}, port a {0} "
+    "module (interop.from_torch(model.{1}(), x.{1}())), or train in float32 under torch's autocast: "
+    "train.fit(..., autocast='bfloat16') / train.make_train_step(..., autocast='bfloat16')"
+)
+_TORCH_ADVICE = {
+    "forward": "call the twin itself, twin(x) (as torch's module(x) runs forward)",
+    "requires_grad_": (
+        "fnml marks parameters frozen instead: fnml.layers.freeze(twin) (requires_grad_(False)) and "
+        "fnml.layers.unfreeze(twin) (requires_grad_(True)), or on a child, layers.freeze(twin.backbone)"
+    ),
+    "zero_grad": (
+        "fnml keeps no .grad to clear: gradients are returned by the functional step, "
+        "step = train.make_train_step(criterion); state, loss = step(state, x, y)"
+    ),
+    "register_buffer": (
+        "the twin's tensors are fixed by the capture (its program reads the names it captured): register the "
+        "buffer on the torch module and port it again with interop.from_torch"
+    ),
+    "register_parameter": (
+        "the twin's tensors are fixed by the capture (its program reads the names it captured): register the "
+        "parameter on the torch module and port it again with interop.from_torch"
+    ),
+    "apply": (
+        "walk the modules instead, for name, m in twin.named_modules(): ...; to re-initialise weights, build "
+        "them as arrays and load them with twin.load_state_dict(...)"
+    ),
+    "half": _PORT_IN_DTYPE.format("float16", "half"),
+    "bfloat16": _PORT_IN_DTYPE.format("bfloat16", "bfloat16"),
+    "type": "convert with twin.to(dtype), twin.float() or twin.double()",
+    "get_submodule": "read the child as an attribute (twin.features[0]) or from twin.named_modules()",
+    "register_forward_hook": _HOOKS,
+    "register_forward_pre_hook": _HOOKS,
+    "register_full_backward_hook": _HOOKS,
+    "register_backward_hook": _HOOKS,
+    "share_memory": "jax arrays are immutable and shared freely; nothing to do",
+}
+
+
+def _to_arguments(args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    """torch's ``Module.to`` overloads -> (device or None, dtype or None)."""
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking"}
+    if unknown:
+        raise TypeError(
+            f"TorchTwin.to: unexpected keyword(s) {sorted(unknown)}; it takes a device, a dtype, a tensor, "
+            f"device=, dtype= and non_blocking="
+        )
+    _validation.check_bool("non_blocking", kwargs.get("non_blocking", False), where="TorchTwin.to")
+    device_spec, dtype_spec = kwargs.get("device"), kwargs.get("dtype")
+    for value in args:
+        if _torch.is_tensor(value) or isinstance(value, jax.Array):
+            dtype_spec = value.dtype
+            device_spec = str(value.device) if _torch.is_tensor(value) else next(iter(value.devices()))
+        elif isinstance(value, (str, jax.Device)) or _torch.is_device(value):
+            device_spec = value
+        elif _is_dtype_like(value):
+            dtype_spec = value
+        else:
+            raise TypeError(
+                f"TorchTwin.to: expected a device ('cpu', 'cuda:0', a jax.Device or torch.device), a dtype "
+                f"(torch.float64, jnp.float32...) or a tensor; got {type(value).__name__} {value!r}"
+            )
+    return device_spec, dtype_spec
+
+
+def _is_dtype_like(value: Any) -> bool:
+    if _torch.is_dtype(value) or isinstance(value, np.dtype):
+        return True
+    try:
+        return isinstance(value, type) and np.dtype(value) is not None
+    except TypeError:
+        return False
+
+
+def _float_dtype(spec: Any, where: str) -> np.dtype:
+    """float32 / float64 (as JAX holds it) for a dtype spec; torch's TypeError for integers, advice for halves."""
+    name = _torch.dtype_name(spec)
+    if name in ("float16", "bfloat16"):
+        method = "half" if name == "float16" else "bfloat16"
+        raise TypeError(f"TorchTwin.{where}: dtype={name} is not supported: " + _PORT_IN_DTYPE.format(name, method))
+    if name not in ("float32", "float64"):
+        raise TypeError(
+            f"TorchTwin.{where}: only floating dtypes are accepted (float32, float64), as torch's Module.to "
+            f"only accepts floating point dtypes; got dtype={name}"
+        )
+    held = canonical_dtype(name)
+    if held.name != name:
+        raise ValueError(
+            f"TorchTwin.{where}: {name} needs JAX's x64 mode, which is off (the twin would stay {held.name}); "
+            f"enable it with {_torch.X64_FIX}"
+        )
+    return held
+
+
+def _flat_values(value: Any) -> Iterator[Any]:
+    """The leaves of nested plain tuples / lists (program references, _Ref / _SliceSpec, are leaves)."""
+    if type(value) in (tuple, list):
+        for item in value:
+            yield from _flat_values(item)
+    else:
+        yield value
+
+
+def _dtype_fixed_at(programs: Any, captured: str | None) -> list[str]:
+    """Where the captured program(s) fixed a floating dtype: explicit dtypes, and ``torch.finfo`` literals."""
+    finfo = np.finfo(np.dtype(captured)) if captured else None
+    literals = {float(finfo.max), float(finfo.eps), float(finfo.tiny)} if finfo is not None else set()
+    nodes = []
+    for program in programs if isinstance(programs, tuple) and isinstance(programs[0], _Program) else (programs,):
+        nodes += [(n.target, n.args, n.kwargs, n.where) for n in program.nodes] if isinstance(program, _Program) else []
+        nodes += [(op.target, op.args, op.kwargs, f"fx node {op.name!r}") for op in program if isinstance(op, _FxOp)]
+    found = []
+    for target, args, kwargs, where in nodes:
+        values = list(_flat_values(args)) + list(_flat_values(tuple(v for _, v in kwargs)))
+        floating = any(isinstance(v, np.dtype) and jnp.issubdtype(v, jnp.floating) for v in values)
+        literal = any(isinstance(v, float) and abs(v) in literals for v in values)
+        if floating or literal:
+            entry = f"{target} in {where}"
+            if entry not in found:
+                found.append(entry)
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -787,6 +1326,147 @@ def _check_shape(name: str, value: Any, shape: tuple | None) -> None:
         )
 
 
+# ATen ops torch runs only on operands of one floating dtype (no type promotion) -> the positions of those
+# operands: matmuls, convolutions, norms (input and affine parameters), attention (query, key, value; torch
+# converts a float mask itself). torch raises on a mix ("mat1 and mat2 must have the same dtype"); jax promotes.
+_SAME_DTYPE_OPS: dict[str, tuple[int, ...]] = {
+    "aten.linear": (0, 1, 2),
+    "aten.conv1d": (0, 1, 2),
+    "aten.conv2d": (0, 1, 2),
+    "aten.conv_transpose1d": (0, 1, 2),
+    "aten.conv_transpose2d": (0, 1, 2),
+    "aten.mm": (0, 1),
+    "aten.bmm": (0, 1),
+    "aten.matmul": (0, 1),
+    "aten.mv": (0, 1),
+    "aten.dot": (0, 1),
+    "aten.addmm": (0, 1, 2),
+    "aten.baddbmm": (0, 1, 2),
+    "aten.layer_norm": (0, 2, 3),
+    "aten.group_norm": (0, 2, 3),
+    "aten.batch_norm": (0, 1, 2, 3, 4),
+    "aten.instance_norm": (0, 1, 2, 3, 4),
+    "aten.scaled_dot_product_attention": (0, 1, 2),
+}
+
+
+def _dtype_of(value: Any) -> Any:
+    """The dtype of an array operand (channels-last ones included), None for anything else."""
+    if isinstance(value, _ChannelsLast):
+        return value.data.dtype
+    return value.dtype if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "aval") else None
+
+
+def _parameter_dtype(layer: Any) -> Any:
+    """The dtype of a layer's first floating tensor (its parameters' dtype), or None for a layer without one."""
+    for slot in _slots(layer) or ():
+        value = slot.variable.get_value()
+        if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating):
+            return value.dtype
+    return None
+
+
+def _is_half(dtype: Any) -> bool:
+    # 16-bit floats are left unchecked: under autocast (train.make_train_step(autocast=...)) torch itself feeds
+    # bfloat16 activations to float32 layers, so a mix there is not an error.
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def _check_layer_input(root: Any, node: _Node, layer: Any, call_args: tuple, context: tuple) -> None:
+    """Refuse the input dtype torch's layer refuses: data that is not of its parameters' floating dtype
+    (an int32 image into a Conv2d, float32 into a float64 Linear), indices that are not integers."""
+    if node.adapter == "elementwise":
+        return  # ReLU, Dropout...: no parameters, torch's own dtype rules per op
+    if node.adapter == "embedding":
+        ids = call_args[1] if len(call_args) > 1 else None
+        if _dtype_of(ids) is not None and not jnp.issubdtype(_dtype_of(ids), jnp.integer):
+            _refuse_dtype(
+                root, node, node.args[1], _dtype_of(ids), "integer indices (int32 or int64)", "int64", context
+            )
+        return
+    x = call_args[0] if call_args else None
+    received, expected = _dtype_of(x), _parameter_dtype(layer)
+    if received is None or expected is None or _is_half(received) or _is_half(expected):
+        return
+    if jnp.dtype(received) != jnp.dtype(expected):
+        name = jnp.dtype(expected).name
+        _refuse_dtype(root, node, node.args[0], received, f"{name}, its parameters' dtype", name, context)
+
+
+def _check_op_operands(root: Any, node: _Node, call_args: tuple, context: tuple) -> None:
+    """Refuse the operand dtypes torch refuses for a same-dtype op (one floating dtype, no integers beside it)."""
+    positions = _SAME_DTYPE_OPS[node.target]
+    operands = [
+        (node.args[i], call_args[i])
+        for i in positions
+        if i < len(call_args) and _dtype_of(call_args[i]) is not None and not _is_half(_dtype_of(call_args[i]))
+    ]
+    floating = [jnp.dtype(_dtype_of(v)) for _, v in operands if jnp.issubdtype(_dtype_of(v), jnp.floating)]
+    if not floating:
+        return
+    expected = floating[0]
+    for ref, value in operands:
+        if jnp.dtype(_dtype_of(value)) != expected:
+            _refuse_dtype(
+                root, node, ref, _dtype_of(value), f"{expected.name}, as its other operands", expected.name, context
+            )
+
+
+def _refuse_dtype(root: Any, node: _Node, ref: Any, received: Any, expected: str, cast: str, context: tuple) -> None:
+    program, args, kwargs = context
+    sources = _user_sources(program, ref)
+    where = node.target if node.kind == "op" else f"layer {node.target!r}"
+    origin = ", ".join(_argument_name(root, program, index, args, kwargs) for index in sources) or "no argument"
+    raise TypeError(
+        f"twin of {root._torch_class}: {where} got an operand of dtype {jnp.dtype(received).name} (from {origin}), "
+        f"expected "
+        f"{expected}, as torch's forward would refuse it at {node.where} (torch's Linear, Conv, norms and RNNs "
+        f"raise on an input whose dtype differs from their parameters': 'mat1 and mat2 must have the same dtype', "
+        f"'Input type (int) and bias type (float) should be the same'). Cast the input first "
+        f"(x.astype(jnp.{cast})), or port with an example of that dtype (interop.from_torch(model, example))"
+    )
+
+
+def _ref_names(value: Any) -> Iterator[str]:
+    if isinstance(value, _Ref):
+        yield value.name
+    elif isinstance(value, (tuple, list, _SliceSpec)):
+        for item in value:
+            yield from _ref_names(item)
+
+
+def _user_sources(program: _Program, ref: Any) -> list[int]:
+    """The user leaves (indices) a program value is computed from, walking the program backwards."""
+    producers = {node.name: node for node in program.nodes}
+    users = {item.name: item.value for item in program.inputs if item.kind == "user"}
+    stack, seen, found = list(_ref_names(ref)), set(), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in users:
+            found.add(users[name])
+        elif name in producers:
+            stack.extend(_ref_names((producers[name].args, tuple(v for _, v in producers[name].kwargs))))
+    return sorted(found)
+
+
+def _argument_name(root: Any, program: _Program, index: int, args: tuple, kwargs: dict) -> str:
+    """'argument 0 (x)', 'argument 'mask'' or 'argument 1 (pair)[0]' for user leaf ``index`` of a call."""
+    import torch.utils._pytree as pytree
+
+    ordered = {name: kwargs[name] for name in program.kwarg_order if name in kwargs}
+    ordered.update({name: value for name, value in kwargs.items() if name not in ordered})
+    path = pytree.tree_flatten_with_path((tuple(args), ordered))[0][index][0]
+    group, key, rest = path[0].idx, path[1], "".join(str(k) for k in path[2:])
+    if group == 1:
+        return f"argument {key.key!r}{rest}"
+    names = getattr(root, "_forward_names", ())
+    label = f" ({names[key.idx]})" if key.idx < len(names) else ""
+    return f"argument {key.idx}{label}{rest}"
+
+
 def _read_variable(root: nnx.Module, location: _Variable) -> Any:
     """A twin variable's value in torch layout (transposed from fnml's layout where the two differ)."""
     value = getattr(_resolve(root, location.owner), location.attr)[...]
@@ -909,8 +1589,12 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             env[node.name] = call_args[0]
             continue
         if node.kind == "layer":
-            env[node.name] = _channels_last_layer(_resolve(root, node.target), node.adapter, call_args)
+            layer = _resolve(root, node.target)
+            _check_layer_input(root, node, layer, call_args, (program, args, kwargs))
+            env[node.name] = _channels_last_layer(layer, node.adapter, call_args)
             continue
+        if node.target in _SAME_DTYPE_OPS:
+            _check_op_operands(root, node, call_args, (program, args, kwargs))
         entry = lowering.lookup(node.target)
         op = entry.fn if not entry.random else functools.partial(entry.fn, root.rngs())
         out = None
@@ -1162,6 +1846,7 @@ def _build_twin(torch_module: Any, dtype: Any, programs: Any, source: str, *, ca
     _load(twin, torch_module.state_dict(), strict=True, flatten_nhwc=None, keep_source_dtype=True)
     _tie(twin, aliases)
     _freeze(twin, torch_module)
+    twin._float_dtypes = (np.dtype(dtype).name, np.dtype(dtype).name)
     return twin, builder.layer_paths
 
 
@@ -1240,8 +1925,16 @@ def from_torch(torch_module: Any, *example_args: Any, rngs: nnx.Rngs | None = No
     uses_random = any(lowering.lookup(n.target).random for p in twin._programs for n in p.nodes if n.kind == "op")
     twin.rngs = rngs if uses_random else None
     twin._source = program.source
+    twin._forward_names = _positional_names(torch_module)
     twin.training = mode
     return twin
+
+
+def _positional_names(torch_module: Any) -> tuple[str, ...]:
+    """The names of forward's positional parameters (for errors that name an input)."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = inspect.signature(torch_module.forward).parameters.values()
+    return tuple(parameter.name for parameter in parameters if parameter.kind in kinds)
 
 
 def _from_torch_fx(torch_module: Any, dtype: Any, rngs: nnx.Rngs) -> TorchTwin:
