@@ -511,6 +511,59 @@ def test_a_ported_mixed_mode_model_keeps_each_fnml_layer_mode():
     )
 
 
+class _Scaled(torch.nn.Module):
+    """Custom code reading self.training (not an fnml layer): doubles its input in training mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = self.fc(x)
+        return x * 2.0 if self.training else x
+
+
+class _WithScaledBackbone(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = _Scaled()
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def test_a_mode_mix_the_captured_code_cannot_run_is_refused_at_port_and_at_call():
+    """Captured code reading ``self.training`` follows the whole model's mode: a module of it in another mode
+    than the root would silently run the root's branch, so porting or calling in that mix raises."""
+    from fnml.interop.lowering import UnsupportedTorchOpError
+
+    torch_model = _WithScaledBackbone().double()
+    example = torch.ones(4, 3, dtype=torch.float64)
+    torch_model.train()
+    torch_model.backbone.eval()  # torch runs the backbone's eval branch (no doubling) here
+    with pytest.raises(
+        UnsupportedTorchOpError,
+        match=r"from_torch: module 'backbone' \(_Scaled\) reads "
+        r"self.training .* eval mode while the model is in training mode.*model.backbone.train\(\)",
+    ):
+        interop.from_torch(torch_model, example)
+    torch_model.backbone.train()  # the model's mode: ports, and runs torch's branches in both modes
+    twin = interop.from_torch(torch_model, example)
+    for mode in (True, False):
+        torch_model.train(mode)
+        twin.train(mode)
+        with torch.no_grad():
+            expected = torch_model(example).numpy()
+        assert max_abs_diff(twin(example), expected) <= ATOL
+    twin.train()
+    twin.backbone.eval()  # the same mix on the twin: refused when called, not computed wrongly
+    with pytest.raises(UnsupportedTorchOpError, match=r"the call: module 'backbone' .* twin.backbone.train\(\)"):
+        twin(example)
+    twin.backbone.train()
+    assert max_abs_diff(twin(example), torch_model.train()(example).detach().numpy()) <= ATOL
+
+
 # --------------------------------------------------------------------------------------------------
 # Error paths
 # --------------------------------------------------------------------------------------------------

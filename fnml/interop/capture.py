@@ -65,6 +65,9 @@ class _TorchContainer(layers.Module):
         self._torch_class = torch_class
         self._torch_order = order
         self._torch_extra = extra
+        # torch's self.training of this module: train()/eval() set it (layers.Module.train); the root
+        # TorchTwin checks it where captured code reads self.training (_check_captured_modes).
+        self.training = True
 
     def extra_repr(self) -> str:
         return self._torch_extra
@@ -213,11 +216,13 @@ class TorchTwin(_TorchContainer):
         self._source = source
         self._forward_names: tuple[str, ...] = ()  # forward's positional parameter names, for input errors
         self._float_dtypes: tuple[str | None, str | None] = (None, None)  # (captured, current) floating dtype
+        self._mode_readers: tuple[str, ...] = ()  # torch paths of captured code reading self.training
         self.training = True
         self.rngs = rngs  # None unless the captured forward has random ops (then nnx.split sees no keys)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if isinstance(self._programs, tuple) and len(self._programs) == 2 and isinstance(self._programs[0], _Program):
+            _check_captured_modes(self, self._mode_readers, where="the call")
             return _run_program(self, self._programs[int(self.training)], args, kwargs)
         return _run_fx_program(self, self._programs, args, kwargs)
 
@@ -846,6 +851,7 @@ class _Builder:
         container = _container_class(type(torch_module).__name__)(
             type(torch_module).__name__, tuple(own) + tuple(n for n, _ in children), extra
         )
+        container.training = bool(torch_module.training)
         self.fill(container, torch_module, children, path)
         return container
 
@@ -1920,14 +1926,43 @@ def from_torch(torch_module: Any, *example_args: Any, rngs: nnx.Rngs | None = No
 
     program, reads = capture(mode)
     # fnml layers switch modes themselves; any other module reading self.training needs the other mode's graph.
-    other = capture(not mode)[0] if any(path not in layer_paths for path in reads) else program
+    readers = tuple(sorted(path for path in reads if path not in layer_paths))
+    other = capture(not mode)[0] if readers else program
     twin._programs = (other, program) if mode else (program, other)
+    twin._mode_readers = readers
+    _check_captured_modes(twin, readers, where="from_torch")
     uses_random = any(lowering.lookup(n.target).random for p in twin._programs for n in p.nodes if n.kind == "op")
     twin.rngs = rngs if uses_random else None
     twin._source = program.source
     twin._forward_names = _positional_names(torch_module)
     twin.training = mode
     return twin
+
+
+def _check_captured_modes(twin: TorchTwin, readers: tuple[str, ...], *, where: str) -> None:
+    """Refuse a mode mix the captured programs cannot run: code reading ``self.training`` follows the root.
+
+    The twin holds one program per mode of the WHOLE model (torch's ``model.train()`` / ``model.eval()``);
+    fnml layers (BatchNorm, Dropout...) switch per module themselves, but a module whose own forward code
+    reads ``self.training`` was captured in the root's mode. Such a module in another mode than the root
+    (``model.train(); model.backbone.eval()`` before ``from_torch``, or ``twin.backbone.eval()`` after)
+    would run the root's branch: raise instead of computing something else than torch.
+    """
+    for path in readers:
+        module = _resolve(twin, path)
+        mode = getattr(module, "training", twin.training)
+        if mode != twin.training:
+            names = {True: "training", False: "eval"}
+            call = "train" if twin.training else "eval"
+            kind = getattr(module, "_torch_class", type(module).__name__)
+            raise UnsupportedTorchOpError(
+                f"{where}: module {path!r} ({kind}) reads self.training in its forward and is in "
+                f"{names[mode]} mode while the model is in {names[twin.training]} mode; a ported twin runs "
+                f"such code in the whole model's mode (one captured program per mode), so it would compute the "
+                f"{names[twin.training]}-mode branch there, unlike torch. Fix: put that module in the model's "
+                f"mode (model.{path}.{call}() on the torch model before porting, or twin.{path}.{call}() on the "
+                f"twin); fnml layers inside it (BatchNorm, Dropout) may still keep their own modes"
+            )
 
 
 def _positional_names(torch_module: Any) -> tuple[str, ...]:
