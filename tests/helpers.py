@@ -281,13 +281,18 @@ def run_python(args: Sequence[str], *, env: dict[str, str] | None = None, timeou
     )
 
 
-def spawn_python(args: Sequence[str], *, env: dict[str, str] | None = None, cwd=None) -> subprocess.Popen:
-    """``python *args`` in the background, stdout and stderr merged into one text pipe; end it with :func:`finish`."""
+def spawn_python(
+    args: Sequence[str], *, env: dict[str, str] | None = None, cwd=None, stdin_pipe: bool = False
+) -> subprocess.Popen:
+    """``python *args`` in the background, stdout and stderr merged into one text pipe; end it with :func:`finish`.
+
+    ``stdin_pipe=True`` gives the child a text pipe on stdin (``process.stdin``) for requests.
+    """
     return subprocess.Popen(
         [sys.executable, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
         text=True,
         env=child_env() if env is None else env,
         cwd=str(cwd or ROOT),
