@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from fnml import _step
+from fnml import _step, _torch
 from fnml import device as _device
 from fnml._validation import check_bool, check_choice, check_positive_int
 
@@ -187,7 +187,45 @@ def jit_train_step(
         jitted = _device.mesh_jit(pure, mesh, donate=donate, shard_min_size=shard_min_size)
     else:
         jitted = jax.jit(pure, donate_argnums=(0,) if donate else ())
-    return _checked(jitted, donate=donate) if check_finite else jitted
+    return _accepting_torch(_checked(jitted, donate=donate) if check_finite else jitted, where="train step")
+
+
+def _batch_from_torch(batch: tuple, where: str) -> tuple:
+    """Every torch tensor in the batch (at any depth of its tuples/dicts) as a jax array, copied.
+
+    ``tensors.from_torch``'s dtype rules (int64/float64 with x64 off: checked, then narrowed with a
+    warning; unsupported dtypes: TypeError). Copied, not shared: the step runs asynchronously, and a torch
+    loader may refill the tensor's memory meanwhile. numpy arrays and Python numbers pass through to jit.
+    """
+    if _torch._loaded_torch() is None:  # no torch imported: no tensor can be there
+        return batch
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
+    if not any(_torch.is_tensor(leaf) for _, leaf in leaves):
+        return batch
+
+    def convert(path: tuple, leaf: Any) -> Any:
+        if not _torch.is_tensor(leaf):
+            return leaf
+        name = f"{where}: batch{jax.tree_util.keystr(path)}"
+        # A host copy, as a numpy batch: jit then sees the same (uncommitted) argument kinds as for numpy
+        # input, so a torch batch and a numpy batch share one compilation.
+        try:
+            return np.array(_torch.to_jax(leaf, what=name), copy=True)
+        except TypeError as error:
+            message = str(error)
+            raise TypeError(message if message.startswith(name) else f"{name}: {message}") from error
+
+    return jax.tree.unflatten(treedef, [convert(p, v) for p, v in leaves])
+
+
+def _accepting_torch(inner: Callable, *, where: str) -> Callable:
+    """The jitted step, taking torch tensors wherever it takes jax arrays (the model and losses do too)."""
+
+    def step(state: Any, *batch: Any) -> Any:
+        return inner(state, *_batch_from_torch(batch, where))
+
+    step._cache_size = lambda: inner._cache_size()  # the recompile guard reads it
+    return step
 
 
 def _checked(inner: Callable, *, donate: bool) -> Callable:
@@ -220,5 +258,6 @@ def jit_eval_step(
     else:
         pure = _step.pure_eval_step(None, criterion=criterion, metrics=dict(metrics or {}), autocast=autocast)
     if mesh is None:
-        return jax.jit(pure)
-    return _device.mesh_jit(pure, mesh, returns_state=False, shard_min_size=shard_min_size)
+        return _accepting_torch(jax.jit(pure), where="eval step")
+    jitted = _device.mesh_jit(pure, mesh, returns_state=False, shard_min_size=shard_min_size)
+    return _accepting_torch(jitted, where="eval step")

@@ -372,6 +372,10 @@ def make_train_step(
     differently (``tests/test_autocast.py`` holds the measured bounds). ``"float16"`` is refused
     (no loss scaler yet). ``autocast`` needs float32 parameters.
 
+    The batch may hold jax arrays, numpy arrays or torch tensors (CPU, any dtype torch's forward would take
+    there), also nested in tuples and dicts; torch tensors are copied into jax arrays once per call with
+    ``tensors.from_torch``'s dtype rules (int64/float64 with x64 off: checked, narrowed with a warning).
+
     ``donate=True`` donates the input state's buffers to the output: the state passed in must not be
     used afterwards. ``mesh`` (``fnml.device.mesh()``): data-parallel, torch's
     ``DistributedDataParallel``: the batch arrays are the GLOBAL batch, split along the mesh's "data"
@@ -441,10 +445,11 @@ def make_eval_step(
     changed. Short form: ``evaluate(state, x, y)`` (``x`` a tuple -> ``model(*x)``, a dict ->
     ``model(**x)``), ``metrics`` maps names to ``fn(output, target) -> scalar`` (e.g.
     :func:`accuracy`). General form: ``make_eval_step(loss_fn=f)``, ``evaluate(state, *batch)`` returns
-    ``{"loss": f(model, *batch)}`` (and ``"aux"`` with ``has_aux=True``). ``autocast`` as in
-    :func:`make_train_step`. ``mesh`` / ``shard_min_size``: as in :func:`make_train_step` (torch's
-    evaluation under DDP / FSDP ``fully_shard``): the batch is the GLOBAL batch split along "data" (its
-    size must be divisible by the "data" axis size), the state replicated or, with ``shard_min_size``,
+    ``{"loss": f(model, *batch)}`` (and ``"aux"`` with ``has_aux=True``). The batch may hold torch
+    tensors, as in :func:`make_train_step`. ``autocast`` as in :func:`make_train_step`. ``mesh`` /
+    ``shard_min_size``: as in :func:`make_train_step` (torch's evaluation under DDP / FSDP ``fully_shard``):
+    the batch is the GLOBAL batch split along "data" (its size must be divisible by the "data" axis
+    size), the state replicated or, with ``shard_min_size``,
     its arrays of at least that many elements split along "model"; the values are those of one device
     (up to float summation order) and come back replicated.
 
