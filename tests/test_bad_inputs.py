@@ -697,6 +697,18 @@ ROWS = [
         "eager",
     ),
     (
+        "train.make_train_step",
+        "a torch tensor jax cannot hold (float8) in the batch",
+        TypeError,
+        r"train step: batch\[0\]: unsupported dtype torch.float8_e5m2fnuz; fnml maps these dtypes",
+        lambda: train.make_train_step(losses.MSELoss())(
+            train.TrainState.create(layers.SimpleNN(rngs=R), optim.sgd(lr=0.1)),
+            torch.zeros(4, 2).to(torch.float8_e5m2fnuz),
+            torch.zeros(4, 1),
+        ),
+        "eager",
+    ),
+    (
         "train.TrainState.train",
         "mode=1",
         TypeError,
