@@ -35,7 +35,6 @@ from fnml.interop.lowering import UnsupportedTorchOpError
 from fnml.interop.state_dicts import (
     _PERSISTENT,
     IncompatibleKeys,
-    StateDictError,
     _children,
     _declared_layers,
     _fnml_layer_class,
@@ -44,6 +43,7 @@ from fnml.interop.state_dicts import (
     _named_slots,
     _read_source,
     _slots,
+    raise_load_problems,
 )
 from fnml.interop.state_dicts import state_dict as _state_dict
 from fnml.layers._facts import LayerCall
@@ -430,21 +430,13 @@ class TorchTwin(_TorchContainer):
         keys = [str(key) for key in mapping]
         missing = [name for name in slots if name not in mapping]
         unexpected = [key for key in keys if key not in slots]
-        problems = []
         mismatched = [
             f"{name}: copying a param with shape {tuple(np.shape(mapping[name]))} from checkpoint, the shape in "
             f"current model is {slot.torch_shape}"
             for name, slot in slots.items()
             if name in mapping and tuple(np.shape(mapping[name])) != slot.torch_shape
         ]
-        if mismatched:
-            problems.append("size mismatch for " + "; ".join(mismatched))
-        if strict and missing:
-            problems.append("Missing key(s) in state_dict: " + ", ".join(repr(k) for k in missing))
-        if strict and unexpected:
-            problems.append("Unexpected key(s) in state_dict: " + ", ".join(repr(k) for k in unexpected))
-        if problems:
-            raise StateDictError(f"Error(s) in loading state_dict for {self._torch_class}:\n\t" + "\n\t".join(problems))
+        raise_load_problems(self._torch_class, mismatched, missing, unexpected, strict=strict, in_state_dict=True)
         _load(self, mapping, strict=False, flatten_nhwc=None, keep_source_dtype=False)
         return IncompatibleKeys(missing, unexpected)
 

@@ -36,6 +36,26 @@ class StateDictError(RuntimeError):
     """A state dict does not fit a model: lists every missing key, unexpected key and shape mismatch."""
 
 
+def raise_load_problems(
+    owner: str, mismatched: list, missing: list, unexpected: list, *, strict: bool, in_state_dict: bool = False
+) -> None:
+    """One :class:`StateDictError` listing every size mismatch (always) and missing / unexpected key (strict).
+
+    torch's ``load_state_dict`` message layout; ``in_state_dict`` words the keys as torch's module method
+    does ("Missing key(s) in state_dict: ...").
+    """
+    where = " in state_dict" if in_state_dict else ""
+    problems = []
+    if mismatched:
+        problems.append("size mismatch for " + "; ".join(mismatched))
+    if strict and missing:
+        problems.append(f"Missing key(s){where}: " + ", ".join(repr(k) for k in missing))
+    if strict and unexpected:
+        problems.append(f"Unexpected key(s){where}: " + ", ".join(repr(k) for k in unexpected))
+    if problems:
+        raise StateDictError(f"Error(s) in loading state_dict for {owner}:\n\t" + "\n\t".join(problems))
+
+
 class IncompatibleKeys(NamedTuple):
     """torch's ``load_state_dict(..., strict=False)`` result: keys the model lacks / the dict lacks.
 
@@ -386,15 +406,7 @@ def _load(model, source, *, strict, flatten_nhwc, keep_source_dtype):
                 f"{name}: shape {tuple(arrays[name].shape)} in the state dict, {slot.torch_shape} in the "
                 f"model (torch layout)"
             )
-    problems = []
-    if mismatched:
-        problems.append("size mismatch for " + "; ".join(mismatched))
-    if strict and missing:
-        problems.append("Missing key(s): " + ", ".join(repr(k) for k in missing))
-    if strict and unexpected:
-        problems.append("Unexpected key(s): " + ", ".join(repr(k) for k in unexpected))
-    if problems:
-        raise StateDictError(f"Error(s) in loading state_dict for {type(model).__name__}:\n\t" + "\n\t".join(problems))
+    raise_load_problems(type(model).__name__, mismatched, missing, unexpected, strict=strict)
 
     for name, slot in slots.items():
         if name not in arrays:
