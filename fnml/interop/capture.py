@@ -41,9 +41,9 @@ from fnml.interop.state_dicts import (
     _load,
     _named_modules,
     _named_slots,
+    _raise_load_problems,
     _read_source,
     _slots,
-    raise_load_problems,
 )
 from fnml.interop.state_dicts import state_dict as _state_dict
 from fnml.layers._facts import LayerCall
@@ -436,7 +436,7 @@ class TorchTwin(_TorchContainer):
             for name, slot in slots.items()
             if name in mapping and tuple(np.shape(mapping[name])) != slot.torch_shape
         ]
-        raise_load_problems(self._torch_class, mismatched, missing, unexpected, strict=strict, in_state_dict=True)
+        _raise_load_problems(self._torch_class, mismatched, missing, unexpected, strict=strict, in_state_dict=True)
         _load(self, mapping, strict=False, flatten_nhwc=None, keep_source_dtype=False)
         return IncompatibleKeys(missing, unexpected)
 

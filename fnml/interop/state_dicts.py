@@ -36,7 +36,7 @@ class StateDictError(RuntimeError):
     """A state dict does not fit a model: lists every missing key, unexpected key and shape mismatch."""
 
 
-def raise_load_problems(
+def _raise_load_problems(
     owner: str, mismatched: list, missing: list, unexpected: list, *, strict: bool, in_state_dict: bool = False
 ) -> None:
     """One :class:`StateDictError` listing every size mismatch (always) and missing / unexpected key (strict).
@@ -406,7 +406,7 @@ def _load(model, source, *, strict, flatten_nhwc, keep_source_dtype):
                 f"{name}: shape {tuple(arrays[name].shape)} in the state dict, {slot.torch_shape} in the "
                 f"model (torch layout)"
             )
-    raise_load_problems(type(model).__name__, mismatched, missing, unexpected, strict=strict)
+    _raise_load_problems(type(model).__name__, mismatched, missing, unexpected, strict=strict)
 
     for name, slot in slots.items():
         if name not in arrays:
