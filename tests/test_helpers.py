@@ -9,6 +9,8 @@ import pytest
 from helpers import end, finish, spawn_python, wait_for_line
 
 # Prints one line, then waits far longer than any deadline below: the child never says READY nor exits.
+# The 1 s deadlines below are the path under test, not a wait for readiness: this child can never become
+# ready within them, so the outcome does not depend on how busy the machine is.
 _SILENT = ["-c", "import time; print('started', flush=True); time.sleep(600)"]
 
 
