@@ -34,12 +34,17 @@ def _fit(**kw):
     return train.fit(layers.SimpleNN(rngs=R), args.pop("tx", optim.sgd(lr=0.1)), losses.MSELoss(), X, Y, **args)
 
 
+# Every directory these rows make lives under one TemporaryDirectory, removed when the
+# module is collected or the interpreter exits, so the suite leaves nothing in /tmp.
+_SCRATCH = tempfile.TemporaryDirectory(prefix="fnml-bad-inputs-")
+
+
 def _not_a_checkpoint():
-    return tempfile.mkdtemp(prefix="fnml-not-a-checkpoint-")
+    return tempfile.mkdtemp(prefix="fnml-not-a-checkpoint-", dir=_SCRATCH.name)
 
 
 def _corrupt_checkpoint():
-    path = tempfile.mkdtemp(prefix="fnml-corrupt-")
+    path = tempfile.mkdtemp(prefix="fnml-corrupt-", dir=_SCRATCH.name)
     state = {"w": jnp.arange(3.0)}
     checkpoint.save_checkpoint(path, state, step=1)
     with open(os.path.join(path, "1", checkpoint.MANIFEST), "w") as handle:
