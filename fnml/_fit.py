@@ -344,6 +344,69 @@ def _validation_arrays(validation: Any, general: bool) -> _Arrays | None:
     return _arrays(tree, where="fit: validation")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loader:
+    """A user's loader (re-iterated once per epoch), each item one micro-batch; how to read its items."""
+
+    source: Any
+    short_form: bool
+    steps_per_epoch: int | None  # optimizer steps per epoch; None when the loader has no len()
+
+    def items(self, epoch: int) -> Any:
+        """Epoch ``epoch``'s items: ``loader.epoch(epoch)`` where there is one (fnml's DataLoader: the exact
+        order again after a resume), else a new ``iter(loader)`` (torch's ``for batch in loader``)."""
+        replay = getattr(self.source, "epoch", None)
+        return iter(replay(epoch)) if callable(replay) else iter(self.source)
+
+    def batch(self, item: Any, index: int, epoch: int) -> tuple:
+        """The step's ``*batch`` of one item: ``(x, y)`` in the short form, the item's parts in the general one."""
+        where = f"fit: loader item {index} of epoch {epoch + 1}"
+        if not isinstance(item, (tuple, list)):
+            raise TypeError(
+                f"{where} must be a tuple or list ({'(x, y)' if self.short_form else 'the arrays loss_fn takes'}), "
+                f"got {type(item).__name__}"
+            )
+        if self.short_form and len(item) != 2:
+            raise TypeError(f"{where} must be a pair (x, y) for criterion(model(x), y), got {len(item)} parts")
+        return tuple(item)
+
+
+def _as_loader(
+    loader: Any, *, short_form: bool, accumulate_steps: int, X: Any, Y: Any, data: Any, batching: dict[str, Any]
+) -> _Loader:
+    """``loader=`` checked: iterable, alone (no arrays, no batching options), whole optimizer steps per epoch."""
+    if X is not None or Y is not None or data is not None:
+        raise TypeError("fit: loader= replaces X, Y (and data=): pass the arrays or a loader, not both")
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(
+            f"fit: loader must be iterable (a DataLoader, or any object iter() works on, re-iterated each epoch), "
+            f"got {type(loader).__name__}"
+        )
+    if iter(loader) is loader:
+        raise TypeError(
+            "fit: loader is an iterator (it would be exhausted after one epoch); pass a re-iterable object, e.g. "
+            "a DataLoader or a list of batches"
+        )
+    for name, (value, default) in batching.items():
+        if value is not default:
+            raise ValueError(
+                f"fit: {name}={value!r} with loader=: the loader batches and shuffles (torch's DataLoader(dataset, "
+                f"batch_size, shuffle, drop_last)); leave {name} at {default!r}"
+            )
+    steps = None
+    if hasattr(loader, "__len__"):
+        items = len(loader)
+        if items == 0 or items % accumulate_steps:
+            raise ValueError(
+                f"fit: accumulate_steps={accumulate_steps} needs every optimizer step to see {accumulate_steps} "
+                f"micro-batches, but the loader yields {items} per epoch (torch's loop would carry the leftover "
+                f"micro-batches' gradients into the next epoch); change the loader's batch_size/drop_last or "
+                f"accumulate_steps"
+            )
+        steps = items // accumulate_steps
+    return _Loader(loader, short_form, steps)
+
+
 def _rows_per_step(n: int, batch_size: Any, drop_last: bool, accumulate_steps: int) -> int:
     """Rows of one optimizer step; with accumulation every step must get N full micro-batches."""
     if batch_size is None:
@@ -374,7 +437,8 @@ class FitOptions:
 
     criterion: Any
     loss_fn: Any
-    train: _Arrays
+    train: _Arrays | None  # None with a loader
+    loader: _Loader | None
     validation: _Arrays | None
     metrics: tuple | None
     epochs: int
@@ -399,7 +463,10 @@ class FitOptions:
     checkpoints: _Checkpointing
 
     @property
-    def steps_per_epoch(self) -> int:
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch (None: a loader without len())."""
+        if self.loader is not None:
+            return self.loader.steps_per_epoch
         return _data.num_batches(self.train.n, self.batch, drop_last=self.drop_last)
 
     @property
@@ -423,6 +490,7 @@ class FitOptions:
         epochs: int,
         loss_fn: Callable[..., Any] | None,
         data: Sequence[Any] | None,
+        loader: Any,
         batch_size: int | None,
         shuffle: bool,
         drop_last: bool,
@@ -468,10 +536,34 @@ class FitOptions:
         check_bool("donate", donate, where="fit")
         check_bool("keep_modes", keep_modes, where="fit")
         _jit.check_autocast(autocast, where="fit")
-        train_arrays = _training_arrays(criterion, X, Y, loss_fn, data)
-        n = train_arrays.n
-        batch = _rows_per_step(n, batch_size, drop_last, accumulate_steps)
         shard_min_size = _jit.check_sharding(mesh, shard_min_size, where="fit")
+        train_arrays, batch = None, 0
+        if loader is not None:
+            batching = dict(batch_size=(batch_size, None), shuffle=(shuffle, False), drop_last=(drop_last, False))
+            batching["key"] = (key, None)
+            if fused is True:
+                raise ValueError(
+                    "fit: fused=True with loader=: fused epochs run over in-memory arrays inside one program, a "
+                    "loader's batches come from Python one at a time; use fused='auto' or False, or pass the arrays"
+                )
+            loader = _as_loader(
+                loader,
+                short_form=loss_fn is None,
+                accumulate_steps=accumulate_steps,
+                X=X,
+                Y=Y,
+                data=data,
+                batching=batching,
+            )
+            if mesh is not None:
+                raise ValueError(
+                    "fit: mesh= with loader= is not supported: fit splits in-memory arrays across devices; pass the "
+                    "arrays (X, Y or data=), or drive make_train_step(mesh=...) from your loader"
+                )
+        else:
+            train_arrays = _training_arrays(criterion, X, Y, loss_fn, data)
+            batch = _rows_per_step(train_arrays.n, batch_size, drop_last, accumulate_steps)
+        n = 0 if train_arrays is None else train_arrays.n
         if mesh is not None:
             if fused is True and _device.process_count() > 1:
                 raise ValueError(
@@ -505,6 +597,7 @@ class FitOptions:
             criterion=criterion,
             loss_fn=loss_fn,
             train=train_arrays,
+            loader=loader,
             validation=_validation_arrays(validation, loss_fn is not None),
             metrics=metrics,
             epochs=epochs,
@@ -580,8 +673,8 @@ def _start(plan: FitOptions, fresh: Any) -> tuple[Any, int, _Record]:
 
 
 def _chunk_epochs(plan: FitOptions) -> int:
-    """Epochs per chunk: 1 with per-epoch work, else up to the next log line (and checkpoint)."""
-    if plan.validation is not None or plan.callbacks:
+    """Epochs per chunk: 1 with per-epoch work or a loader, else up to the next log line (and checkpoint)."""
+    if plan.validation is not None or plan.callbacks or plan.loader is not None:
         return 1
     chunk = plan.log_every if plan.verbose else plan.epochs
     if plan.checkpoints.every is not None:
@@ -604,11 +697,15 @@ def _compile(plan: FitOptions, model: nnx.Module, chunk_epochs: int) -> _Compile
     shared = dict(accumulate_steps=plan.accumulate_steps, autocast=plan.autocast)
     mesh = dict(mesh=plan.mesh, shard_min_size=plan.shard_min_size)
     use_fused = (
-        (plan.mesh is None or _device.process_count() == 1)  # a mesh: fused epochs need the whole data set
+        plan.loader is None  # a loader's batches come from the host, one step at a time
+        and (plan.mesh is None or _device.process_count() == 1)  # a mesh: fused epochs need the whole data set
         and not plan.check_finite
         and _choose_fused(plan.fused, model, chunk_epochs * plan.steps_per_epoch)
     )
-    step = _cached(_build_step, **loss, donate=plan.donate, check_finite=plan.check_finite, **mesh, **shared)
+    streamed = plan.loader is not None and plan.accumulate_steps > 1  # a loader item is one micro-batch
+    step = _cached(
+        _build_step, **loss, donate=plan.donate, check_finite=plan.check_finite, streamed=streamed, **mesh, **shared
+    )
     fused = None
     if use_fused:
         fused = _cached(
@@ -635,6 +732,37 @@ def _compile(plan: FitOptions, model: nnx.Module, chunk_epochs: int) -> _Compile
 
 
 # ---- fit, step 4: run one chunk of epochs, fused or step by step ---------------------------------
+
+
+def _run_loader_epoch(plan: FitOptions, compiled: _Compiled, state: Any, epoch: int) -> tuple:
+    """One epoch over the loader, one micro-batch per call; returns (state, losses, state before a bad step).
+
+    Each optimizer step's loss is the mean of its N micro-batch losses (as ``accumulate_steps`` on arrays).
+    Unless ``on_nonfinite="ignore"``, every step's loss is checked as it comes (the loader cannot be
+    replayed in general): at the first non-finite one the epoch stops, and the state before that step
+    is returned beside the losses so far (the bad one last).
+    """
+    check = plan.on_nonfinite != "ignore"
+    n = plan.accumulate_steps
+    losses, micro, before, count = [], [], state, 0
+    for count, item in enumerate(plan.loader.items(epoch), start=1):
+        if not micro and check:
+            before = jax.tree.map(jnp.copy, state) if plan.donate else state
+        state, loss = compiled.step(state, *plan.loader.batch(item, count - 1, epoch))
+        micro.append(loss)
+        if len(micro) == n:
+            losses.append(micro[0] if n == 1 else jnp.mean(jnp.stack(micro)))
+            micro = []
+            if check and not np.isfinite(float(losses[-1])):
+                return state, np.asarray(jnp.stack(losses)), before
+    if count == 0 or micro:
+        raise ValueError(
+            f"fit: epoch {epoch + 1}: the loader yielded {count} micro-batches, "
+            + ("none" if count == 0 else f"not a multiple of accumulate_steps={n}")
+            + " (torch's loop would carry the leftover micro-batches' gradients into the next epoch); change the "
+            "loader's batch_size/drop_last or accumulate_steps"
+        )
+    return state, np.asarray(jnp.stack(losses)), None
 
 
 def _run_chunk(plan: FitOptions, compiled: _Compiled, state: Any, epochs: list[int]) -> tuple:
@@ -675,14 +803,18 @@ def _result(state: Any, record: _Record, stop_reason: str | None = None) -> FitR
     )
 
 
-def _nonfinite_outcome(plan, compiled, start_state, epochs, chunk_losses, record, bar) -> FitResult:
-    """The first non-finite loss of a chunk: raise NonFiniteLossError or return the last finite state."""
+def _nonfinite_outcome(plan, compiled, start_state, epochs, chunk_losses, record, bar, *, before=None) -> FitResult:
+    """The first non-finite loss of a chunk: raise NonFiniteLossError or return the last finite state.
+
+    ``before``: the state before the bad step when the caller kept it (a loader's epoch); else it is
+    replayed from ``start_state`` over the chunk's batches.
+    """
     flat = chunk_losses.reshape(-1)
     bad = int(np.argmax(~np.isfinite(flat)))
-    replay = _replay(plan, compiled, start_state, epochs, bad)
+    replay = before if before is not None else _replay(plan, compiled, start_state, epochs, bad)
     good = _Record(record.losses + flat[:bad].tolist(), record.history)
     bad_step = len(good.losses) + 1
-    bad_epoch = epochs[bad // plan.steps_per_epoch] + 1
+    bad_epoch = epochs[0] + 1 if plan.loader is not None else epochs[bad // plan.steps_per_epoch] + 1
     message = (
         f"fit: non-finite loss {flat[bad]} at step {bad_step} (epoch {bad_epoch}/{plan.epochs}); "
         f"the state before that step (after step {bad_step - 1}, all finite) is kept"
@@ -713,7 +845,7 @@ def _record_epoch(
     """
     record.losses.extend(row.tolist())
     logs = {"loss": float(row[-1]), "mean_loss": float(np.mean(row))}
-    logs.update(_lr_logs(state, epochs_after * plan.steps_per_epoch))
+    logs.update(_lr_logs(state, epochs_after * plan.steps_per_epoch if epochs_after else 0))
     if compiled.evaluate is not None:
         values = jax.device_get(compiled.evaluate(state, *plan.validation.batch()))
         logs.update({f"val_{k}": float(v) for k, v in values.items() if k != "aux"})
@@ -804,11 +936,12 @@ def run(plan: FitOptions, fresh: Any, model: nnx.Module) -> FitResult:
     chunk_epochs = _chunk_epochs(plan)
     compiled = _compile(plan, model, chunk_epochs)
 
-    total_steps = plan.epochs * plan.steps_per_epoch
+    per_epoch = plan.steps_per_epoch or 0  # 0: a loader without len() (no progress bar: no total)
+    total_steps = plan.epochs * per_epoch
     show_bar = plan.progress
     if show_bar is None:
         show_bar = plan.verbose and sys.stdout.isatty() and total_steps >= _PROGRESS_MIN_STEPS
-    bar = _Progress(bool(show_bar), total_steps, epoch * plan.steps_per_epoch)
+    bar = _Progress(bool(show_bar) and per_epoch > 0, total_steps, epoch * per_epoch)
     for cb in plan.callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin()
@@ -825,15 +958,22 @@ def run(plan: FitOptions, fresh: Any, model: nnx.Module) -> FitResult:
             keep_start = plan.donate and (check or plan.checkpoints.directory is not None)
             start_state = jax.tree.map(jnp.copy, state) if keep_start else state
             safe = (start_state, epoch, record.lengths())
-            state, chunk_losses = _run_chunk(plan, compiled, state, epoch_list)
+            before = None
+            if plan.loader is not None:  # chunks of one epoch
+                state, row, before = _run_loader_epoch(plan, compiled, state, epoch)
+                chunk_losses = row[None]
+            else:
+                state, chunk_losses = _run_chunk(plan, compiled, state, epoch_list)
             if check and not np.all(np.isfinite(chunk_losses)):
-                return _nonfinite_outcome(plan, compiled, start_state, epoch_list, chunk_losses, record, bar)
+                return _nonfinite_outcome(
+                    plan, compiled, start_state, epoch_list, chunk_losses, record, bar, before=before
+                )
             for offset, e in enumerate(epoch_list):
                 state, reason = _record_epoch(
                     plan, compiled, state, e + 1, chunk_losses[offset], record, bar, epochs_after=end - (e + 1)
                 )
                 stop_reason = reason or stop_reason
-            bar.advance(len(epoch_list) * plan.steps_per_epoch)
+            bar.advance(chunk_losses.size)
             epoch = end
             if stop_reason is not None:
                 if plan.verbose:

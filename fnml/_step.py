@@ -160,6 +160,7 @@ def pure_train_step(
     *,
     has_aux: bool = False,
     accumulate_steps: int = 1,
+    streamed: bool = False,
     autocast: Any = None,
     report: bool = False,
 ) -> Callable:
@@ -171,6 +172,12 @@ def pure_train_step(
     each batch array holds N micro-batches: ``grads = sum_i grad(loss_i / N)`` (torch's
     ``(loss / N).backward()`` N times), ``rest`` threaded micro-batch by micro-batch, ONE optimizer update;
     the loss returned is the mean of the N micro-batch losses, ``aux`` is stacked along a leading N axis.
+    ``streamed=True`` (with ``accumulate_steps=N``): each call is ONE micro-batch; its ``grad(loss / N)`` is
+    added to ``state.grads`` (torch's ``.grad``) and ``state.micro`` counts the micro-batches; the call that
+    completes N applies the optimizer to the sum and zeroes both (``lax.cond``: one program for every
+    call). The state must carry ``grads``/``micro`` (:func:`start_accumulation`); the loss returned is the
+    micro-batch's own, undivided. The same additions in the same order as ``accumulate_steps=N`` over
+    the concatenated micro-batches.
     ``report=True`` also returns one finiteness flag per ``[loss, gradient leaves..., parameter leaves...]``.
 
     Modes: the module runs in the train/eval mode of each submodule as recorded in ``state.graphdef``
@@ -218,16 +225,53 @@ def pure_train_step(
         )
         return jnp.mean(losses), params, frozen, rest, aux, grads
 
-    def step(state: Any, *batch: Any) -> tuple:
-        if accumulate_steps == 1:
-            loss, params, frozen, rest, aux, grads = gradients(state, state.params, state.frozen, state.rest, batch, 1)
-        else:
-            loss, params, frozen, rest, aux, grads = accumulated(state, batch)
+    def update(state: Any, grads: Any, params: Any) -> tuple:
         # The optimizer updates the parameters as the forward pass left them (torch's optimizer sees in-place
         # writes too).
         updates, opt_state = state.tx.update(grads, state.opt_state, params)
-        params = optax.apply_updates(params, updates)
-        new_state = state.replace(params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=state.step + 1)
+        return optax.apply_updates(params, updates), opt_state
+
+    def streamed_step(state: Any, batch: tuple) -> tuple:
+        loss, params, frozen, rest, aux, grads = gradients(
+            state, state.params, state.frozen, state.rest, batch, accumulate_steps
+        )
+        total = jax.tree.map(jnp.add, state.grads, grads)  # p.grad += grad(loss / N)
+        micro = state.micro + 1
+
+        def apply(_: Any) -> tuple:  # optimizer.step(); optimizer.zero_grad()
+            new_params, opt_state = update(state, total, params)
+            zeros = jax.tree.map(jnp.zeros_like, total)
+            return new_params, opt_state, zeros, jnp.zeros_like(micro), state.step + 1
+
+        def wait(_: Any) -> tuple:
+            return params, state.opt_state, total, micro, state.step
+
+        params, opt_state, total, micro, count = jax.lax.cond(micro == accumulate_steps, apply, wait, None)
+        new_state = state.replace(
+            params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=count, grads=total, micro=micro
+        )
+        return new_state, loss, aux, grads, params
+
+    def step(state: Any, *batch: Any) -> tuple:
+        if streamed:
+            new_state, loss, aux, grads, params = streamed_step(state, batch)
+        else:
+            if accumulate_steps == 1:
+                loss, params, frozen, rest, aux, grads = gradients(
+                    state, state.params, state.frozen, state.rest, batch, 1
+                )
+            else:
+                loss, params, frozen, rest, aux, grads = accumulated(state, batch)
+            params, opt_state = update(state, grads, params)
+            new_state = state.replace(
+                params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=state.step + 1
+            )
+            if getattr(state, "grads", None) is not None:
+                # torch's loop starts with optimizer.zero_grad(): gradients a streamed step left pending are
+                # dropped, not added.
+                new_state = new_state.replace(
+                    grads=jax.tree.map(jnp.zeros_like, state.grads), micro=jnp.zeros_like(state.micro)
+                )
         out = (new_state, loss, aux) if has_aux else (new_state, loss)
         if report:
             checked = [loss, *jax.tree.leaves(grads), *jax.tree.leaves(params)]
@@ -235,6 +279,16 @@ def pure_train_step(
         return out
 
     return step
+
+
+def start_accumulation(state: Any) -> Any:
+    """``state`` with a zero gradient sum and micro-batch count, if it has none (what a streamed step carries).
+
+    Done outside ``jit`` so that the streamed step sees one state structure on every call: one compilation.
+    """
+    if state.grads is not None:
+        return state
+    return state.replace(grads=jax.tree.map(jnp.zeros_like, state.params), micro=jnp.zeros((), jnp.int32))
 
 
 def pure_eval_step(

@@ -173,6 +173,7 @@ def jit_train_step(
     *,
     has_aux: bool = False,
     accumulate_steps: int = 1,
+    streamed: bool = False,
     autocast: str | None = None,
     donate: bool = False,
     mesh: Any = None,
@@ -181,13 +182,29 @@ def jit_train_step(
 ) -> Callable[..., tuple]:
     """``make_train_step``'s body, arguments already checked: the pure step of ``loss``, jitted."""
     pure = _step.pure_train_step(
-        loss, has_aux=has_aux, accumulate_steps=accumulate_steps, autocast=autocast, report=check_finite
+        loss,
+        has_aux=has_aux,
+        accumulate_steps=accumulate_steps,
+        streamed=streamed,
+        autocast=autocast,
+        report=check_finite,
     )
     if mesh is not None:
         jitted = _device.mesh_jit(pure, mesh, donate=donate, shard_min_size=shard_min_size)
     else:
         jitted = jax.jit(pure, donate_argnums=(0,) if donate else ())
-    return _accepting_torch(_checked(jitted, donate=donate) if check_finite else jitted, where="train step")
+    step = _accepting_torch(_checked(jitted, donate=donate) if check_finite else jitted, where="train step")
+    return _accumulating(step) if streamed else step
+
+
+def _accumulating(inner: Callable) -> Callable:
+    """The streamed step: a state without a gradient sum gets a zero one first (outside jit: one structure)."""
+
+    def step(state: Any, *batch: Any) -> Any:
+        return inner(_step.start_accumulation(state), *batch)
+
+    step._cache_size = lambda: inner._cache_size()  # the recompile guard reads it
+    return step
 
 
 def _batch_from_torch(batch: tuple, where: str) -> tuple:

@@ -282,6 +282,26 @@ def latest_step(directory: Any) -> int | None:
     return steps[-1] if steps else None
 
 
+def _without_pending_gradients(state: Any, *, where: str) -> Any:
+    """A ``TrainState`` as checkpoints hold it: no gradient sum of a streamed accumulation.
+
+    torch's checkpoint holds no ``.grad`` either; a zero sum (between two optimizer steps) is dropped, so
+    the checkpoint restores into ``TrainState.create``'s template. Pending gradients would be lost: refused.
+    """
+    grads = getattr(state, "grads", None)
+    if grads is None or not hasattr(state, "zero_grad"):
+        return state
+    pending = int(state.micro)
+    if pending:
+        raise ValueError(
+            f"{where}: the state holds the gradients of {pending} micro-batches of a streamed accumulation "
+            f"(state.micro={pending}) that no optimizer step has applied yet; a checkpoint does not keep them "
+            f"(torch's has no .grad either): save after the update (state.micro == 0), or drop them with "
+            f"state.zero_grad()"
+        )
+    return state.zero_grad()
+
+
 def save_checkpoint(
     directory: Any, state: Any, *, step: int, metadata: dict[str, Any] | None = None, keep: int | None = None
 ) -> str:
@@ -313,6 +333,7 @@ def save_checkpoint(
         raise ValueError(f"save_checkpoint: step must be a non-negative integer, got step={step!r}")
     if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
         raise ValueError(f"save_checkpoint: keep must be a positive integer or None, got keep={keep!r}")
+    state = _without_pending_gradients(state, where="save_checkpoint")
     ocp = _ocp()
     names, leaves, _ = _flat(state)
     # Zero-size arrays cannot be stored by orbax; they are rebuilt from the template on restore.

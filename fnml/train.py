@@ -91,7 +91,10 @@ class TrainState:
     form: BatchNorm statistics, RNG keys and counters of Dropout...), ``opt_state`` (built over
     ``params``), ``step`` (int32 scalar: optimizer steps taken), ``frozen`` (the parameters marked by
     ``layers.freeze``, torch's ``requires_grad=False``: no gradient, no optimizer state, no update, no
-    weight decay; ``{}`` when nothing is frozen). A parameter reachable by two paths (tied weights,
+    weight decay; ``{}`` when nothing is frozen), ``grads`` and ``micro`` (torch's ``.grad`` between two
+    optimizer steps of a streamed accumulation, ``make_train_step(accumulate_steps=N, streamed=True)``:
+    the sum of the micro-batch gradients so far and their count; ``None`` otherwise, as torch's ``.grad``
+    after ``zero_grad()``). A parameter reachable by two paths (tied weights,
     torch's ``decoder.weight = encoder.weight``) is ONE leaf: one gradient (the sum over both uses), one
     update. Being a pytree with static graph definition, a state passes through ``jit``/``lax.scan``
     unchanged in structure, so a step never recompiles (a mode switch is a new graph definition: one
@@ -113,6 +116,8 @@ class TrainState:
     opt_state: Any
     step: jax.Array
     frozen: Any = dataclasses.field(default_factory=dict)
+    grads: Any = None
+    micro: Any = None
 
     @classmethod
     def create(cls, model: nnx.Module, tx: Any, *, copy: bool = True) -> TrainState:
@@ -170,6 +175,24 @@ class TrainState:
     def replace(self, **changes: Any) -> TrainState:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+    def zero_grad(self) -> TrainState:
+        """A state without pending micro-batch gradients (``grads`` and ``micro`` back to ``None``).
+
+        PyTorch equivalent: ``optimizer.zero_grad()`` (``set_to_none=True``, torch's default) between the
+        optimizer steps of a gradient accumulation: the gradients of the micro-batches since the last
+        update are dropped. Nothing else changes.
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from fnml import layers, losses, optim, train
+        >>> state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.sgd(lr=0.1))
+        >>> step = train.make_train_step(losses.MSELoss(), accumulate_steps=2, streamed=True)
+        >>> state, _ = step(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # 1 of 2 micro-batches
+        >>> int(state.micro), int(state.step), state.zero_grad().grads is None
+        (1, 0, True)
+        """
+        return self.replace(grads=None, micro=None)
 
     # ---- train / eval modes: static attributes of the graph definition ------------------------------
 
@@ -256,7 +279,9 @@ class TrainState:
 
 
 jax.tree_util.register_dataclass(
-    TrainState, data_fields=["params", "rest", "opt_state", "step", "frozen"], meta_fields=["graphdef", "tx"]
+    TrainState,
+    data_fields=["params", "rest", "opt_state", "step", "frozen", "grads", "micro"],
+    meta_fields=["graphdef", "tx"],
 )
 
 
@@ -307,6 +332,7 @@ def make_train_step(
     loss_fn: Callable[..., Any] | None = None,
     has_aux: bool = False,
     accumulate_steps: int = 1,
+    streamed: bool = False,
     autocast: str | None = None,
     donate: bool = False,
     mesh: Any = None,
@@ -357,6 +383,19 @@ def make_train_step(
     updated once per micro-batch, as torch's forward does. The loss returned is the mean of the N
     micro-batch losses (the sum of torch's ``loss / N``); ``aux`` is stacked along a leading N axis.
 
+    ``accumulate_steps=N, streamed=True``: the same accumulation fed ONE micro-batch per call, as a loader
+    yields them (torch's ``(loss / N).backward(); if (i + 1) % N == 0: optimizer.step();
+    optimizer.zero_grad()``). Each call adds ``grad(loss / N)`` of its micro-batch to ``state.grads``
+    (torch's ``.grad``; ``state.micro`` counts the micro-batches); the N-th call applies the optimizer to
+    the sum and zeroes ``grads``/``micro``; ``state.step`` (and schedules) count optimizer steps. The
+    same additions in the same order as ``accumulate_steps=N`` on the N micro-batches concatenated, so
+    the two forms give the same parameters. The loss returned is the micro-batch's own (undivided);
+    ``state.micro == 0`` after a call means the update was applied. The first call on a state without
+    ``grads`` (a new or restored one) starts them at zero outside ``jit``: one compilation for every call.
+    :meth:`TrainState.zero_grad` drops pending gradients; a checkpoint of a state holding some is refused
+    (torch's checkpoint has no ``.grad`` either). A step without ``streamed`` (torch's loop, which begins
+    with ``optimizer.zero_grad()``) drops pending gradients too.
+
     ``autocast="bfloat16"``: torch's ``torch.autocast("cpu", dtype=torch.bfloat16)``. Parameters and
     optimizer state stay float32 (master weights; gradients arrive in float32 through the casts). Inside
     the loss, every matmul/convolution layer (``Linear``, ``Conv*``, ``ConvTranspose*``, flax's
@@ -401,23 +440,35 @@ def make_train_step(
     >>> state, loss = general(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # two micro-batches of 2 rows
     >>> int(state.step)
     2
+    >>> streamed = train.make_train_step(losses.MSELoss(), accumulate_steps=2, streamed=True)
+    >>> state, loss = streamed(state, jnp.ones((2, 2)), jnp.zeros((2, 1)))   # micro-batch 1 of 2: no update
+    >>> state, loss = streamed(state, jnp.ones((2, 2)), jnp.zeros((2, 1)))   # micro-batch 2 of 2: the update
+    >>> int(state.step), int(state.micro)
+    (3, 0)
     >>> from fnml import device
     >>> fsdp = train.make_train_step(losses.MSELoss(), mesh=device.mesh(), shard_min_size=1024)  # fully_shard
     >>> state, loss = fsdp(state, jnp.ones((4, 2)), jnp.zeros((4, 1)))   # the global batch, split along "data"
     >>> int(state.step)
-    3
+    4
     """
     where = "make_train_step"
     loss = _jit.loss_form(where, criterion, loss_fn, has_aux)
     check_bool("check_finite", check_finite, where=where)
     check_bool("donate", donate, where=where)
     check_positive_int("accumulate_steps", accumulate_steps, where=where)
+    check_bool("streamed", streamed, where=where)
+    if streamed and accumulate_steps == 1:
+        raise ValueError(
+            f"{where}: streamed=True feeds the micro-batches of an accumulation one per call and needs "
+            f"accumulate_steps >= 2 (how many calls make one optimizer step), got accumulate_steps=1"
+        )
     _jit.check_autocast(autocast, where=where)
     shard_min_size = _jit.check_sharding(mesh, shard_min_size, where=where)
     return _jit.jit_train_step(
         loss,
         has_aux=has_aux,
         accumulate_steps=accumulate_steps,
+        streamed=streamed,
         autocast=autocast,
         donate=donate,
         mesh=mesh,
@@ -612,6 +663,7 @@ def fit(
     epochs: int,
     loss_fn: Callable[..., jax.Array] | None = None,
     data: Sequence[Any] | None = None,
+    loader: Any = None,
     batch_size: int | None = None,
     shuffle: bool = False,
     drop_last: bool = False,
@@ -669,6 +721,17 @@ def fit(
       statistics per micro-batch. The samples used per epoch must fill whole groups of N batches
       (``ValueError`` otherwise). ``result.losses`` has one entry per OPTIMIZER step: the mean of its N
       micro-batch losses; schedules count optimizer steps.
+    - ``loader=``: instead of arrays, any re-iterable of batches (``fnml.data.DataLoader``, a torch
+      ``DataLoader``, a list), iterated once per epoch as torch's ``for x, y in loader``: items ``(x, y)``
+      in the short form, tuples of ``loss_fn``'s arguments in the general form; numpy, jax or torch
+      (CPU) values. It batches and shuffles itself (``batch_size``/``shuffle``/``drop_last``/``key`` stay
+      unset); with ``accumulate_steps=N`` each item is ONE micro-batch (the streamed step of
+      :func:`make_train_step`: ``(loss / N).backward()`` per item, ``optimizer.step()`` every N items),
+      and the items per epoch must be a multiple of N (checked before training when the loader has
+      ``len()``, else at the end of the epoch). A loader with an ``epoch(e)`` method (fnml's
+      ``DataLoader``) is asked for epoch ``e``'s batches, so a resumed run sees the uninterrupted run's
+      order; any other loader is simply iterated again (its own order, as torch's). Steps run one by
+      one (never fused); ``mesh=`` takes arrays only.
     - ``autocast="bfloat16"``: torch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` (see
       :func:`make_train_step` for what runs in which dtype); parameters and optimizer state stay float32.
 
@@ -752,6 +815,7 @@ def fit(
         epochs=epochs,
         loss_fn=loss_fn,
         data=data,
+        loader=loader,
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
