@@ -263,9 +263,7 @@ def pure_train_step(
             else:
                 loss, params, frozen, rest, aux, grads = accumulated(state, batch)
             params, opt_state = update(state, grads, params)
-            new_state = state.replace(
-                params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=state.step + 1
-            )
+            new_state = state.replace(params=params, frozen=frozen, rest=rest, opt_state=opt_state, step=state.step + 1)
             if getattr(state, "grads", None) is not None:
                 # torch's loop starts with optimizer.zero_grad(): gradients a streamed step left pending are
                 # dropped, not added.
