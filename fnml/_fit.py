@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -382,7 +382,7 @@ def _as_loader(
             f"fit: loader must be iterable (a DataLoader, or any object iter() works on, re-iterated each epoch), "
             f"got {type(loader).__name__}"
         )
-    if iter(loader) is loader:
+    if isinstance(loader, Iterator):  # not iter(loader): that can draw from a torch DataLoader's generator
         raise TypeError(
             "fit: loader is an iterator (it would be exhausted after one epoch); pass a re-iterable object, e.g. "
             "a DataLoader or a list of batches"

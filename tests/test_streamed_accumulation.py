@@ -99,7 +99,9 @@ def test_streamed_equals_concatenated_and_torch(ported):
     assert max_abs_diff(np.mean(np.reshape(micro_losses, (steps, N)), axis=1), np.asarray(step_losses)) <= ATOL
     assert max_abs_diff(by_micro.grads, jax.tree.map(jnp.zeros_like, by_micro.params)) == 0.0  # zero_grad()
     reference, torch_losses = _torch_run(torch_model, x, y)
-    assert max_abs_diff(np.asarray(micro_losses), np.asarray(torch_losses)) <= ATOL  # each call returns its micro-batch's own loss
+    assert (
+        max_abs_diff(np.asarray(micro_losses), np.asarray(torch_losses)) <= ATOL
+    )  # each call returns its micro-batch's own loss
     _assert_like_torch(by_micro, reference)  # parameters and BatchNorm statistics (updated per micro-batch)
     assert cache_size(streamed) == 1  # the first call starts the sum outside jit: one structure, one program
 
@@ -169,23 +171,26 @@ def test_streamed_needs_an_accumulation():
 
 
 def _torch_loader(x, y):
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=B)
+    # shuffled by its own seeded generator: fit must draw from it exactly as torch's loop does (nothing extra)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(dataset, batch_size=B, shuffle=True, generator=torch.Generator().manual_seed(5))
 
 
 def test_fit_on_a_torch_loader_of_micro_batches_equals_arrays_and_torch(ported):
     torch_model, twin = ported
     x, y = _data(2 * N)
-    fit = dict(epochs=2, accumulate_steps=N, verbose=False)
-    from_loader = train.fit(twin, _tx(), losses.MSELoss(), loader=_torch_loader(x, y), **fit)
-    from_arrays = train.fit(twin, _tx(), losses.MSELoss(), x.numpy(), y.numpy(), batch_size=B, **fit)
+    fit = dict(accumulate_steps=N, verbose=False)
+    from_loader = train.fit(twin, _tx(), losses.MSELoss(), loader=_torch_loader(x, y), epochs=2, **fit)
+    # the loader's batches, in its order (a same-seeded loader iterated twice), as arrays: fit on them unshuffled
+    same = _torch_loader(x, y)
+    batches = [batch for _ in range(2) for batch in same]
+    xs, ys = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    from_arrays = train.fit(twin, _tx(), losses.MSELoss(), xs.numpy(), ys.numpy(), batch_size=B, epochs=1, **fit)
     assert from_loader.losses.shape == (4,)  # one loss per optimizer step
     assert max_abs_diff(from_loader.losses, from_arrays.losses) <= ATOL
     assert max_abs_diff(from_loader.state.params, from_arrays.state.params) <= ATOL
-    assert list(from_loader.history["lr"]) == list(from_arrays.history["lr"])
-    # torch: the same loop over 2 epochs
-    model = _torch_model()
-    model.load_state_dict(torch_model.state_dict())
-    reference, _ = _torch_run(torch_model, torch.cat([x, x]), torch.cat([y, y]))
+    assert from_loader.history["lr"][-1] == from_arrays.history["lr"][-1]
+    reference, _ = _torch_run(torch_model, xs, ys)  # torch's loop over the same two epochs
     _assert_like_torch(from_loader.state, reference)
 
 
