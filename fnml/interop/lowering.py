@@ -129,6 +129,12 @@ def masked_fill(x, mask, value):
     return jnp.where(mask, jnp.asarray(value, x.dtype), x)
 
 
+def diff(x, n=1, dim=-1, prepend=None, append=None):
+    """torch.diff(x, n, dim, prepend, append): prepend / append are joined to ``x`` along ``dim`` first."""
+    parts = [p for p in (prepend, x, append) if p is not None]
+    return jnp.diff(jnp.concatenate(parts, dim) if len(parts) > 1 else x, n=n, axis=dim)
+
+
 def where(condition, x, y):
     """torch.where(condition, x, y) with torch's type promotion of Python scalars."""
     return jnp.where(condition, x, y)
@@ -769,6 +775,11 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.bitwise_not": jnp.invert,
             "aten.bitwise_and": jnp.bitwise_and,
             "aten.bitwise_or": jnp.bitwise_or,
+            # Python's & | ^ on tensors (transformers' mask code: ``mask_a & mask_b``) record these names.
+            "aten.__and__": jnp.bitwise_and,
+            "aten.__or__": jnp.bitwise_or,
+            "aten.__xor__": jnp.bitwise_xor,
+            "aten.bitwise_xor": jnp.bitwise_xor,
             "aten.isnan": jnp.isnan,
             "aten.elu": elu,
             "aten.contiguous": identity,
@@ -864,6 +875,7 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.std": std,
             "aten.linalg_vector_norm": vector_norm,
             "aten.cumsum": cumsum,
+            "aten.diff": diff,
             "aten.matmul": jnp.matmul,
             "aten.mm": jnp.matmul,
             "aten.bmm": jnp.matmul,
