@@ -971,8 +971,13 @@ def _user_frame_of(tb_lines: list[tuple[str, int, str, str]]) -> str:
     skipped = (os.path.dirname(torch.__file__), _HERE, os.path.dirname(os.__file__))
     for filename, lineno, function, code in reversed(tb_lines):
         path = os.path.abspath(filename)
-        if not path.startswith(skipped) and "site-packages" not in path:
+        if not path.startswith(skipped) and "site-packages" not in path and not filename.startswith("<"):
             return f"{filename}:{lineno} in {function}: {(code or '').strip()}"
+    # No user frame: the construct is in an installed library's code (transformers, timm): name that line.
+    for filename, lineno, function, code in reversed(tb_lines):
+        path = os.path.abspath(filename)
+        if not path.startswith(skipped) and not filename.startswith("<"):
+            return f"library code {filename}:{lineno} in {function}: {(code or '').strip()}"
     return "unknown source location"
 
 
@@ -2124,7 +2129,7 @@ def _programs_for_call(twin: TorchTwin, args: tuple, kwargs: dict) -> tuple[tupl
         captured = "; ".join(_describe(c) for c, _, _ in twin._variants)
         raise TypeError(
             f"the twin of {twin._torch_class} was captured for {captured} and was called as "
-            f"{_describe(structure)}; capturing that call failed: {error}. Call it like a captured signature, "
+            f"{_describe(structure)}; capturing that call failed: {str(error).rstrip('.')}. Call it like a captured signature, "
             f"or port with an example of this call: interop.from_torch(model, **inputs)"
         ) from None
     extra = tuple(r for r in readers if r not in twin._mode_readers)

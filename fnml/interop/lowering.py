@@ -135,6 +135,20 @@ def diff(x, n=1, dim=-1, prepend=None, append=None):
     return jnp.diff(jnp.concatenate(parts, dim) if len(parts) > 1 else x, n=n, axis=dim)
 
 
+def cross_entropy_loss(x, target, weight=None, reduction=1, ignore_index=-100, label_smoothing=0.0):
+    """aten.cross_entropy_loss: ``F.cross_entropy`` with torch's reduction enum (0 none, 1 mean, 2 sum)."""
+    from fnml import losses
+
+    return losses.cross_entropy(
+        x,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=("none", "mean", "sum")[reduction],
+        label_smoothing=label_smoothing,
+    )
+
+
 def where(condition, x, y):
     """torch.where(condition, x, y) with torch's type promotion of Python scalars."""
     return jnp.where(condition, x, y)
@@ -921,6 +935,7 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.batch_norm": batch_norm,
             "aten.instance_norm": instance_norm,
             "aten.embedding": embedding,
+            "aten.cross_entropy_loss": cross_entropy_loss,
             "aten.lstm_cell": lstm_cell,
             "aten.gru_cell": gru_cell,
             "aten.rnn_tanh_cell": _rnn_cell(jnp.tanh),
