@@ -2080,11 +2080,13 @@ def _bound(signature: inspect.Signature | None, args: tuple, kwargs: dict) -> di
     except TypeError:
         return None
     parameters = signature.parameters
-    return {
-        name: value
-        for name, value in bound.arguments.items()
-        if not (value is None and name in parameters and parameters[name].default is None)
-    }
+    arguments = {}
+    for name, value in bound.arguments.items():
+        if parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)  # **kwargs: its keywords are the call's own
+        elif not (value is None and parameters[name].default is None):
+            arguments[name] = value
+    return arguments
 
 
 def _structure(signature: inspect.Signature | None, args: tuple, kwargs: dict) -> tuple[Any, tuple]:
@@ -2129,8 +2131,8 @@ def _programs_for_call(twin: TorchTwin, args: tuple, kwargs: dict) -> tuple[tupl
         captured = "; ".join(_describe(c) for c, _, _ in twin._variants)
         raise TypeError(
             f"the twin of {twin._torch_class} was captured for {captured} and was called as "
-            f"{_describe(structure)}; capturing that call failed: {str(error).rstrip('.')}. Call it like a captured signature, "
-            f"or port with an example of this call: interop.from_torch(model, **inputs)"
+            f"{_describe(structure)}; capturing that call failed: {str(error).rstrip('.')}. Call it like a "
+            f"captured signature, or port with an example of this call: interop.from_torch(model, **inputs)"
         ) from None
     extra = tuple(r for r in readers if r not in twin._mode_readers)
     if extra or (_uses_random(programs) and twin.rngs is None):
