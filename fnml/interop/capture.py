@@ -11,6 +11,7 @@ hashable program of lowering-table ops (:mod:`fnml.interop.lowering`) and fnml l
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -217,13 +218,19 @@ class TorchTwin(_TorchContainer):
         self._forward_names: tuple[str, ...] = ()  # forward's positional parameter names, for input errors
         self._float_dtypes: tuple[str | None, str | None] = (None, None)  # (captured, current) floating dtype
         self._mode_readers: tuple[str, ...] = ()  # torch paths of captured code reading self.training
+        # Programs for other call structures (an optional argument left out or added, positional vs by name):
+        # ((structure, layout, (eval, train)), ...), captured on first use by _recapture (which holds the
+        # torch module; None for fx twins).
+        self._variants: tuple = ()
+        self._recapture: Any = None
         self.training = True
         self.rngs = rngs  # None unless the captured forward has random ops (then nnx.split sees no keys)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if isinstance(self._programs, tuple) and len(self._programs) == 2 and isinstance(self._programs[0], _Program):
             _check_captured_modes(self, self._mode_readers, where="the call")
-            return _run_program(self, self._programs[int(self.training)], args, kwargs)
+            programs, args, kwargs = _programs_for_call(self, args, kwargs)
+            return _run_program(self, programs[int(self.training)], args, kwargs)
         return _run_fx_program(self, self._programs, args, kwargs)
 
     def program_text(self) -> str:
@@ -964,8 +971,13 @@ def _user_frame_of(tb_lines: list[tuple[str, int, str, str]]) -> str:
     skipped = (os.path.dirname(torch.__file__), _HERE, os.path.dirname(os.__file__))
     for filename, lineno, function, code in reversed(tb_lines):
         path = os.path.abspath(filename)
-        if not path.startswith(skipped) and "site-packages" not in path:
+        if not path.startswith(skipped) and "site-packages" not in path and not filename.startswith("<"):
             return f"{filename}:{lineno} in {function}: {(code or '').strip()}"
+    # No user frame: the construct is in an installed library's code (transformers, timm): name that line.
+    for filename, lineno, function, code in reversed(tb_lines):
+        path = os.path.abspath(filename)
+        if not path.startswith(skipped) and not filename.startswith("<"):
+            return f"library code {filename}:{lineno} in {function}: {(code or '').strip()}"
     return "unknown source location"
 
 
@@ -1003,7 +1015,7 @@ def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
             f"from_torch: the example inputs do not fit {type(torch_module).__name__}.forward: {error}"
         ) from None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _caches_as_tensors(torch_module):
             # torch's RNN modules re-assign their flat weight list during export: harmless, not actionable.
             warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
             return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
@@ -1021,6 +1033,64 @@ def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
         raise UnsupportedTorchOpError(
             f"from_torch: torch.export could not capture {type(torch_module).__name__}.forward at {where} ({first})"
         ) from None
+
+
+def _is_cache(value: Any) -> bool:
+    """A transformers ``Cache`` (DynamicCache, EncoderDecoderCache...): an object torch.export cannot return."""
+    return any(c.__name__ == "Cache" and c.__module__.startswith("transformers") for c in type(value).__mro__)
+
+
+def _cache_tensors(cache: Any) -> Any:
+    """A transformers cache -> its tensors, per layer: ``(key, value)``, or ``(key, value, cross key, cross
+    value)`` for an encoder-decoder cache (transformers' legacy tuple format); None for a layer kind without
+    ``keys`` / ``values`` (the warning in :func:`_caches_as_tensors` says so)."""
+    if hasattr(cache, "self_attention_cache") and hasattr(cache, "cross_attention_cache"):
+        own, cross = _cache_tensors(cache.self_attention_cache), _cache_tensors(cache.cross_attention_cache)
+        if own is None or cross is None:
+            return None
+        return tuple(a + b for a, b in zip(own, cross))
+    layers_ = getattr(cache, "layers", None)
+    if layers_ is None or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers_):
+        return None
+    return tuple((layer.keys, layer.values) for layer in layers_)
+
+
+def _without_caches(value: Any, owner: str) -> Any:
+    """The forward's output with every transformers cache replaced by its tensors (or dropped, with a warning)."""
+    if _is_cache(value):
+        tensors = _cache_tensors(value)
+        if tensors is None:
+            warnings.warn(
+                f"from_torch: {owner}.forward returns a {type(value).__name__} whose layers hold no key/value "
+                f"tensors; the twin returns None in its place. Pass use_cache=False to the model to silence this",
+                stacklevel=4,
+            )
+        return tensors
+    if isinstance(value, dict) and any(_is_cache(v) for v in value.values()):
+        items = {k: _without_caches(v, owner) for k, v in value.items()}
+        return type(value)(**items) if type(value) is not dict else items
+    if isinstance(value, (tuple, list)) and any(_is_cache(v) for v in value):
+        return type(value)(_without_caches(v, owner) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def _caches_as_tensors(torch_module: Any) -> Iterator[None]:
+    """Capture a forward whose output holds a transformers cache (``use_cache=True``, transformers' default):
+    the capture records the cache's key/value tensors (per layer, transformers' legacy tuple layout) in its
+    place, so the twin returns them as arrays. The instance's ``forward`` is swapped for the capture only
+    (``functools.wraps`` keeps its signature, which torch.export reads)."""
+    forward = torch_module.forward
+
+    @functools.wraps(forward)
+    def tensors_for_caches(*args: Any, **kwargs: Any) -> Any:
+        return _without_caches(forward(*args, **kwargs), type(torch_module).__name__)
+
+    torch_module.forward = tensors_for_caches
+    try:
+        yield
+    finally:
+        del torch_module.forward
 
 
 def _with_mode(torch_module: Any, training: bool, capture: Any) -> Any:
@@ -1299,14 +1369,18 @@ def _user_leaves(program: _Program, args: tuple, kwargs: dict) -> list:
     """The call's inputs flattened as torch flattened the example's (kwargs in the example's order)."""
     import torch.utils._pytree as pytree
 
-    ordered = {name: kwargs[name] for name in program.kwarg_order if name in kwargs}
+    # A keyword captured as None and left out now means the same (forward's default): put the None back.
+    ordered = {name: kwargs.get(name) for name in program.kwarg_order}
     ordered.update({name: value for name, value in kwargs.items() if name not in ordered})
     leaves, spec = pytree.tree_flatten((tuple(args), ordered))
     expected = _spec(program.in_spec)
     if spec != expected:
+        given = ", ".join([f"<{len(args)} positional>"] * bool(args) + [f"{k}=" for k in kwargs])
         raise TypeError(
-            f"the twin was captured for inputs structured as {expected} and was called with {spec}; call it "
-            f"with the example's structure (the same positional and keyword arguments)"
+            f"the twin was captured for a call with {expected.child(0).num_children} positional "
+            f"argument(s) and keyword(s) {list(program.kwarg_order)}, and was called with ({given}), whose "
+            f"structure differs; call it with the example's structure (the same positional and keyword "
+            f"arguments, the same nesting)"
         )
     return leaves
 
@@ -1606,7 +1680,48 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
             variable[...] = jnp.asarray(out, variable[...].dtype)
         env[node.name] = out
     outputs = [_logical(_lookup(env, ref)) for ref in program.outputs]
+    _register_output_types(program.out_spec)
     return pytree.tree_unflatten(outputs, _spec(program.out_spec))
+
+
+@functools.lru_cache(maxsize=256)
+def _register_output_types(text: str) -> None:
+    """Make the forward's own output classes jax pytrees (transformers' ``ModelOutput``: an OrderedDict
+    subclass torch's pytree knows and jax does not), so a twin's output crosses ``jax.jit`` / ``grad`` as
+    the same class, with ``out.logits`` and ``out["logits"]``."""
+    pending = [_spec(text)]
+    while pending:
+        spec = pending.pop()
+        pending.extend(spec.children())
+        cls = spec.type
+        if isinstance(cls, type) and issubclass(cls, dict) and cls not in (dict, OrderedDict):
+            _register_dict_class(cls)
+
+
+_JAX_REGISTERED: set[type] = set()
+
+
+def _register_dict_class(cls: type) -> None:
+    if cls in _JAX_REGISTERED:
+        return
+
+    def flatten(value: Any) -> tuple[list, tuple]:
+        keys = tuple(value.keys())
+        return [value[k] for k in keys], keys
+
+    def unflatten(keys: tuple, children: Any) -> Any:
+        # Item by item, not cls(**items): transformers' ModelOutput.__post_init__ inspects its first field,
+        # and jax unflattens with placeholder leaves too. ModelOutput.__setitem__ sets the attribute as well.
+        value = cls.__new__(cls)
+        for key, child in zip(keys, children):
+            value[key] = child
+        return value
+
+    try:
+        jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+    except ValueError:  # registered elsewhere already (by the user, or another library)
+        pass
+    _JAX_REGISTERED.add(cls)
 
 
 def _call_layer(layer: Any, adapter: str, args: tuple) -> Any:
@@ -1904,31 +2019,149 @@ def from_torch(torch_module: Any, *example_args: Any, rngs: nnx.Rngs | None = No
     if not example_args and not example_kwargs:
         return _from_torch_fx(torch_module, dtype, rngs)
     twin, layer_paths = _build_twin(torch_module, dtype, None, "", captured=True, rngs=rngs)
-    variables = _variables(twin)
-    kwarg_order = tuple(example_kwargs)
     mode = bool(torch_module.training)
-
-    def capture(training: bool) -> _Program:
-        exported, reads = _with_mode(
-            torch_module,
-            training,
-            lambda: _tracking_training_reads(torch_module, lambda: _export(torch_module, example_args, example_kwargs)),
-        )
-        return _Compiler(exported, layer_paths, variables, kwarg_order).compile(), reads
-
-    program, reads = capture(mode)
-    # fnml layers switch modes themselves; any other module reading self.training needs the other mode's graph.
-    readers = tuple(sorted(path for path in reads if path not in layer_paths))
-    other = capture(not mode)[0] if readers else program
-    twin._programs = (other, program) if mode else (program, other)
+    recapture = _Recapture(torch_module, layer_paths, _variables(twin))
+    twin._programs, readers = recapture(example_args, example_kwargs, mode)
     twin._mode_readers = readers
+    twin.training = mode  # before the check: it compares each reader's mode with the root's
     _check_captured_modes(twin, readers, where="from_torch")
-    uses_random = any(lowering.lookup(n.target).random for p in twin._programs for n in p.nodes if n.kind == "op")
-    twin.rngs = rngs if uses_random else None
-    twin._source = program.source
+    twin.rngs = rngs if _uses_random(twin._programs) else None
+    twin._source = twin._programs[int(mode)].source
     twin._forward_names = _positional_names(torch_module)
-    twin.training = mode
+    twin._recapture = recapture
+    twin._variants = ((*_structure(recapture.signature, example_args, example_kwargs), twin._programs),)
     return twin
+
+
+def _uses_random(programs: tuple) -> bool:
+    return any(lowering.lookup(n.target).random for p in programs for n in p.nodes if n.kind == "op")
+
+
+class _Recapture:
+    """Captures the torch module's forward for a call structure (both modes where code reads ``self.training``).
+
+    The twin keeps one (its ``_recapture``) so that a call with another structure than the example's (an
+    optional argument such as ``attention_mask`` left out, ``labels=`` added) is captured for that structure
+    on first use, with the twin's own variables: the same parameters, the same ``nnx.Param`` objects.
+    Hashed by identity (an nnx static attribute).
+    """
+
+    def __init__(self, torch_module: Any, layer_paths: dict, variables: tuple):
+        self.torch_module = torch_module
+        self.layer_paths = layer_paths
+        self.variables = variables
+        self.signature = inspect.signature(torch_module.forward)
+
+    def __call__(self, args: tuple, kwargs: dict, mode: bool) -> tuple[tuple[_Program, _Program], tuple[str, ...]]:
+        torch_module = self.torch_module
+
+        def capture(training: bool) -> tuple[_Program, set[str]]:
+            exported, reads = _with_mode(
+                torch_module,
+                training,
+                lambda: _tracking_training_reads(torch_module, lambda: _export(torch_module, args, kwargs)),
+            )
+            return _Compiler(exported, self.layer_paths, self.variables, tuple(kwargs)).compile(), reads
+
+        program, reads = capture(mode)
+        # fnml layers switch modes themselves; any other module reading self.training needs the other mode's graph.
+        readers = tuple(sorted(path for path in reads if path not in self.layer_paths))
+        other = capture(not mode)[0] if readers else program
+        return ((other, program) if mode else (program, other)), readers
+
+
+def _bound(signature: inspect.Signature | None, args: tuple, kwargs: dict) -> dict | None:
+    """forward's arguments by name (signature order), leaving out a None the forward defaults to None
+    anyway (``attention_mask=None`` means what leaving it out means); None when they do not bind."""
+    if signature is None or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()):
+        return None
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    parameters = signature.parameters
+    arguments = {}
+    for name, value in bound.arguments.items():
+        if parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)  # **kwargs: its keywords are the call's own
+        elif not (value is None and parameters[name].default is None):
+            arguments[name] = value
+    return arguments
+
+
+def _structure(signature: inspect.Signature | None, args: tuple, kwargs: dict) -> tuple[Any, tuple]:
+    """(the call's structure, the layout it was given in): argument names and their tree structure,
+    independent of positional vs keyword passing; the layout is (positional names, keyword names)."""
+    import torch.utils._pytree as pytree
+
+    bound = _bound(signature, args, kwargs)
+    if bound is None:  # *args forwards, or a call that does not bind: the structure as given
+        return ("as given", pytree.treespec_dumps(pytree.tree_flatten((tuple(args), kwargs))[1])), ()
+    names = list(bound)
+    layout = (tuple(names[: len(args)]), tuple(names[len(args) :]))
+    spec = pytree.treespec_dumps(pytree.tree_flatten(bound)[1])
+    return (tuple(names), spec), layout
+
+
+def _describe(structure: Any) -> str:
+    """'forward(input_ids, attention_mask)' for a captured structure."""
+    names = structure[0]
+    return "forward(<as captured>)" if names == "as given" else f"forward({', '.join(names)})"
+
+
+def _programs_for_call(twin: TorchTwin, args: tuple, kwargs: dict) -> tuple[tuple, tuple, dict]:
+    """The programs for this call's structure (captured now if new) and the call arranged as they expect."""
+    recapture = twin._recapture
+    signature = recapture.signature if recapture is not None else None
+    structure, _ = _structure(signature, args, kwargs)
+    for captured, layout, programs in twin._variants:
+        if captured == structure:
+            if not layout:
+                return programs, args, kwargs
+            bound = _bound(signature, args, kwargs)
+            positional, keywords = layout
+            return programs, tuple(bound[n] for n in positional), {n: bound[n] for n in keywords}
+    if recapture is None or structure[0] == "as given":
+        return twin._programs, args, kwargs  # _user_leaves explains the mismatch
+    bound = _bound(signature, args, kwargs)
+    examples = {name: _torch_example(value) for name, value in bound.items()}
+    try:
+        programs, readers = recapture((), examples, bool(twin.training))
+    except (UnsupportedTorchOpError, TypeError) as error:
+        captured = "; ".join(_describe(c) for c, _, _ in twin._variants)
+        raise TypeError(
+            f"the twin of {twin._torch_class} was captured for {captured} and was called as "
+            f"{_describe(structure)}; capturing that call failed: {str(error).rstrip('.')}. Call it like a "
+            f"captured signature, or port with an example of this call: interop.from_torch(model, **inputs)"
+        ) from None
+    extra = tuple(r for r in readers if r not in twin._mode_readers)
+    if extra or (_uses_random(programs) and twin.rngs is None):
+        captured = "; ".join(_describe(c) for c, _, _ in twin._variants)
+        raise TypeError(
+            f"the twin of {twin._torch_class} was captured for {captured} and was called as {_describe(structure)}, "
+            f"whose forward {'reads self.training in ' + ', '.join(extra) if extra else 'draws random numbers'} "
+            f"where the captured ones did not; port with an example of this call: interop.from_torch(model, **inputs)"
+        )
+    twin._variants = (*twin._variants, (structure, ((), tuple(bound)), programs))
+    return programs, (), bound
+
+
+def _torch_example(value: Any) -> Any:
+    """A call's value as a torch example for a new capture: torch tensors as they are, arrays (or tracers,
+    inside jit) as tensors of their shape and dtype filled with ones (shapes and dtypes are what the capture
+    reads), nested containers alike, other values unchanged."""
+    import torch
+
+    if _torch.is_tensor(value):
+        return value
+    if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "aval"):
+        dtype = _torch.torch_dtype(value.dtype)
+        return torch.ones(tuple(value.shape), dtype=dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_torch_example(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _torch_example(v) for k, v in value.items()}
+    return value
 
 
 def _check_captured_modes(twin: TorchTwin, readers: tuple[str, ...], *, where: str) -> None:

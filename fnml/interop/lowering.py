@@ -129,6 +129,26 @@ def masked_fill(x, mask, value):
     return jnp.where(mask, jnp.asarray(value, x.dtype), x)
 
 
+def diff(x, n=1, dim=-1, prepend=None, append=None):
+    """torch.diff(x, n, dim, prepend, append): prepend / append are joined to ``x`` along ``dim`` first."""
+    parts = [p for p in (prepend, x, append) if p is not None]
+    return jnp.diff(jnp.concatenate(parts, dim) if len(parts) > 1 else x, n=n, axis=dim)
+
+
+def cross_entropy_loss(x, target, weight=None, reduction=1, ignore_index=-100, label_smoothing=0.0):
+    """aten.cross_entropy_loss: ``F.cross_entropy`` with torch's reduction enum (0 none, 1 mean, 2 sum)."""
+    from fnml import losses
+
+    return losses.cross_entropy(
+        x,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=("none", "mean", "sum")[reduction],
+        label_smoothing=label_smoothing,
+    )
+
+
 def where(condition, x, y):
     """torch.where(condition, x, y) with torch's type promotion of Python scalars."""
     return jnp.where(condition, x, y)
@@ -769,6 +789,11 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.bitwise_not": jnp.invert,
             "aten.bitwise_and": jnp.bitwise_and,
             "aten.bitwise_or": jnp.bitwise_or,
+            # Python's & | ^ on tensors (transformers' mask code: ``mask_a & mask_b``) record these names.
+            "aten.__and__": jnp.bitwise_and,
+            "aten.__or__": jnp.bitwise_or,
+            "aten.__xor__": jnp.bitwise_xor,
+            "aten.bitwise_xor": jnp.bitwise_xor,
             "aten.isnan": jnp.isnan,
             "aten.elu": elu,
             "aten.contiguous": identity,
@@ -864,6 +889,7 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.std": std,
             "aten.linalg_vector_norm": vector_norm,
             "aten.cumsum": cumsum,
+            "aten.diff": diff,
             "aten.matmul": jnp.matmul,
             "aten.mm": jnp.matmul,
             "aten.bmm": jnp.matmul,
@@ -909,6 +935,7 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.batch_norm": batch_norm,
             "aten.instance_norm": instance_norm,
             "aten.embedding": embedding,
+            "aten.cross_entropy_loss": cross_entropy_loss,
             "aten.lstm_cell": lstm_cell,
             "aten.gru_cell": gru_cell,
             "aten.rnn_tanh_cell": _rnn_cell(jnp.tanh),
