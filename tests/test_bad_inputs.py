@@ -52,6 +52,13 @@ def _corrupt_checkpoint():
     return checkpoint.restore_checkpoint(path, template=state, step=1)
 
 
+def _save_pending():
+    state = train.TrainState.create(layers.SimpleNN(rngs=R), optim.sgd(lr=0.1))
+    step = train.make_train_step(losses.MSELoss(), accumulate_steps=2, streamed=True)
+    state, _ = step(state, X4, Y4)
+    return checkpoint.save_checkpoint(_not_a_checkpoint(), state, step=1)
+
+
 # (function, bad input, exception, match, callable, when)
 ROWS = [
     # ---- layers
@@ -767,6 +774,46 @@ ROWS = [
         FileNotFoundError,
         r"fit: resume_from='/nonexistent/ck' does not exist",
         lambda: _fit(resume_from="/nonexistent/ck"),
+        "eager",
+    ),
+    (
+        "train.make_train_step",
+        "streamed=True without an accumulation (accumulate_steps=1)",
+        ValueError,
+        r"make_train_step: streamed=True feeds the micro-batches .* needs accumulate_steps >= 2",
+        lambda: train.make_train_step(losses.MSELoss(), streamed=True),
+        "eager",
+    ),
+    (
+        "train.fit",
+        "loader= an iterator (exhausted after one epoch)",
+        TypeError,
+        r"fit: loader is an iterator",
+        lambda: _fit(X=None, Y=None, loader=iter([(X4, Y4)])),
+        "eager",
+    ),
+    (
+        "train.fit",
+        "loader= with batch_size (the loader batches)",
+        ValueError,
+        r"fit: batch_size=2 with loader=: the loader batches and shuffles",
+        lambda: _fit(X=None, Y=None, loader=[(X4, Y4)], batch_size=2),
+        "eager",
+    ),
+    (
+        "train.fit",
+        "loader= yielding a number of micro-batches not divisible by accumulate_steps",
+        ValueError,
+        r"fit: accumulate_steps=2 needs every optimizer step to see 2 micro-batches, but the loader yields 3",
+        lambda: _fit(X=None, Y=None, loader=[(X4, Y4)] * 3, accumulate_steps=2),
+        "eager",
+    ),
+    (
+        "checkpoint.save_checkpoint",
+        "a state holding the gradients of pending micro-batches",
+        ValueError,
+        r"save_checkpoint: the state holds the gradients of 1 micro-batches of a streamed accumulation",
+        lambda: _save_pending(),
         "eager",
     ),
     (
