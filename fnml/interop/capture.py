@@ -1144,7 +1144,7 @@ class _Compiler:
         nodes, outputs = [], ()
         for node in graph.nodes:
             if node.op == "call_function":
-                nodes.append(self._node(node))
+                nodes.extend(self._batch_norm_with_stats(node) or (self._node(node),))
             elif node.op == "output":
                 outputs = self._outputs(node)
             elif node.op == "get_attr":
@@ -1238,6 +1238,37 @@ class _Compiler:
         if lowering.lookup(name) is None:
             self._refuse(node, f"{name} ({node.format_node()})")
         return _Node(node.name, "op", name, args, kwargs, "", write_back, where)
+
+    def _batch_norm_with_stats(self, node: Any) -> tuple[_Node, ...] | None:
+        """``F.batch_norm(x, running_mean, running_var, training=True)`` outside an fnml BatchNorm layer (timm's
+        ``BatchNormAct2d``, hand-written norms): torch updates the two buffers inside the op, so the twin runs
+        ``batch_norm_with_stats`` and writes both buffers back, as the in-place ops on buffers are."""
+        if _op_name(node.target) != "aten.batch_norm" or len(node.args) < 7 or node.args[5] is not True:
+            return None
+        path = _leaf_path(node)
+        layer_call = self.layer_paths.get(path) if path is not None else None
+        if layer_call is not None and "aten.batch_norm" in layer_call.aten_ops:
+            return None  # an fnml BatchNorm layer updates its own statistics
+        stats = [self.placeholders.get(getattr(arg, "name", None), (None, None)) for arg in node.args[3:5]]
+        if node.args[3] is None and node.args[4] is None:
+            return None  # batch statistics only: nothing to update
+        if any(kind != "buffer" for kind, _ in stats):
+            self._refuse(
+                node,
+                "aten.batch_norm (F.batch_norm(training=True) with running statistics that are not buffers of a "
+                "module: torch updates them in place inside the op; register running_mean / running_var as "
+                "buffers of the module that calls F.batch_norm, or use nn.BatchNorm1d/2d)",
+            )
+        where = _where(node)
+        args = _convert(tuple(node.args))
+        kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
+        packed = f"{node.name}__with_stats"
+        return (
+            _Node(packed, "op", "fnml.batch_norm_with_stats", args, kwargs, "", "", where),
+            _Node(f"{node.name}__mean", "op", "operator.getitem", (_Ref(packed), 1), (), "", stats[0][1], where),
+            _Node(f"{node.name}__var", "op", "operator.getitem", (_Ref(packed), 2), (), "", stats[1][1], where),
+            _Node(node.name, "op", "operator.getitem", (_Ref(packed), 0), (), "", "", where),
+        )
 
     def _outputs(self, node: Any) -> tuple:
         specs = self.exported.graph_signature.output_specs
@@ -1922,6 +1953,7 @@ def from_torch(torch_module: Any, *example_args: Any, rngs: nnx.Rngs | None = No
     other = capture(not mode)[0] if readers else program
     twin._programs = (other, program) if mode else (program, other)
     twin._mode_readers = readers
+    twin.training = mode  # the root's mode before the check (TorchTwin starts in training mode)
     _check_captured_modes(twin, readers, where="from_torch")
     uses_random = any(lowering.lookup(n.target).random for p in twin._programs for n in p.nodes if n.kind == "op")
     twin.rngs = rngs if uses_random else None

@@ -568,6 +568,15 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum, e
     return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
+def batch_norm_with_stats(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enable=True):
+    """aten.batch_norm's arguments -> ``(out, new_running_mean, new_running_var)`` (F.batch_norm_with_stats).
+
+    A twin runs this for ``F.batch_norm(training=True)`` on a module's own buffers and writes the two
+    statistics back (see ``fnml.interop.capture``), as torch's op updates them in place.
+    """
+    return F.batch_norm_with_stats(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, cudnn_enabled=True):
     """aten.instance_norm -> F.instance_norm (per-sample statistics)."""
     if running_mean is not None and use_input_stats:
@@ -907,6 +916,7 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.layer_norm": layer_norm,
             "aten.group_norm": group_norm,
             "aten.batch_norm": batch_norm,
+            "fnml.batch_norm_with_stats": batch_norm_with_stats,
             "aten.instance_norm": instance_norm,
             "aten.embedding": embedding,
             "aten.lstm_cell": lstm_cell,
