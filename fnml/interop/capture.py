@@ -11,6 +11,7 @@ hashable program of lowering-table ops (:mod:`fnml.interop.lowering`) and fnml l
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -1006,7 +1007,8 @@ def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
         with warnings.catch_warnings():
             # torch's RNN modules re-assign their flat weight list during export: harmless, not actionable.
             warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
-            return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
+            with _torch_reference_paths():
+                return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
     except Exception as error:  # torch raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
         where = _user_frame_of(_frames_of_exception(error))
         text = f"{type(error).__name__}: {error}"
@@ -1021,6 +1023,34 @@ def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
         raise UnsupportedTorchOpError(
             f"from_torch: torch.export could not capture {type(torch_module).__name__}.forward at {where} ({first})"
         ) from None
+
+
+@contextlib.contextmanager
+def _torch_reference_paths() -> Iterator[None]:
+    """During a capture, torch's own transformer modules take their reference path, not a kernel choice made
+    by a tensor's VALUE.
+
+    ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` test whether a given mask equals the causal mask
+    (``_detect_is_causal_mask``: ``bool((mask == causal).all())``) and ``nn.MultiheadAttention`` /
+    ``nn.TransformerEncoderLayer`` test their inputs for a fused inference fast path (nested tensors from a
+    padding mask). Both only choose a kernel: the hint ``is_causal=True`` makes attention apply the same causal
+    mask, and the fast path computes the reference math (torch documents both). The capture follows the
+    reference path: the hint is what the caller passed (``is_causal is True``), the mask is applied as given,
+    and the fast path is off (``torch.backends.mha.set_fastpath_enabled(False)``), so the forward captures
+    with no branch on a value, and the twin computes what torch's reference path computes.
+    """
+    import torch
+    from torch.nn.modules import transformer
+
+    detect = transformer._detect_is_causal_mask
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    transformer._detect_is_causal_mask = lambda mask, is_causal=None, size=None: is_causal is True
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        transformer._detect_is_causal_mask = detect
+        torch.backends.mha.set_fastpath_enabled(fast_path)
 
 
 def _with_mode(torch_module: Any, training: bool, capture: Any) -> Any:
@@ -1135,6 +1165,11 @@ class _Compiler:
         self.kwarg_order = kwarg_order
         self.placeholders: dict[str, tuple[str, Any]] = {}  # node name -> ("param"|"buffer"|"user", torch name)
         self.views: set[str] = set()
+        # In-place writes (see _in_place_nodes): basic-indexing views as (base node, slice/select steps), the
+        # node now holding each written tensor's value, and views read stale by a later write into their base.
+        self.view_chain: dict[str, tuple[str, tuple]] = {}
+        self.renamed: dict[str, str] = {}
+        self.stale: set[str] = set()
 
     def compile(self) -> _Program:
         import torch.utils._pytree as pytree
@@ -1143,8 +1178,11 @@ class _Compiler:
         inputs = self._inputs(graph)
         nodes, outputs = [], ()
         for node in graph.nodes:
+            if node.op in ("call_function", "output"):
+                nodes.extend(self._refreshed_views(node))
             if node.op == "call_function":
-                nodes.extend(self._batch_norm_with_stats(node) or (self._node(node),))
+                compiled = self._batch_norm_with_stats(node) or self._node(node)
+                nodes.extend(compiled if isinstance(compiled, list) else [compiled])
             elif node.op == "output":
                 outputs = self._outputs(node)
             elif node.op == "get_attr":
@@ -1209,6 +1247,12 @@ class _Compiler:
             kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
         except UnsupportedTorchOpError as error:
             self._refuse(node, str(error))
+        args, kwargs = _renamed(args, self.renamed), _renamed(kwargs, self.renamed)
+        parent = getattr(node.args[0], "name", None) if node.args else None
+        # A chain from a base that is itself another kind of view (y.t()[0]) is not followed: writes refused.
+        if name in ("aten.slice", "aten.select") and parent and (parent in self.view_chain or parent not in self.views):
+            base, steps = self.view_chain.get(node.args[0].name, (node.args[0].name, ()))
+            self.view_chain[node.name] = (base, (*steps, (name.split(".")[1], *args[1:])))
         if name in lowering.VIEWS or (
             name == "operator.getitem" and node.args and getattr(node.args[0], "name", None) in self.views
         ):
@@ -1227,19 +1271,70 @@ class _Compiler:
                 write_back = target
             elif kind == "param":
                 self._refuse(node, f"{name} (an in-place write into the parameter {target!r})")
+            elif source in self.view_chain and lowering.lookup(name) is not None:
+                return self._write_into_view(node, name, source, args, kwargs, where)
             elif source in self.views:
                 self._refuse(
                     node,
-                    f"{name} (an in-place write into a view such as x[:, 0] = v; write it out of place, "
-                    f"e.g. with torch.cat, torch.where or x = x.clone() before indexing with a tensor)",
+                    f"{name} (an in-place write into a view other than basic indexing, such as "
+                    f"x.view(...).add_(1) or x.t()[0] = v; write it out of place, e.g. with torch.cat, "
+                    f"torch.where or x = x.clone() before indexing with a tensor)",
                 )
+            if source is not None:
+                self.renamed[source] = node.name  # later reads of the written tensor see the new value
+                self.stale.update(view for view, (root, _) in self.view_chain.items() if root == source)
         if name == "aten.dropout" and (len(node.args) < 3 or node.args[2] is False or node.args[1] == 0):
             return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # eval-mode / p=0 dropout
         if lowering.lookup(name) is None:
             self._refuse(node, f"{name} ({node.format_node()})")
         return _Node(node.name, "op", name, args, kwargs, "", write_back, where)
 
-    def _batch_norm_with_stats(self, node: Any) -> tuple[_Node, ...] | None:
+    def _refreshed_views(self, node: Any) -> list[_Node]:
+        """Views read after an in-place write into their base, taken again from the base's new value."""
+        import torch.fx
+
+        refreshed = []
+        for arg in node.all_input_nodes if isinstance(node, torch.fx.Node) else ():
+            if arg.name not in self.stale:
+                continue
+            self.stale.discard(arg.name)
+            base, steps = self.view_chain[arg.name]
+            fresh = f"{arg.name}__after_{node.name}"
+            current = _Ref(self.renamed.get(base, base))
+            refreshed.append(_Node(fresh, "op", "fnml.view_gather", (current, steps), (), "", "", _where(node)))
+            self.renamed[arg.name] = fresh
+        return refreshed
+
+    def _write_into_view(self, node: Any, name: str, source: str, args: tuple, kwargs: tuple, where: str) -> list:
+        """``x[a:b, i] = v`` / ``view.fill_(v)`` / ``view.masked_fill_(m, v)``: torch writes through the view into
+        its base tensor. The twin computes the view's new value with the op's functional form, scatters it
+        into the base at the view's index (``fnml.view_scatter``), and later reads of the base and of the view
+        see the new values, as torch's shared storage does."""
+        base, steps = self.view_chain[source]
+        kind, target = self.placeholders.get(base, (None, None))
+        if kind in ("param", "user", "const"):
+            what = {"param": "the parameter", "user": "the forward's input", "const": "the constant"}[kind]
+            self._refuse(
+                node,
+                f"{name} (an in-place write through a view into {what} {target!r}: torch would change it for "
+                f"the caller too; clone it first, x = x.clone())",
+            )
+        scatter = f"{node.name}__into_{base}"
+        current = self.renamed.get(base, base)
+        # Other views of the base now read the new values (torch shares the storage): taken again when read.
+        self.stale.update(view for view, (root, _) in self.view_chain.items() if root == base and view != source)
+        self.stale.discard(source)
+        self.view_chain[node.name] = self.view_chain[source]  # the op's result is the same view
+        self.renamed[base], self.renamed[source] = scatter, node.name
+        write_back = target if kind == "buffer" else ""
+        return [
+            _Node(node.name, "op", name, args, kwargs, "", "", where),
+            _Node(
+                scatter, "op", "fnml.view_scatter", (_Ref(current), _Ref(node.name), steps), (), "", write_back, where
+            ),
+        ]
+
+    def _batch_norm_with_stats(self, node: Any) -> list[_Node] | None:
         """``F.batch_norm(x, running_mean, running_var, training=True)`` outside an fnml BatchNorm layer (timm's
         ``BatchNormAct2d``, hand-written norms): torch updates the two buffers inside the op, so the twin runs
         ``batch_norm_with_stats`` and writes both buffers back, as the in-place ops on buffers are."""
@@ -1263,18 +1358,29 @@ class _Compiler:
         args = _convert(tuple(node.args))
         kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
         packed = f"{node.name}__with_stats"
-        return (
+        return [
             _Node(packed, "op", "fnml.batch_norm_with_stats", args, kwargs, "", "", where),
             _Node(f"{node.name}__mean", "op", "operator.getitem", (_Ref(packed), 1), (), "", stats[0][1], where),
             _Node(f"{node.name}__var", "op", "operator.getitem", (_Ref(packed), 2), (), "", stats[1][1], where),
             _Node(node.name, "op", "operator.getitem", (_Ref(packed), 0), (), "", "", where),
-        )
+        ]
 
     def _outputs(self, node: Any) -> tuple:
         specs = self.exported.graph_signature.output_specs
-        results = _convert(tuple(node.args[0]))
+        results = _renamed(_convert(tuple(node.args[0])), self.renamed)
         user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
         return user
+
+
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """A converted argument with references to tensors written in place replaced by their new values' nodes."""
+    if isinstance(value, _Ref):
+        return _Ref(names.get(value.name, value.name))
+    if isinstance(value, _SliceSpec):
+        return _SliceSpec(*(_renamed(v, names) for v in value))
+    if isinstance(value, tuple):
+        return tuple(_renamed(v, names) for v in value)
+    return value
 
 
 def _fixed_size(dim: Any) -> int | None:
