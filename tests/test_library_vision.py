@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -385,6 +386,17 @@ class SizeArithmetic(nn.Module):
         return torch.cat([x, small], dim=1)
 
 
+class SizeTensorArithmetic(SizeArithmetic):
+    """The older UNet form: the size differences as tensors (torch.tensor([...]) // 2, then F.pad calls .item())."""
+
+    def forward(self, x):
+        small = self.up(self.down(x))
+        dy = torch.tensor([x.size()[2] - small.size()[2]])
+        dx = torch.tensor([x.size()[3] - small.size()[3]])
+        small = F.pad(small, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return torch.cat([x, small], dim=1)
+
+
 class FeatureDropout(nn.Module):
     def __init__(self, p):
         super().__init__()
@@ -424,8 +436,18 @@ def test_a_write_through_a_view_into_the_forwards_input_is_refused():
         interop.from_torch(IntoInput(), torch.randn(3, 4))
 
 
-def test_size_arithmetic_specialises():
-    _forward_and_gradient(SizeArithmetic().double(), torch.randn(2, 2, 9, 9, dtype=torch.float64))
+@pytest.mark.parametrize("model_class", [SizeArithmetic, SizeTensorArithmetic])
+def test_size_arithmetic_specialises(model_class):
+    torch.manual_seed(0)
+    model = model_class().double()
+    twin = _forward_and_gradient(model, torch.randn(2, 2, 9, 9, dtype=torch.float64))
+    # Under jit too (the sizes stay concrete), and on another image size: the padding follows it.
+    graphdef, state = nnx.split(twin)
+    forward = jax.jit(lambda state, v: nnx.merge(graphdef, state)(v))
+    for side in (9, 10):
+        x = torch.randn(3, 2, side, side + 1, dtype=torch.float64)
+        out = forward(state, jnp.asarray(x.numpy()))
+        assert_trees_close(out, model(x).detach(), dtype="float64")
 
 
 def test_functional_batch_norm_on_buffers_trains_like_torch():
@@ -503,3 +525,24 @@ def test_transformer_encoder_with_a_causal_mask_captures_its_reference_path():
     assert torch.backends.mha.get_fastpath_enabled()
     causal = nn.Transformer.generate_square_subsequent_mask(3)
     assert torch.nn.modules.transformer._detect_is_causal_mask(causal) is True
+
+
+def test_an_error_in_library_code_names_the_library_file_line_and_module_path(tmp_path, monkeypatch):
+    # A model library as pip installs one: a package under a site-packages directory.
+    package = tmp_path / "site-packages" / "fnml_fake_library"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import torch\n\n\nclass Block(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.linalg.svdvals(x)\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.block = Block()\n\n"
+        "    def forward(self, x):\n        return self.block(x)\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    from fnml_fake_library import Net
+
+    with pytest.raises(
+        interop.UnsupportedTorchOpError,
+        match=r"aten.linalg_svdvals .* in module 'block' \(Block\), .*fnml_fake_library/__init__.py:6 in forward "
+        r"\(library code\): return torch.linalg.svdvals\(x\)",
+    ):
+        interop.from_torch(Net(), torch.randn(3, 4))

@@ -141,6 +141,7 @@ class _Node(NamedTuple):
     adapter: str  # layer calls: how torch's op arguments map onto the fnml layer
     write_back: str  # in-place op on a container buffer: that buffer's torch name, written after the op
     where: str  # "module 'path' (Class), file:line: code", for error messages
+    static: bool = False  # computed from sizes and constants only: evaluated on concrete values under jit
 
 
 class _Input(NamedTuple):
@@ -962,11 +963,20 @@ def _user_frame_of(tb_lines: list[tuple[str, int, str, str]]) -> str:
     """'file:line in function: code' of the innermost frame outside torch, fnml.interop and the stdlib."""
     import torch
 
-    skipped = (os.path.dirname(torch.__file__), _HERE, os.path.dirname(os.__file__))
+    torch_dir = os.path.dirname(torch.__file__)
+    skipped = (torch_dir, _HERE, os.path.dirname(os.__file__))
     for filename, lineno, function, code in reversed(tb_lines):
         path = os.path.abspath(filename)
         if not path.startswith(skipped) and "site-packages" not in path:
             return f"{filename}:{lineno} in {function}: {(code or '').strip()}"
+    # No user frame: the construct is in a model library's code (timm, torchvision...) or in torch's own
+    # modules; name that file and line rather than nothing.
+    torch_modules = (os.path.join(torch_dir, "nn", ""),)
+    for accept in (lambda path: not path.startswith(skipped), lambda path: path.startswith(torch_modules)):
+        for filename, lineno, function, code in reversed(tb_lines):
+            path = os.path.abspath(filename)
+            if accept(path) and os.path.exists(path):
+                return f"{filename}:{lineno} in {function} (library code): {(code or '').strip()}"
     return "unknown source location"
 
 
@@ -1167,6 +1177,7 @@ class _Compiler:
         self.views: set[str] = set()
         # In-place writes (see _in_place_nodes): basic-indexing views as (base node, slice/select steps), the
         # node now holding each written tensor's value, and views read stale by a later write into their base.
+        self.static: set[str] = set()  # nodes computed from sizes and constants only (evaluated, not traced)
         self.view_chain: dict[str, tuple[str, tuple]] = {}
         self.renamed: dict[str, str] = {}
         self.stale: set[str] = set()
@@ -1224,6 +1235,7 @@ class _Compiler:
                 self.placeholders[node.name] = (kind.lower(), spec.target)
             elif kind == "CONSTANT_TENSOR":
                 result.append(_Input(node.name, "const", _Const.of(self.exported.constants[spec.target]), None))
+                self.static.add(node.name)
                 self.placeholders[node.name] = ("const", spec.target)
             else:
                 raise UnsupportedTorchOpError(f"from_torch: captured input {node.name!r} of kind {kind}")
@@ -1283,11 +1295,22 @@ class _Compiler:
             if source is not None:
                 self.renamed[source] = node.name  # later reads of the written tensor see the new value
                 self.stale.update(view for view, (root, _) in self.view_chain.items() if root == source)
+        refs = list(_ref_names((args, tuple(v for _, v in kwargs))))
+        if name in ("aten.sym_size", "aten.sym_numel") or (
+            refs
+            and all(ref in self.static for ref in refs)
+            and (name == "aten.item" or not getattr(lowering.lookup(name), "random", True))
+        ):
+            self.static.add(node.name)  # computed from sizes and constants only: concrete while the twin runs
+        if name == "aten.item" and node.name in self.static:
+            # .item() of a tensor made from sizes (torch.tensor([x.size(2) - y.size(2)]) // 2): a Python number
+            # on the call's shapes, so the size arithmetic specialises like torch's
+            return _Node(node.name, "op", "fnml.item", args, kwargs, "", "", where, True)
         if name == "aten.dropout" and (len(node.args) < 3 or node.args[2] is False or node.args[1] == 0):
             return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # eval-mode / p=0 dropout
         if lowering.lookup(name) is None:
             self._refuse(node, f"{name} ({node.format_node()})")
-        return _Node(node.name, "op", name, args, kwargs, "", write_back, where)
+        return _Node(node.name, "op", name, args, kwargs, "", write_back, where, node.name in self.static)
 
     def _refreshed_views(self, node: Any) -> list[_Node]:
         """Views read after an in-place write into their base, taken again from the base's new value."""
@@ -1735,6 +1758,9 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
         out = None
         if node.target in lowering.ELEMENTWISE and not node.write_back:
             out = _channels_last_elementwise(op, call_args, call_kwargs)
+        if out is None and node.static:
+            with jax.ensure_compile_time_eval():  # sizes are concrete under jit: keep their arithmetic concrete
+                out = op(*_logical(call_args), **_logical(call_kwargs))
         if out is None:
             out = op(*_logical(call_args), **_logical(call_kwargs))
         if node.write_back:

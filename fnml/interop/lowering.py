@@ -724,6 +724,11 @@ def assert_scalar(condition, message):
         raise ValueError(f"from_torch twin: the captured forward's check failed: {message}")
 
 
+def item(x):
+    """aten.item of a tensor computed from sizes only (the twin evaluates it on concrete values): a Python number."""
+    return np.asarray(x).item()
+
+
 def noop(*args, **kwargs):
     """Metadata asserts and range hints: nothing to compute."""
     return None
@@ -966,6 +971,7 @@ def _build_ops() -> dict[str, Lowering]:
             "fnml.batch_norm_with_stats": batch_norm_with_stats,
             "fnml.view_scatter": view_scatter,
             "fnml.view_gather": view_gather,
+            "fnml.item": item,
             "aten.instance_norm": instance_norm,
             "aten.embedding": embedding,
             "aten.lstm_cell": lstm_cell,
