@@ -1201,7 +1201,7 @@ class _Compiler:
         call_spec = self.exported.call_spec
         return _Program(
             inputs=inputs,
-            nodes=tuple(nodes),
+            nodes=_only_item_sources_static(nodes),
             outputs=outputs,
             in_spec=pytree.treespec_dumps(call_spec.in_spec),
             out_spec=pytree.treespec_dumps(call_spec.out_spec),
@@ -1393,6 +1393,22 @@ class _Compiler:
         results = _renamed(_convert(tuple(node.args[0])), self.renamed)
         user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
         return user
+
+
+def _only_item_sources_static(nodes: list[_Node]) -> tuple[_Node, ...]:
+    """Keep the concrete evaluation to the size arithmetic that feeds a ``.item()``: every other value stays
+    traced under jit (a concrete array there would look eager to the layers that check for tracers)."""
+    producers = {node.name: node for node in nodes}
+    needed: set[str] = set()
+    stack = [node.name for node in nodes if node.target == "fnml.item"]
+    while stack:
+        name = stack.pop()
+        node = producers.get(name)
+        if name in needed or node is None or not node.static:
+            continue
+        needed.add(name)
+        stack.extend(_ref_names((node.args, tuple(v for _, v in node.kwargs))))
+    return tuple(node._replace(static=node.name in needed) if node.static else node for node in nodes)
 
 
 def _renamed(value: Any, names: dict[str, str]) -> Any:
