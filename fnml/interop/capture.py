@@ -141,6 +141,7 @@ class _Node(NamedTuple):
     adapter: str  # layer calls: how torch's op arguments map onto the fnml layer
     write_back: str  # in-place op on a container buffer: that buffer's torch name, written after the op
     where: str  # "module 'path' (Class), file:line: code", for error messages
+    static: bool = False  # computed from sizes and constants only: evaluated on concrete values under jit
 
 
 class _Input(NamedTuple):
@@ -968,16 +969,20 @@ def _user_frame_of(tb_lines: list[tuple[str, int, str, str]]) -> str:
     """'file:line in function: code' of the innermost frame outside torch, fnml.interop and the stdlib."""
     import torch
 
-    skipped = (os.path.dirname(torch.__file__), _HERE, os.path.dirname(os.__file__))
+    torch_dir = os.path.dirname(torch.__file__)
+    skipped = (torch_dir, _HERE, os.path.dirname(os.__file__))
     for filename, lineno, function, code in reversed(tb_lines):
         path = os.path.abspath(filename)
         if not path.startswith(skipped) and "site-packages" not in path and not filename.startswith("<"):
             return f"{filename}:{lineno} in {function}: {(code or '').strip()}"
-    # No user frame: the construct is in an installed library's code (transformers, timm): name that line.
-    for filename, lineno, function, code in reversed(tb_lines):
-        path = os.path.abspath(filename)
-        if not path.startswith(skipped) and not filename.startswith("<"):
-            return f"library code {filename}:{lineno} in {function}: {(code or '').strip()}"
+    # No user frame: the construct is in a model library's code (timm, torchvision...) or in torch's own
+    # modules; name that file and line rather than nothing.
+    torch_modules = (os.path.join(torch_dir, "nn", ""),)
+    for accept in (lambda path: not path.startswith(skipped), lambda path: path.startswith(torch_modules)):
+        for filename, lineno, function, code in reversed(tb_lines):
+            path = os.path.abspath(filename)
+            if accept(path) and os.path.exists(path):
+                return f"{filename}:{lineno} in {function} (library code): {(code or '').strip()}"
     return "unknown source location"
 
 
@@ -1018,7 +1023,8 @@ def _export(torch_module: Any, args: tuple, kwargs: dict) -> Any:
         with warnings.catch_warnings(), _caches_as_tensors(torch_module):
             # torch's RNN modules re-assign their flat weight list during export: harmless, not actionable.
             warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
-            return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
+            with _torch_reference_paths():
+                return torch.export.export(torch_module, args, kwargs, strict=False, dynamic_shapes=dynamic)
     except Exception as error:  # torch raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
         where = _user_frame_of(_frames_of_exception(error))
         text = f"{type(error).__name__}: {error}"
@@ -1091,6 +1097,34 @@ def _caches_as_tensors(torch_module: Any) -> Iterator[None]:
         yield
     finally:
         del torch_module.forward
+
+
+@contextlib.contextmanager
+def _torch_reference_paths() -> Iterator[None]:
+    """During a capture, torch's own transformer modules take their reference path, not a kernel choice made
+    by a tensor's VALUE.
+
+    ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` test whether a given mask equals the causal mask
+    (``_detect_is_causal_mask``: ``bool((mask == causal).all())``) and ``nn.MultiheadAttention`` /
+    ``nn.TransformerEncoderLayer`` test their inputs for a fused inference fast path (nested tensors from a
+    padding mask). Both only choose a kernel: the hint ``is_causal=True`` makes attention apply the same causal
+    mask, and the fast path computes the reference math (torch documents both). The capture follows the
+    reference path: the hint is what the caller passed (``is_causal is True``), the mask is applied as given,
+    and the fast path is off (``torch.backends.mha.set_fastpath_enabled(False)``), so the forward captures
+    with no branch on a value, and the twin computes what torch's reference path computes.
+    """
+    import torch
+    from torch.nn.modules import transformer
+
+    detect = transformer._detect_is_causal_mask
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    transformer._detect_is_causal_mask = lambda mask, is_causal=None, size=None: is_causal is True
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        transformer._detect_is_causal_mask = detect
+        torch.backends.mha.set_fastpath_enabled(fast_path)
 
 
 def _with_mode(torch_module: Any, training: bool, capture: Any) -> Any:
@@ -1205,6 +1239,12 @@ class _Compiler:
         self.kwarg_order = kwarg_order
         self.placeholders: dict[str, tuple[str, Any]] = {}  # node name -> ("param"|"buffer"|"user", torch name)
         self.views: set[str] = set()
+        # In-place writes (see _in_place_nodes): basic-indexing views as (base node, slice/select steps), the
+        # node now holding each written tensor's value, and views read stale by a later write into their base.
+        self.static: set[str] = set()  # nodes computed from sizes and constants only (evaluated, not traced)
+        self.view_chain: dict[str, tuple[str, tuple]] = {}
+        self.renamed: dict[str, str] = {}
+        self.stale: set[str] = set()
 
     def compile(self) -> _Program:
         import torch.utils._pytree as pytree
@@ -1213,8 +1253,11 @@ class _Compiler:
         inputs = self._inputs(graph)
         nodes, outputs = [], ()
         for node in graph.nodes:
+            if node.op in ("call_function", "output"):
+                nodes.extend(self._refreshed_views(node))
             if node.op == "call_function":
-                nodes.append(self._node(node))
+                compiled = self._batch_norm_with_stats(node) or self._node(node)
+                nodes.extend(compiled if isinstance(compiled, list) else [compiled])
             elif node.op == "output":
                 outputs = self._outputs(node)
             elif node.op == "get_attr":
@@ -1222,7 +1265,7 @@ class _Compiler:
         call_spec = self.exported.call_spec
         return _Program(
             inputs=inputs,
-            nodes=tuple(nodes),
+            nodes=_only_item_sources_static(nodes),
             outputs=outputs,
             in_spec=pytree.treespec_dumps(call_spec.in_spec),
             out_spec=pytree.treespec_dumps(call_spec.out_spec),
@@ -1256,6 +1299,7 @@ class _Compiler:
                 self.placeholders[node.name] = (kind.lower(), spec.target)
             elif kind == "CONSTANT_TENSOR":
                 result.append(_Input(node.name, "const", _Const.of(self.exported.constants[spec.target]), None))
+                self.static.add(node.name)
                 self.placeholders[node.name] = ("const", spec.target)
             else:
                 raise UnsupportedTorchOpError(f"from_torch: captured input {node.name!r} of kind {kind}")
@@ -1279,6 +1323,12 @@ class _Compiler:
             kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
         except UnsupportedTorchOpError as error:
             self._refuse(node, str(error))
+        args, kwargs = _renamed(args, self.renamed), _renamed(kwargs, self.renamed)
+        parent = getattr(node.args[0], "name", None) if node.args else None
+        # A chain from a base that is itself another kind of view (y.t()[0]) is not followed: writes refused.
+        if name in ("aten.slice", "aten.select") and parent and (parent in self.view_chain or parent not in self.views):
+            base, steps = self.view_chain.get(node.args[0].name, (node.args[0].name, ()))
+            self.view_chain[node.name] = (base, (*steps, (name.split(".")[1], *args[1:])))
         if name in lowering.VIEWS or (
             name == "operator.getitem" and node.args and getattr(node.args[0], "name", None) in self.views
         ):
@@ -1297,23 +1347,143 @@ class _Compiler:
                 write_back = target
             elif kind == "param":
                 self._refuse(node, f"{name} (an in-place write into the parameter {target!r})")
+            elif source in self.view_chain and lowering.lookup(name) is not None:
+                return self._write_into_view(node, name, source, args, kwargs, where)
             elif source in self.views:
                 self._refuse(
                     node,
-                    f"{name} (an in-place write into a view such as x[:, 0] = v; write it out of place, "
-                    f"e.g. with torch.cat, torch.where or x = x.clone() before indexing with a tensor)",
+                    f"{name} (an in-place write into a view other than basic indexing, such as "
+                    f"x.view(...).add_(1) or x.t()[0] = v; write it out of place, e.g. with torch.cat, "
+                    f"torch.where or x = x.clone() before indexing with a tensor)",
                 )
+            if source is not None:
+                self.renamed[source] = node.name  # later reads of the written tensor see the new value
+                self.stale.update(view for view, (root, _) in self.view_chain.items() if root == source)
+        refs = list(_ref_names((args, tuple(v for _, v in kwargs))))
+        if name in ("aten.sym_size", "aten.sym_numel") or (
+            refs
+            and all(ref in self.static for ref in refs)
+            and (name == "aten.item" or not getattr(lowering.lookup(name), "random", True))
+        ):
+            self.static.add(node.name)  # computed from sizes and constants only: concrete while the twin runs
+        if name == "aten.item" and node.name in self.static:
+            # .item() of a tensor made from sizes (torch.tensor([x.size(2) - y.size(2)]) // 2): a Python number
+            # on the call's shapes, so the size arithmetic specialises like torch's
+            return _Node(node.name, "op", "fnml.item", args, kwargs, "", "", where, True)
         if name == "aten.dropout" and (len(node.args) < 3 or node.args[2] is False or node.args[1] == 0):
             return _Node(node.name, "alias", "", (args[0],), (), "", "", where)  # eval-mode / p=0 dropout
         if lowering.lookup(name) is None:
             self._refuse(node, f"{name} ({node.format_node()})")
-        return _Node(node.name, "op", name, args, kwargs, "", write_back, where)
+        return _Node(node.name, "op", name, args, kwargs, "", write_back, where, node.name in self.static)
+
+    def _refreshed_views(self, node: Any) -> list[_Node]:
+        """Views read after an in-place write into their base, taken again from the base's new value."""
+        import torch.fx
+
+        refreshed = []
+        for arg in node.all_input_nodes if isinstance(node, torch.fx.Node) else ():
+            if arg.name not in self.stale:
+                continue
+            self.stale.discard(arg.name)
+            base, steps = self.view_chain[arg.name]
+            fresh = f"{arg.name}__after_{node.name}"
+            current = _Ref(self.renamed.get(base, base))
+            refreshed.append(_Node(fresh, "op", "fnml.view_gather", (current, steps), (), "", "", _where(node)))
+            self.renamed[arg.name] = fresh
+        return refreshed
+
+    def _write_into_view(self, node: Any, name: str, source: str, args: tuple, kwargs: tuple, where: str) -> list:
+        """``x[a:b, i] = v`` / ``view.fill_(v)`` / ``view.masked_fill_(m, v)``: torch writes through the view into
+        its base tensor. The twin computes the view's new value with the op's functional form, scatters it
+        into the base at the view's index (``fnml.view_scatter``), and later reads of the base and of the view
+        see the new values, as torch's shared storage does."""
+        base, steps = self.view_chain[source]
+        kind, target = self.placeholders.get(base, (None, None))
+        if kind in ("param", "user", "const"):
+            what = {"param": "the parameter", "user": "the forward's input", "const": "the constant"}[kind]
+            self._refuse(
+                node,
+                f"{name} (an in-place write through a view into {what} {target!r}: torch would change it for "
+                f"the caller too; clone it first, x = x.clone())",
+            )
+        scatter = f"{node.name}__into_{base}"
+        current = self.renamed.get(base, base)
+        # Other views of the base now read the new values (torch shares the storage): taken again when read.
+        self.stale.update(view for view, (root, _) in self.view_chain.items() if root == base and view != source)
+        self.stale.discard(source)
+        self.view_chain[node.name] = self.view_chain[source]  # the op's result is the same view
+        self.renamed[base], self.renamed[source] = scatter, node.name
+        write_back = target if kind == "buffer" else ""
+        return [
+            _Node(node.name, "op", name, args, kwargs, "", "", where),
+            _Node(
+                scatter, "op", "fnml.view_scatter", (_Ref(current), _Ref(node.name), steps), (), "", write_back, where
+            ),
+        ]
+
+    def _batch_norm_with_stats(self, node: Any) -> list[_Node] | None:
+        """``F.batch_norm(x, running_mean, running_var, training=True)`` outside an fnml BatchNorm layer (timm's
+        ``BatchNormAct2d``, hand-written norms): torch updates the two buffers inside the op, so the twin runs
+        ``batch_norm_with_stats`` and writes both buffers back, as the in-place ops on buffers are."""
+        if _op_name(node.target) != "aten.batch_norm" or len(node.args) < 7 or node.args[5] is not True:
+            return None
+        path = _leaf_path(node)
+        layer_call = self.layer_paths.get(path) if path is not None else None
+        if layer_call is not None and "aten.batch_norm" in layer_call.aten_ops:
+            return None  # an fnml BatchNorm layer updates its own statistics
+        stats = [self.placeholders.get(getattr(arg, "name", None), (None, None)) for arg in node.args[3:5]]
+        if node.args[3] is None and node.args[4] is None:
+            return None  # batch statistics only: nothing to update
+        if any(kind != "buffer" for kind, _ in stats):
+            self._refuse(
+                node,
+                "aten.batch_norm (F.batch_norm(training=True) with running statistics that are not buffers of a "
+                "module: torch updates them in place inside the op; register running_mean / running_var as "
+                "buffers of the module that calls F.batch_norm, or use nn.BatchNorm1d/2d)",
+            )
+        where = _where(node)
+        args = _convert(tuple(node.args))
+        kwargs = tuple((k, _convert(v)) for k, v in node.kwargs.items() if k not in _PLACEMENT_KEYWORDS)
+        packed = f"{node.name}__with_stats"
+        return [
+            _Node(packed, "op", "fnml.batch_norm_with_stats", args, kwargs, "", "", where),
+            _Node(f"{node.name}__mean", "op", "operator.getitem", (_Ref(packed), 1), (), "", stats[0][1], where),
+            _Node(f"{node.name}__var", "op", "operator.getitem", (_Ref(packed), 2), (), "", stats[1][1], where),
+            _Node(node.name, "op", "operator.getitem", (_Ref(packed), 0), (), "", "", where),
+        ]
 
     def _outputs(self, node: Any) -> tuple:
         specs = self.exported.graph_signature.output_specs
-        results = _convert(tuple(node.args[0]))
+        results = _renamed(_convert(tuple(node.args[0])), self.renamed)
         user = tuple(value for value, spec in zip(results, specs) if spec.kind.name == "USER_OUTPUT")
         return user
+
+
+def _only_item_sources_static(nodes: list[_Node]) -> tuple[_Node, ...]:
+    """Keep the concrete evaluation to the size arithmetic that feeds a ``.item()``: every other value stays
+    traced under jit (a concrete array there would look eager to the layers that check for tracers)."""
+    producers = {node.name: node for node in nodes}
+    needed: set[str] = set()
+    stack = [node.name for node in nodes if node.target == "fnml.item"]
+    while stack:
+        name = stack.pop()
+        node = producers.get(name)
+        if name in needed or node is None or not node.static:
+            continue
+        needed.add(name)
+        stack.extend(_ref_names((node.args, tuple(v for _, v in node.kwargs))))
+    return tuple(node._replace(static=node.name in needed) if node.static else node for node in nodes)
+
+
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """A converted argument with references to tensors written in place replaced by their new values' nodes."""
+    if isinstance(value, _Ref):
+        return _Ref(names.get(value.name, value.name))
+    if isinstance(value, _SliceSpec):
+        return _SliceSpec(*(_renamed(v, names) for v in value))
+    if isinstance(value, tuple):
+        return tuple(_renamed(v, names) for v in value)
+    return value
 
 
 def _fixed_size(dim: Any) -> int | None:
@@ -1672,6 +1842,9 @@ def _run_program(root: TorchTwin, program: _Program, args: tuple, kwargs: dict) 
         out = None
         if node.target in lowering.ELEMENTWISE and not node.write_back:
             out = _channels_last_elementwise(op, call_args, call_kwargs)
+        if out is None and node.static:
+            with jax.ensure_compile_time_eval():  # sizes are concrete under jit: keep their arithmetic concrete
+                out = op(*_logical(call_args), **_logical(call_kwargs))
         if out is None:
             out = op(*_logical(call_args), **_logical(call_kwargs))
         if node.write_back:

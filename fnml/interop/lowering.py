@@ -235,6 +235,38 @@ def index_put(x, indices, values, accumulate=False):
     return x.at[where_].add(values) if accumulate else x.at[where_].set(values)
 
 
+def view_scatter(base, value, steps):
+    """``base`` with ``value`` written where a chain of ``aten.slice`` / ``aten.select`` views looks into it.
+
+    The twin's form of torch's write through a view (``x[a:b, i] = v``, ``x[:, 1:].fill_(0)``): ``steps`` are
+    the views' ATen arguments, ``("slice", dim, start, end, step)`` / ``("select", dim, index)``, each on the
+    previous view; jax arrays have no shared storage, so the new base is returned.
+    """
+    positions = [np.arange(size) for size in base.shape]  # per remaining view dim: the base positions it covers
+    axes = list(range(base.ndim))  # view dim -> base dim
+    index: list[Any] = [slice(None)] * base.ndim
+    for kind, dim, *bounds in steps:
+        dim = dim % len(axes)
+        if kind == "slice":
+            start, end, step = (list(bounds) + [None, None, 1])[:3]
+            positions[dim] = positions[dim][slice(start, end, step)]
+        else:
+            index[axes[dim]] = int(positions[dim][bounds[0]])
+            del positions[dim], axes[dim]
+    for dim, covered in zip(axes, positions):
+        step = int(covered[1] - covered[0]) if len(covered) > 1 else 1
+        index[dim] = slice(int(covered[0]), int(covered[-1]) + 1, step) if len(covered) else slice(0, 0)
+    return base.at[tuple(index)].set(jnp.asarray(value, base.dtype))
+
+
+def view_gather(base, steps):
+    """The view a chain of ``aten.slice`` / ``aten.select`` steps takes of ``base`` (see :func:`view_scatter`):
+    a view read after a write into its base is taken again from the base's new value."""
+    for kind, dim, *bounds in steps:
+        base = slice_(base, dim, *bounds) if kind == "slice" else select(base, dim, *bounds)
+    return base
+
+
 def cat(tensors, dim=0):
     """torch.cat(tensors, dim); torch skips empty 1-D tensors."""
     tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]
@@ -588,6 +620,15 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum, e
     return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
+def batch_norm_with_stats(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enable=True):
+    """aten.batch_norm's arguments -> ``(out, new_running_mean, new_running_var)`` (F.batch_norm_with_stats).
+
+    A twin runs this for ``F.batch_norm(training=True)`` on a module's own buffers and writes the two
+    statistics back (see ``fnml.interop.capture``), as torch's op updates them in place.
+    """
+    return F.batch_norm_with_stats(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps, cudnn_enabled=True):
     """aten.instance_norm -> F.instance_norm (per-sample statistics)."""
     if running_mean is not None and use_input_stats:
@@ -638,6 +679,21 @@ def dropout(key, x, p=0.5, train=True):
     return F.dropout(x, p, train, key=key)
 
 
+def feature_dropout(key, x, p=0.5, train=True):
+    """aten.feature_dropout(x, p, train): F.dropout1d/2d/3d's channel-wise dropout, torch's ATen form.
+
+    One keep/drop draw per (dim 0, dim 1) pair broadcast over the remaining dims, scaled by 1 / (1 - p), as
+    ATen's ``make_feature_noise`` (so a 3-D input to ``F.dropout2d`` drops (N, C) rows of an (N, C, L)
+    tensor, as torch does). The mask comes from the twin's key, never torch's stream.
+    """
+    if not train or p == 0 or x.size == 0:
+        return x
+    if p == 1:
+        return x * jnp.zeros_like(x)
+    keep = jax.random.bernoulli(key, 1 - p, x.shape[:2] + (1,) * (x.ndim - 2))
+    return x * (keep.astype(x.dtype) / (1 - p))
+
+
 def _lstm_gates(x, hx, w_ih, w_hh, b_ih, b_hh):
     gates = x @ w_ih.T + hx @ w_hh.T  # (B, in) @ (in, G*H) + (B, H) @ (H, G*H)
     if b_ih is not None:
@@ -686,6 +742,11 @@ def assert_scalar(condition, message):
     """aten._assert_scalar: a runtime check the captured code made (assert on a size)."""
     if not bool(condition):
         raise ValueError(f"from_torch twin: the captured forward's check failed: {message}")
+
+
+def item(x):
+    """aten.item of a tensor computed from sizes only (the twin evaluates it on concrete values): a Python number."""
+    return np.asarray(x).item()
 
 
 def noop(*args, **kwargs):
@@ -933,6 +994,10 @@ def _build_ops() -> dict[str, Lowering]:
             "aten.layer_norm": layer_norm,
             "aten.group_norm": group_norm,
             "aten.batch_norm": batch_norm,
+            "fnml.batch_norm_with_stats": batch_norm_with_stats,
+            "fnml.view_scatter": view_scatter,
+            "fnml.view_gather": view_gather,
+            "fnml.item": item,
             "aten.instance_norm": instance_norm,
             "aten.embedding": embedding,
             "aten.cross_entropy_loss": cross_entropy_loss,
@@ -979,6 +1044,8 @@ def _build_ops() -> dict[str, Lowering]:
     )
     # random ops: a jax.random key first
     register({"aten.dropout": dropout}, random=True, elementwise=True)
+    # one draw per (sample, channel): not elementwise (channels-last data would move the channel axis)
+    register({"aten.feature_dropout": feature_dropout}, random=True)
     register(
         {
             "aten.rand": rand,
