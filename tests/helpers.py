@@ -30,6 +30,8 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "float32": {"atol": 1e-5, "rtol": 1e-5},
     # Long float32 trajectories (100 optimizer steps): summation order drifts ~1e-7..1e-6.
     "float32_trajectory": {"atol": 1e-5, "rtol": 1e-4},
+    # bfloat16 values (8 significand bits): two kernels may round one ulp (2^-8 relative) apart.
+    "bfloat16": {"atol": 1e-2, "rtol": 8e-3},
 }
 DTYPES = ("float64", "float32")
 
