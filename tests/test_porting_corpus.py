@@ -510,48 +510,6 @@ class GCN(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 12. word_language_model TransformerModel: PositionalEncoding pe[:x.size(0)], generated square mask
-# ----------------------------------------------------------------------------------------------------
-
-
-class PositionalEncoding(nn.Module):
-    def __init__(self, d_model, dropout=0.0, max_len=16):
-        super().__init__()
-        self.dropout = nn.Dropout(p=dropout)
-        pe = torch.zeros(max_len, d_model)
-        position = torch.arange(0, max_len, dtype=torch.float).unsqueeze(1)
-        div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
-        pe[:, 0::2] = torch.sin(position * div_term)
-        pe[:, 1::2] = torch.cos(position * div_term)
-        self.register_buffer("pe", pe.unsqueeze(0).transpose(0, 1))
-
-    def forward(self, x):
-        return self.dropout(x + self.pe[: x.size(0), :])
-
-
-class TransformerLM(nn.Module):
-    def __init__(self, ntoken=12, ninp=8, nhead=2, nhid=16, nlayers=1, dropout=0.0):
-        super().__init__()
-        self.ninp = ninp
-        self.pos_encoder = PositionalEncoding(ninp, dropout)
-        self.encoder = nn.Embedding(ntoken, ninp)
-        layer = nn.TransformerEncoderLayer(ninp, nhead, nhid, dropout)
-        self.transformer_encoder = nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
-        self.decoder = nn.Linear(ninp, ntoken)
-
-    def forward(self, src, has_mask=True):
-        if has_mask:
-            sz = len(src)
-            mask = torch.log(torch.tril(torch.ones(sz, sz))).to(src.device)
-        else:
-            mask = None
-        src = self.pos_encoder(self.encoder(src) * math.sqrt(self.ninp))
-        # is_causal given: left to None, torch compares the mask's VALUES with a causal mask (not capturable).
-        output = self.transformer_encoder(src, mask, is_causal=False)
-        return F.log_softmax(self.decoder(output), dim=-1)
-
-
-# ----------------------------------------------------------------------------------------------------
 # 13. super_resolution: PixelShuffle
 # ----------------------------------------------------------------------------------------------------
 
@@ -959,12 +917,7 @@ CORPUS = [
         "BasicBlock, downsample Sequential, out += identity, flatten(x, 1)",
     ),
     Case("gcn", GCN, _gcn_inputs, "own nn.Parameter, torch.mm with adjacency input, F.dropout(training=self.training)"),
-    Case(
-        "transformer_lm",
-        TransformerLM,
-        lambda b, g: ((torch.randint(0, 12, (5, b), generator=g),), {}),
-        "TransformerEncoder, pe[:x.size(0)], len(src) mask from tril/log, has_mask flag",
-    ),
+    # 12. word_language_model's TransformerModel: in tests/test_library_vision.py, as written (causal mask).
     Case("super_resolution", SuperResolutionNet, _images(1, 6), "PixelShuffle"),
     Case("mnist_cnn", MnistNet, _images(1, 12), "F.max_pool2d, Dropout modules, torch.flatten, log_softmax"),
     Case("mnist_rnn", MnistRNN, _images(1, 12), "batch-first LSTM, reshape(-1, 12, 12), output[:, -1, :], BatchNorm1d"),
