@@ -82,6 +82,8 @@ def _seed_torch():
 # --------------------------------------------------------------------------------------------------
 
 LONGEST_FIRST = (
+    "test_library_vision.py",
+    "test_library_hf.py",
     "test_gpt_sharding.py",
     "test_distributed.py",
     "test_examples.py",
