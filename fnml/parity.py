@@ -39,7 +39,7 @@ import contextlib
 import io
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,14 @@ _numpy = _torch.as_numpy  # torch tensor (bfloat16 kept) / jax array / number ->
 
 
 def _leaves(value: Any, prefix: str = "") -> list[tuple[str, np.ndarray]]:
-    """(path, array) leaves of nested tuples/lists/dicts of tensors or arrays ("output", "[0]", "[1][0]")."""
+    """(path, array) leaves of nested tuples/lists/dicts of tensors or arrays ("output", "[0]", "[1][0]").
+
+    A transformers ``ModelOutput`` is a dict; a transformers cache (``use_cache=True``) counts as its key/value
+    tensors per layer, the form a twin returns it in."""
+    from fnml.interop.capture import _cache_tensors, _is_cache
+
+    if _is_cache(value):
+        value = _cache_tensors(value)
     if isinstance(value, dict):
         return [leaf for key in value for leaf in _leaves(value[key], f"{prefix}[{key!r}]")]
     if isinstance(value, (list, tuple)):
@@ -714,7 +721,10 @@ def compare_training(
     PyTorch equivalent: the training loop ``zero_grad(); loss = criterion(model(x), y); loss.backward();
     optimizer.step()``, run side by side with its fnml counterpart.
 
-    ``batches``: a sequence of ``(x, y)`` (torch tensors or numpy arrays); step ``i`` uses batch
+    ``batches``: a sequence of ``(x, y)`` (torch tensors or numpy arrays; ``x`` one input, a tuple of
+    positional inputs, or a dict of keyword inputs such as ``{"input_ids": ids, "attention_mask": m}``,
+    given to both models as ``model(**x)``; the criteria then receive the model's output as it is, e.g. a
+    transformers ``ModelOutput``); step ``i`` uses batch
     ``i % len(batches)``; ``steps`` defaults to ``len(batches)``. The torch side runs eagerly with
     ``torch_optimizer``; the fnml side is ONE jitted pure step (``nnx.split`` once, ``jax.value_and_grad``,
     ``fnml_optimizer`` = any ``optax.GradientTransformation``, BatchNorm statistics threaded through).
@@ -768,8 +778,12 @@ def compare_training(
     atol = default_atol if atol is None else float(atol)
     rtol = default_rtol if rtol is None else float(rtol)
 
-    torch_batches = [(_torch_inputs(_as_tuple(x)), _torch_inputs((y,))[0]) for x, y in batches]
-    fnml_batches = [(_fnml_inputs(_as_tuple(x)), _fnml_inputs((y,))[0]) for x, y in batches]
+    # x: one input, a tuple (model(*x)) or a dict of keyword inputs (model(**x), e.g. input_ids / attention_mask)
+    def inputs_of(x: Any, convert: Callable) -> Any:
+        return convert(dict(x)) if isinstance(x, Mapping) else convert(_as_tuple(x))
+
+    torch_batches = [(inputs_of(x, _torch_inputs), _torch_inputs((y,))[0]) for x, y in batches]
+    fnml_batches = [(inputs_of(x, _fnml_inputs), _fnml_inputs((y,))[0]) for x, y in batches]
 
     param_names = [name for name, _ in torch_model.named_parameters()]
     initial = _param_rows(
@@ -791,13 +805,13 @@ def compare_training(
     for step in range(steps):
         x_t, y_t = torch_batches[step % len(batches)]
         torch_optimizer.zero_grad()
-        loss = torch_criterion(torch_model(*x_t), y_t)
+        loss = torch_criterion(torch_model(**x_t) if isinstance(x_t, dict) else torch_model(*x_t), y_t)
         loss.backward()
         torch_optimizer.step()
         torch_losses.append(float(loss.item()))
 
         x_f, y_f = fnml_batches[step % len(batches)]
-        state, fnml_loss = step_fn(state, x_f, y_f)  # x_f is a tuple: model(*x_f)
+        state, fnml_loss = step_fn(state, x_f, y_f)  # x_f a tuple: model(*x_f); a dict: model(**x_f)
         fnml_loss_arrays.append(fnml_loss)
 
         if track_params:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import transformers
 from flax import nnx
 
-from fnml import interop, losses, optim, train
+from fnml import interop, losses, optim, parity, train
 
 FORWARD_RTOL = 1e-12  # float64, relative to the output's scale
 TRAIN_TOL = 1e-10  # float64 per-step loss and final parameters
@@ -512,6 +512,27 @@ def test_a_twin_takes_the_forwards_calling_conventions():
     # Tied embeddings: GPT-2's lm_head and wte are one parameter.
     assert twin.lm_head.weight is twin.transformer.wte.weight
     assert len(list(twin.parameters())) == len(list(model.parameters()))
+    # The parity tools take the library's outputs (a ModelOutput holding a cache) and keyword inputs.
+    report = parity.compare_forward(model, twin, (ids,), kwargs={"attention_mask": mask})
+    assert [row.name for row in report.outputs][:2] == ["['logits']", "['cache'][0][0]"]
+    assert max(row.max_rel_diff for row in report.outputs) <= FORWARD_RTOL
+    batches = [({"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}, b["input_ids"][:, 1:])
+               for b in (_inputs("gpt2", 4, 8, torch.Generator().manual_seed(s)) for s in (7, 8))]  # fmt: skip
+
+    def next_token(out, target, cross_entropy):
+        logits = out.logits[:, :-1]
+        return cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    trained = parity.compare_training(
+        model.train(),
+        torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY),
+        lambda out, y: next_token(out, y, F.cross_entropy),
+        twin.train(),
+        optim.adamw(lr=LR, weight_decay=WEIGHT_DECAY),
+        lambda out, y: next_token(out, y, losses.cross_entropy),
+        batches,
+    )
+    assert trained.passed, trained
 
 
 class OptionalMask(torch.nn.Module):
