@@ -429,6 +429,7 @@ def test_unsupported_torch_api_teaches_what_to_use(resnet, name, advice):
 
 def test_every_torch_module_attribute_is_answered_or_explained(resnet):
     net, x, twin = resnet
+
     # torch's own attributes: libraries may add methods to nn.Module when imported (transformers adds
     # smart_apply), which are theirs, not torch's module API.
     def is_torchs(name: str) -> bool:
