@@ -274,3 +274,33 @@ def test_fit_loader_errors_found_while_iterating(ported):
         train.fit(twin, optim.sgd(lr=0.1), losses.MSELoss(), loader=[{"x": pair[0]}], **fit)
     with pytest.raises(TypeError, match=r"fit: loader item 0 of epoch 1 must be a pair \(x, y\) .*got 3 parts"):
         train.fit(twin, optim.sgd(lr=0.1), losses.MSELoss(), loader=[(*pair, pair[1])], **fit)
+
+
+def test_streamed_on_a_mesh_with_donation_and_check_finite_equals_concatenated():
+    from flax import nnx
+
+    from fnml import device, layers
+
+    state = train.TrainState.create(layers.SimpleNN(rngs=nnx.Rngs(0)), optim.adam(lr=0.1))
+    x, y = np.random.default_rng(0).normal(size=(8, 2)), np.ones((8, 1))
+    concatenated = train.make_train_step(losses.MSELoss(), accumulate_steps=2)
+    expected = state
+    for k in range(2):
+        expected, _ = concatenated(expected, x[4 * k : 4 * k + 4], y[4 * k : 4 * k + 4])
+    variants = {
+        "fsdp mesh": dict(mesh=device.mesh(), shard_min_size=1),
+        "donate + check_finite": dict(donate=True, check_finite=True),
+    }
+    for name, options in variants.items():
+        step = train.make_train_step(losses.MSELoss(), accumulate_steps=2, streamed=True, **options)
+        streamed = jax.tree.map(jnp.copy, state)  # a donating step consumes its input state
+        for i in range(4):
+            streamed, _ = step(streamed, x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2])
+        assert max_abs_diff(streamed.params, expected.params) == 0.0, name
+    bad = x.copy()
+    bad[3] = np.nan  # micro-batch 2 of optimizer step 1
+    step = train.make_train_step(losses.MSELoss(), accumulate_steps=2, streamed=True, check_finite=True)
+    streamed = state
+    with pytest.raises(train.NonFiniteError, match=r"check_finite: step 1: the loss is nan"):
+        for i in range(2):
+            streamed, _ = step(streamed, bad[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2])
